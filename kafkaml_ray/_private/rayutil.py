@@ -1,0 +1,45 @@
+"""Connecting to Ray the same way from every process."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from kafkaml_ray.settings import Settings
+
+__all__ = ["ensure_ray", "NAMESPACE"]
+
+logger = logging.getLogger(__name__)
+NAMESPACE = "kafkaml"
+
+
+def ray_address(settings: Settings) -> str | None:
+    """RAY_ADDRESS, else the local head that `kafkaml-ray up` started, else None."""
+    if settings.ray_address:
+        return settings.ray_address
+    from kafkaml_ray.stack import local_ray_running
+
+    if local_ray_running(settings):
+        return f"127.0.0.1:{settings.ray_port}"
+    return None
+
+
+def ensure_ray(settings: Settings) -> None:
+    """Connect this process to Ray (the configured cluster, the local head, or a new one)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = ray_address(settings)
+    env = {**settings.env(), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+    if address is None:
+        logger.info("no Ray cluster running: starting a local one in this process")
+        os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    ray.init(
+        address=address,
+        namespace=NAMESPACE,
+        runtime_env={"env_vars": env},
+        include_dashboard=False if address is None else None,
+        log_to_driver=False,
+        configure_logging=False,
+    )

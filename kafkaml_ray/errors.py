@@ -1,0 +1,34 @@
+"""Errors that reach users: one line each, no traceback needed."""
+
+from __future__ import annotations
+
+__all__ = ["KafkaMLError", "NotFound", "Conflict", "InvalidInput", "ModelCodeError", "Unavailable"]
+
+
+class KafkaMLError(Exception):
+    """Base of every error kafkaml-ray raises on purpose; its message is for the user."""
+
+
+class NotFound(KafkaMLError):
+    """An id or name that does not exist."""
+
+
+class Conflict(KafkaMLError):
+    """A duplicate name, or an object still in use."""
+
+
+class InvalidInput(KafkaMLError, ValueError):
+    """A setting, argument or payload that is wrong; the message says which and why."""
+
+
+class ModelCodeError(InvalidInput):
+    """Model code that does not build; ``line`` is set when the error has one."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message if line is None else f"line {line}: {message}")
+        self.reason = message
+        self.line = line
+
+
+class Unavailable(KafkaMLError):
+    """A service (broker, Ray, store) that cannot be reached or started."""

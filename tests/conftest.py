@@ -1,0 +1,110 @@
+"""Session fixtures: a real embedded Kafka broker and a real local Ray head, on free ports,
+under a temporary KAFKAML_HOME. Integration tests use them; nothing here is mocked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from kafkaml_ray.settings import Settings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports on 127.0.0.1."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count > 65000:
+            continue
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free ports")
+
+
+@pytest.fixture(scope="session")
+def session_home():
+    # Short path: Ray's unix sockets live under it in places and have a length limit.
+    home = Path(tempfile.mkdtemp(prefix="kml-"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def base_settings(session_home) -> Settings:
+    """Settings of the session's broker and Ray head (each test gets its own store)."""
+    return Settings(
+        home=session_home,
+        broker_port=free_ports(2),
+        ray_port=free_ports(3),
+        dashboard_port=free_ports(1),
+        validation_timeout_s=60,
+        validation_memory_mb=2048,
+    )
+
+
+@pytest.fixture(scope="session")
+def broker(base_settings):
+    """A running embedded Kafka broker for the whole session."""
+    from kafkaml_ray.broker import EmbeddedKafka
+
+    kafka = EmbeddedKafka(base_settings)
+    kafka.start()
+    yield kafka
+    kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(base_settings):
+    """A real local Ray head (with the job server), and this process connected to it."""
+    import ray
+
+    from kafkaml_ray._private.rayutil import NAMESPACE
+    from kafkaml_ray.stack import start_ray, stop_ray
+
+    address = start_ray(base_settings, num_cpus=4)
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    yield address
+    ray.shutdown()
+    stop_ray(base_settings)
+
+
+@pytest.fixture
+def settings(base_settings, tmp_path) -> Settings:
+    """The session's services with a fresh metadata store and artifact directory."""
+    return base_settings.model_copy(
+        update={
+            "db": f"sqlite:///{tmp_path / 'kafkaml.db'}",
+            "artifacts": str(tmp_path / "artifacts"),
+        }
+    )
+
+
+@pytest.fixture
+def client(settings):
+    from kafkaml_ray import Client
+
+    return Client(settings)
+
+
+@pytest.fixture
+def example():
+    """The text of an example model file."""
+    return lambda name: (EXAMPLES / name).read_text()

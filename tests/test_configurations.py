@@ -1,0 +1,43 @@
+import pytest
+
+from kafkaml_ray.errors import Conflict, InvalidInput, NotFound
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def models(ray_cluster, client, example):
+    torch = client.add_model("digits-torch", "pytorch", example("digits_cnn_pytorch.py"))
+    keras = client.add_model("digits-keras", "tensorflow", example("digits_cnn_keras.py"))
+    return torch, keras
+
+
+def test_configuration_life_cycle_with_both_frameworks(client, models):
+    torch, keras = models
+    c = client.create_configuration("digits", [torch.id, "digits-keras"], "both frameworks")
+    assert c.model_names == ["digits-torch", "digits-keras"]
+    assert client.get_configuration("digits") == c
+    assert [x.id for x in client.list_configurations()] == [c.id]
+
+    c2 = client.update_configuration(c.id, models=[keras.id], name="keras-only")
+    assert (c2.name, c2.model_ids) == ("keras-only", [keras.id])
+
+    with pytest.raises(Conflict, match="used by configuration 'keras-only'"):
+        client.delete_model(keras.id)
+    client.delete_model(torch.id)  # no longer used
+    client.delete_configuration(c.id)
+    client.delete_model(keras.id)
+    assert client.list_models() == [] and client.list_configurations() == []
+
+
+def test_bad_configurations(client, models):
+    client.create_configuration("c", [models[0].id])
+    with pytest.raises(Conflict, match="'c' exists already"):
+        client.create_configuration("c", [models[0].id])
+    with pytest.raises(NotFound, match="no model with id or name 'nope'"):
+        client.create_configuration("d", ["nope"])
+    with pytest.raises(InvalidInput, match="at least one model"):
+        client.create_configuration("e", [])
+    with pytest.raises(NotFound, match="no configuration"):
+        client.delete_configuration(99)
+    assert [c.name for c in client.list_configurations()] == ["c"]

@@ -1,0 +1,159 @@
+"""Registering model code: validated in a Ray worker, shapes recorded, bad code refused."""
+
+import pytest
+
+from kafkaml_ray.errors import Conflict, InvalidInput, ModelCodeError, NotFound
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("file", "framework", "shapes"),
+    [
+        ("digits_cnn_pytorch.py", "pytorch", ([8, 8], [10])),
+        ("digits_cnn_keras.py", "tensorflow", ([8, 8], [10])),
+        ("regression_mlp_pytorch.py", "pytorch", ([26], [1])),
+        ("regression_mlp_keras.py", "tensorflow", ([26], [1])),
+    ],
+)
+def test_examples_register_with_their_shapes(ray_cluster, client, example, file, framework, shapes):
+    m = client.add_model(file.removesuffix(".py"), framework, example(file))
+    assert (m.input_shape, m.output_shape) == shapes
+    assert m.param_count > 0
+    assert client.get_model(m.name) == m
+    assert [x.name for x in client.list_models()] == [m.name]
+
+
+def test_kafka_ml_style_pytorch_code_with_an_imports_block(ray_cluster, client):
+    """Kafka-ML's PyTorch form: a class (not instantiated) and a separate imports field."""
+    imports = (
+        "import torch\nfrom torch import nn\nfrom ignite.metrics import Loss, MeanAbsoluteError"
+    )
+    code = """
+class CEPSA_NN(nn.Module):
+    def __init__(self):
+        super(CEPSA_NN, self).__init__()
+        self.linear_stack = nn.Sequential(nn.Linear(26, 16), nn.ReLU(), nn.Linear(16, 1))
+
+    def forward(self, x):
+        return self.linear_stack(x)
+
+    def loss_fn(self):
+        return nn.MSELoss()
+
+    def optimizer(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    def metrics(self):
+        return {"mae": MeanAbsoluteError(), "loss": Loss(self.loss_fn())}
+"""
+    m = client.add_model("cepsa", "pytorch", code, imports=imports)
+    assert (m.input_shape, m.output_shape, m.param_count) == ([26], [1], 26 * 16 + 16 + 17)
+
+
+TORCH_OK = """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+    def forward(self, x):
+        return self.fc(x)
+    def loss_fn(self):
+        return nn.CrossEntropyLoss()
+    def optimizer(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+    def metrics(self):
+        return {"accuracy": Accuracy()}
+"""
+
+BAD = [
+    (
+        "syntax",
+        "pytorch",
+        "class Net(nn.Module):\n    def __init__(self)\n        pass\n",
+        r"line 2: syntax error",
+    ),
+    ("no model", "tensorflow", "x = 1\n", r"must define a compiled Keras model named 'model'"),
+    (
+        "not compiled",
+        "tensorflow",
+        "model = keras.Sequential([keras.Input((4,)), layers.Dense(2)])\n",
+        r"not compiled",
+    ),
+    (
+        "no loss_fn",
+        "pytorch",
+        TORCH_OK.replace("def loss_fn", "def loss"),
+        r"has no loss_fn\(\) method",
+    ),
+    (
+        "metrics wrong type",
+        "pytorch",
+        TORCH_OK.replace('return {"accuracy": Accuracy()}', 'return ["accuracy"]'),
+        r"metrics\(\) must return a dict of Ignite metrics",
+    ),
+    (
+        "missing module",
+        "pytorch",
+        "import no_such_module_here\n" + TORCH_OK,
+        r"line 1: ModuleNotFoundError: no module named 'no_such_module_here'",
+    ),
+    (
+        "error in constructor",
+        "pytorch",
+        TORCH_OK.replace("nn.Linear(4, 2)", "nn.Linear(4, 2, bogus=1)"),
+        r"line 5: TypeError",
+    ),
+    (
+        "two classes",
+        "pytorch",
+        TORCH_OK + "\nclass Other(nn.Module):\n    pass\n",
+        r"one nn.Module subclass.*Net, Other",
+    ),
+    (
+        "exhausts memory",
+        "pytorch",
+        "blocks = []\nwhile True:\n    blocks.append(bytearray(10**8))\n",
+        r"line 3: MemoryError",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "framework", "code", "error"), BAD, ids=[b[0] for b in BAD])
+def test_bad_model_code_is_refused_and_nothing_stored(
+    ray_cluster, client, case, framework, code, error
+):
+    with pytest.raises(ModelCodeError, match=error):
+        client.add_model("bad", framework, code)
+    assert client.list_models() == []
+
+
+def test_code_that_never_returns_hits_the_time_limit(ray_cluster, settings):
+    from kafkaml_ray import Client
+
+    client = Client(settings.model_copy(update={"validation_timeout_s": 25}))
+    with pytest.raises(ModelCodeError, match="did not finish within 25s"):
+        client.add_model("loop", "pytorch", "while True:\n    pass\n")
+    assert client.list_models() == []
+
+
+def test_duplicates_unknown_ids_and_bad_arguments(ray_cluster, client, example):
+    client.add_model("digits", "pytorch", example("digits_cnn_pytorch.py"))
+    with pytest.raises(Conflict, match="'digits' exists already"):
+        client.add_model("digits", "pytorch", example("digits_cnn_pytorch.py"))
+    with pytest.raises(NotFound, match="no model with id or name 42"):
+        client.get_model(42)
+    with pytest.raises(InvalidInput, match="unknown framework 'jax'"):
+        client.add_model("j", "jax", "x = 1")
+    with pytest.raises(InvalidInput, match="cannot be a number"):
+        client.add_model("123", "pytorch", "x = 1")
+
+
+def test_update_revalidates_the_code(ray_cluster, client, example):
+    m = client.add_model("r", "pytorch", example("regression_mlp_pytorch.py"))
+    with pytest.raises(ModelCodeError):
+        client.update_model(m.id, code="not python(")
+    assert client.get_model(m.id).code == m.code
+    m2 = client.update_model(m.id, code=example("regression_mlp_pytorch.py").replace("64", "8"))
+    assert m2.param_count < m.param_count
+    assert client.update_model(m.id, description="smaller").description == "smaller"

@@ -1,0 +1,133 @@
+"""The metadata store on SQLite and on PostgreSQL (KAFKAML_TEST_POSTGRES, set by
+scripts/test.sh, which starts a private PostgreSQL server)."""
+
+import os
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from kafkaml_ray.store import (
+    Base,
+    Configuration,
+    Datasource,
+    DatasourceStatus,
+    Inference,
+    MLModel,
+    ResultStatus,
+    Store,
+    TrainingDeployment,
+    TrainingResult,
+)
+
+POSTGRES = os.environ.get("KAFKAML_TEST_POSTGRES")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield Store(f"sqlite:///{tmp_path / 'kml.db'}")
+        return
+    if not POSTGRES:
+        pytest.skip("KAFKAML_TEST_POSTGRES is not set (scripts/test.sh sets it)")
+    s = Store(POSTGRES)
+    Base.metadata.drop_all(s.engine)
+    Base.metadata.create_all(s.engine)
+    yield s
+    Base.metadata.drop_all(s.engine)
+    s.dispose()
+
+
+def _model(name="m", framework="pytorch"):
+    return MLModel(name=name, framework=framework, code="...", input_shape=[8, 8], param_count=3)
+
+
+def test_pipeline_rows_round_trip(store):
+    with store.session() as s:
+        m1, m2 = _model("torch"), _model("keras", "tensorflow")
+        config = Configuration(name="c", models=[m1, m2])
+        dep = TrainingDeployment(
+            configuration=config,
+            batch_size=16,
+            gpu_fraction=0.25,
+            kwargs={"pytorch": {"train": {"epochs": 3}}},
+        )
+        s.add(dep)
+        s.flush()
+        for m in (m1, m2):
+            s.add(TrainingResult(deployment=dep, model=m))
+        dep_id = dep.id
+
+    with store.session() as s:
+        dep = s.get_one(TrainingDeployment, dep_id)
+        assert [r.model.name for r in dep.results] == ["torch", "keras"]
+        assert all(r.status is ResultStatus.WAITING for r in dep.results)
+        assert dep.kwargs["pytorch"]["train"]["epochs"] == 3
+        r = dep.results[0]
+        r.status = ResultStatus.FINISHED
+        r.history = [{"epoch": 1, "train": {"loss": 0.5}, "val": {"loss": 0.6}}]
+        r.test_metrics = {"accuracy": 0.97}
+        r.confusion_matrix = [[1, 0], [0, 1]]
+        r.training_time_s = 1.5
+        result_id = r.id
+
+    with store.session() as s:
+        r = s.get_one(TrainingResult, result_id)
+        assert r.status == "finished" and r.status.done
+        assert r.history[0]["val"]["loss"] == 0.6
+        assert r.confusion_matrix == [[1, 0], [0, 1]]
+        s.add(Inference(result=r, input_topic="in", output_topic="out", replicas=2))
+
+    with store.session() as s:
+        inf = s.scalars(select(Inference)).one()
+        assert (inf.result.id, inf.replicas, inf.status) == (result_id, 2, "deploying")
+
+
+def test_names_are_unique(store):
+    with store.session() as s:
+        s.add(_model("same"))
+    with pytest.raises(IntegrityError), store.session() as s:
+        s.add(_model("same"))
+    with store.session() as s:
+        assert len(s.scalars(select(MLModel)).all()) == 1
+
+
+def test_a_control_message_is_stored_once(store):
+    """The control message's own topic/partition/offset is the key of its datasource."""
+
+    def ds():
+        return Datasource(
+            source_topic="ctl",
+            source_partition=0,
+            source_offset=7,
+            deployment_id=3,
+            status=DatasourceStatus.ACCEPTED,
+            topic="d:0:0:10",
+            total_msg=10,
+        )
+
+    with store.session() as s:
+        s.add(ds())
+    with pytest.raises(IntegrityError), store.session() as s:
+        s.add(ds())
+
+
+def test_deleting_a_deployment_deletes_its_results(store):
+    with store.session() as s:
+        m = _model()
+        dep = TrainingDeployment(configuration=Configuration(name="c", models=[m]))
+        s.add(TrainingResult(deployment=dep, model=m))
+        s.flush()
+        dep_id = dep.id
+    with store.session() as s:
+        s.delete(s.get_one(TrainingDeployment, dep_id))
+    with store.session() as s:
+        assert s.scalars(select(TrainingResult)).all() == []
+        assert s.scalars(select(MLModel)).one().name == "m"
+
+
+def test_unreachable_store_is_a_clear_error(tmp_path):
+    from kafkaml_ray.errors import Unavailable
+
+    with pytest.raises(Unavailable, match="cannot open the metadata store"):
+        Store("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
