@@ -8,17 +8,34 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from kafkaml_ray.errors import Conflict, InvalidInput, NotFound
 from kafkaml_ray.registry import FRAMEWORKS, validate_model
-from kafkaml_ray.schemas import ConfigurationInfo, ModelInfo
+from kafkaml_ray.schemas import (
+    ConfigurationInfo,
+    DatasourceInfo,
+    DeploymentInfo,
+    ModelInfo,
+    ResultInfo,
+)
 from kafkaml_ray.settings import Settings
-from kafkaml_ray.store import Configuration, MLModel, Store
+from kafkaml_ray.store import (
+    Configuration,
+    Datasource,
+    MLModel,
+    ResultStatus,
+    Store,
+    TrainingDeployment,
+    TrainingResult,
+)
 
 __all__ = ["Client"]
 
@@ -162,6 +179,190 @@ class Client:
         with self.store.session() as s:
             s.delete(_find(s, Configuration, ref, "configuration"))
 
+    # -- training ----------------------------------------------------------------------
+    def deploy_training(
+        self,
+        configuration: Ref,
+        batch_size: int = 32,
+        kwargs: Mapping[str, str | Mapping[str, Any]] | str | None = None,
+        val_kwargs: Mapping[str, str | Mapping[str, Any]] | str | None = None,
+        gpu_fraction: float = 0.0,
+        confusion_matrix: bool = True,
+        shuffle_seed: int | None = None,
+        on_malformed: str = "fail",
+        submit: bool = False,
+    ) -> DeploymentInfo:
+        """Deploy a configuration for training: one result per model, waiting for data.
+
+        ``kwargs``/``val_kwargs``: per framework (``{"pytorch": "epochs=5", "tensorflow":
+        "epochs=5, lr=0.001"}``) or one text for both; parsed safely, never evaluated.
+        ``gpu_fraction``: GPU per model (e.g. 0.25). ``shuffle_seed``: shuffled split (else
+        ordered: test newest). ``on_malformed``: "fail" or "skip" (count) bad messages.
+        ``submit``: run it as a Ray job now, waiting for its data stream.
+        """
+        from kafkaml_ray.train.kwargs import parse_kwargs
+
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput(f"batch_size must be a whole number >= 1, not {batch_size!r}")
+        if not 0 <= gpu_fraction <= 8:
+            raise InvalidInput(f"gpu_fraction must be between 0 and 8, not {gpu_fraction!r}")
+        if on_malformed not in ("fail", "skip"):
+            raise InvalidInput(f"on_malformed must be 'fail' or 'skip', not {on_malformed!r}")
+
+        def per_framework(value, kind) -> dict[str, dict[str, Any]]:
+            if value is None or isinstance(value, str):
+                value = dict.fromkeys(FRAMEWORKS, value)
+            unknown = set(value) - set(FRAMEWORKS)
+            if unknown:
+                raise InvalidInput(f"unknown framework {sorted(unknown)[0]!r} in {kind} kwargs")
+            return {fw: parse_kwargs(value.get(fw), kind) for fw in FRAMEWORKS}
+
+        train, val = per_framework(kwargs, "train"), per_framework(val_kwargs, "val")
+        with self.store.session() as s:
+            config = _find(s, Configuration, configuration, "configuration")
+            if not config.models:
+                raise InvalidInput(f"configuration {config.name!r} has no models")
+            dep = TrainingDeployment(
+                configuration=config,
+                batch_size=batch_size,
+                gpu_fraction=gpu_fraction,
+                confusion_matrix=confusion_matrix,
+                shuffle_seed=shuffle_seed,
+                on_malformed=on_malformed,
+                kwargs={fw: {"train": train[fw], "val": val[fw]} for fw in FRAMEWORKS},
+            )
+            s.add(dep)
+            s.flush()
+            for m in config.models:
+                s.add(TrainingResult(deployment=dep, model=m))
+            dep_id = dep.id
+        if submit:
+            from kafkaml_ray.train.jobs import submit_training
+
+            job_id = submit_training(self.settings, dep_id)
+            with self.store.session() as s:
+                s.get_one(TrainingDeployment, dep_id).job_id = job_id
+        return self.get_deployment(dep_id)
+
+    def list_deployments(self) -> list[DeploymentInfo]:
+        with self.store.session() as s:
+            rows = s.scalars(select(TrainingDeployment).order_by(TrainingDeployment.id))
+            return [DeploymentInfo.of(d) for d in rows]
+
+    def get_deployment(self, deployment_id: int) -> DeploymentInfo:
+        with self.store.session() as s:
+            return DeploymentInfo.of(
+                _get(s, TrainingDeployment, deployment_id, "training deployment")
+            )
+
+    def wait_for_deployment(self, deployment_id: int, timeout: float = 600) -> DeploymentInfo:
+        """Block until every result of the deployment is finished, failed or stopped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dep = self.get_deployment(deployment_id)
+            if dep.done:
+                return dep
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"deployment {deployment_id} is not done after {timeout:.0f}s")
+            time.sleep(1.0)
+
+    def stop_training(self, deployment_id: int) -> DeploymentInfo:
+        """Stop a deployment's training (or its wait for data); frees its Ray resources."""
+        from kafkaml_ray.train.launch import stop_runner
+
+        dep = self.get_deployment(deployment_id)
+        if dep.done:
+            return dep
+        stop_runner(self.settings, deployment_id, dep.job_id)
+        with self.store.session() as s:
+            for r in s.get_one(TrainingDeployment, deployment_id).results:
+                if not r.status.done:
+                    r.status, r.error = ResultStatus.STOPPED, "stopped by the user"
+        return self.get_deployment(deployment_id)
+
+    def list_results(self, deployment_id: int | None = None) -> list[ResultInfo]:
+        with self.store.session() as s:
+            q = select(TrainingResult).order_by(TrainingResult.id)
+            if deployment_id is not None:
+                q = q.where(TrainingResult.deployment_id == deployment_id)
+            return [ResultInfo.of(r) for r in s.scalars(q)]
+
+    def get_result(self, result_id: int) -> ResultInfo:
+        with self.store.session() as s:
+            return ResultInfo.of(_get(s, TrainingResult, result_id, "training result"))
+
+    def delete_result(self, result_id: int) -> None:
+        """Delete a result and its artifacts; refused while it trains (stop it first)."""
+        from kafkaml_ray import artifacts
+
+        with self.store.session() as s:
+            row = _get(s, TrainingResult, result_id, "training result")
+            if row.status in (ResultStatus.TRAINING,):
+                raise Conflict(f"result {result_id} is training: stop its deployment first")
+            s.delete(row)
+        artifacts.delete_tree(artifacts.join(self.settings.artifacts_uri, f"results/{result_id}"))
+
+    def download_weights(self, result_id: int) -> tuple[str, bytes]:
+        """The trained weights as ``(file name, bytes)``: safetensors or ``.keras``."""
+        from kafkaml_ray import artifacts
+
+        r = self.get_result(result_id)
+        if not r.weights_uri:
+            raise NotFound(f"result {result_id} has no weights (status {r.status})")
+        return r.weights_uri.rsplit("/", 1)[-1], artifacts.get(r.weights_uri)
+
+    def predict(self, result_id: int, data: Any) -> Any:
+        """Predictions of a trained result for a batch of samples (computed in a Ray task)."""
+        import ray
+
+        from kafkaml_ray._private.rayutil import ensure_ray
+
+        r = self.get_result(result_id)
+        if not r.weights_uri:
+            raise NotFound(f"result {result_id} has no weights (status {r.status})")
+        m = self.get_model(r.model_id)
+        ensure_ray(self.settings)
+        task = ray.remote(num_cpus=1, max_calls=1)(_predict)
+        return ray.get(
+            task.remote(m.framework, m.code, m.imports, r.weights_uri, m.input_shape, data)
+        )
+
+    # -- datasources -------------------------------------------------------------------
+    def list_datasources(self) -> list[DatasourceInfo]:
+        with self.store.session() as s:
+            rows = s.scalars(select(Datasource).order_by(Datasource.id))
+            return [DatasourceInfo.model_validate(d) for d in rows]
+
+    def get_datasource(self, datasource_id: int) -> DatasourceInfo:
+        with self.store.session() as s:
+            return DatasourceInfo.model_validate(_get(s, Datasource, datasource_id, "datasource"))
+
+    def resend_datasource(self, datasource_id: int, deployment_id: int) -> None:
+        """Re-send a stored stream's control message to another deployment: it trains on
+        the same Kafka ranges without the data being sent again."""
+        from confluent_kafka import Producer
+
+        from kafkaml_ray.ingest.control import parse_control
+
+        ds = self.get_datasource(datasource_id)
+        if ds.status == "refused" or not ds.topic:
+            raise InvalidInput(f"datasource {datasource_id} was refused: nothing to re-send")
+        self.get_deployment(deployment_id)  # exists
+        msg = parse_control(b"\x00", json.dumps(ds.message).encode())
+        msg.deployment_id = deployment_id
+        key, value, headers = msg.to_kafka()
+        producer = Producer(self.settings.kafka_config())
+        failures: list[str] = []
+        producer.produce(
+            self.settings.control_topic,
+            value,
+            key,
+            headers=headers,
+            on_delivery=lambda err, _m: err and failures.append(str(err)),
+        )
+        if producer.flush(30) or failures:
+            raise InvalidInput(f"the control message was not delivered: {failures or 'timeout'}")
+
 
 def _name(name: str, what: str) -> str:
     name = (name or "").strip()
@@ -180,6 +381,19 @@ def _find(s, table, ref: Ref, what: str):
     if row is None:
         raise NotFound(f"no {what} with id or name {ref!r}")
     return row
+
+
+def _get(s, table, key: int, what: str):
+    row = s.get(table, int(key)) if str(key).isdigit() else None
+    if row is None:
+        raise NotFound(f"no {what} with id {key!r}")
+    return row
+
+
+def _predict(framework, code, imports, weights_uri, input_shape, data):
+    from kafkaml_ray._private.trained import TrainedModel
+
+    return TrainedModel(framework, code, imports, weights_uri, input_shape).predict(data)
 
 
 def _models(s, refs: Sequence[Ref]) -> list[MLModel]:

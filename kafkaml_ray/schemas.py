@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ModelInfo", "ConfigurationInfo"]
+__all__ = [
+    "ModelInfo", "ConfigurationInfo", "ResultInfo", "DeploymentInfo", "DatasourceInfo",
+]
 
 
 class _Record(BaseModel):
@@ -46,3 +48,91 @@ class ConfigurationInfo(_Record):
             model_ids=[m.id for m in c.models],
             model_names=[m.name for m in c.models],
         )
+
+
+class ResultInfo(_Record):
+    """One model's training: status, metrics, learning curve and artifacts."""
+
+    id: int
+    deployment_id: int | None
+    model_id: int
+    model_name: str
+    framework: str
+    status: str
+    error: str | None
+    train_metrics: dict[str, Any]
+    val_metrics: dict[str, Any]
+    test_metrics: dict[str, Any]
+    history: list[Any]
+    progress: dict[str, Any]
+    confusion_matrix: list[Any] | None
+    training_time_s: float | None
+    weights_uri: str | None
+    confusion_matrix_uri: str | None
+    hyperparameters: dict[str, Any]
+    tune_id: int | None
+    best: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, r: Any) -> ResultInfo:
+        fields = {k: getattr(r, k) for k in cls.model_fields if hasattr(r, k)}
+        fields.update(status=r.status.value, model_name=r.model.name, framework=r.model.framework)
+        return cls(**fields)
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("finished", "failed", "stopped")
+
+
+class DeploymentInfo(_Record):
+    """A configuration deployed for training, with one result per model."""
+
+    id: int
+    configuration_id: int
+    configuration_name: str
+    batch_size: int
+    kwargs: dict[str, Any]
+    gpu_fraction: float
+    confusion_matrix: bool
+    shuffle_seed: int | None
+    on_malformed: str
+    job_id: str | None
+    datasource_id: int | None
+    created_at: datetime
+    results: list[ResultInfo]
+
+    @classmethod
+    def of(cls, d: Any) -> DeploymentInfo:
+        fields = {k: getattr(d, k) for k in cls.model_fields if hasattr(d, k)}
+        fields.update(
+            configuration_name=d.configuration.name, results=[ResultInfo.of(r) for r in d.results]
+        )
+        return cls(**fields)
+
+    @property
+    def done(self) -> bool:
+        return all(r.done for r in self.results)
+
+
+class DatasourceInfo(_Record):
+    """A control message as stored: the stream it names, or why it was refused."""
+
+    id: int
+    deployment_id: int | None
+    status: str
+    error: str | None
+    topic: str
+    input_format: str
+    input_config: dict[str, Any]
+    description: str
+    validation_rate: float
+    test_rate: float
+    total_msg: int
+    malformed_count: int
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    message: dict[str, Any]
+    created_at: datetime

@@ -135,8 +135,11 @@ def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 
         "RAY_DISABLE_USAGE_STATS": "1",
         # One local node: nothing to drain on `down`; stop at once.
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
     }
     env.pop("RAY_ADDRESS", None)
+    # Ray jobs run `python -m ...`: make it this environment's python.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log = open(_run_dir(settings) / "ray.log", "ab")  # noqa: SIM115 - handed to the child
     offset = log.tell()
     proc = subprocess.Popen(
@@ -166,6 +169,9 @@ def _jobs_ready(settings: Settings) -> bool:
         return False
     from ray.job_submission import JobSubmissionClient
 
+    from kafkaml_ray._private.rayutil import token_auth
+
+    token_auth()
     try:
         JobSubmissionClient(f"http://127.0.0.1:{settings.dashboard_port}").list_jobs()
         return True
@@ -200,21 +206,37 @@ def _wait(ready: Callable[[], bool], timeout: float, message: str, proc=None) ->
 
 
 # -- the whole stack -----------------------------------------------------------------------
+def _listener_part(settings: Settings) -> Part:
+    from kafkaml_ray.ingest.listener import listener_status
+
+    try:
+        st = listener_status(settings)
+    except Exception:  # noqa: BLE001 - Ray not reachable
+        st = None
+    detail = f"topic {settings.control_topic}"
+    if st:
+        detail += f", {st['processed']} control messages since it started"
+    return Part("listener", bool(st and st["alive"]), "ray actor control-listener", detail)
+
+
 def up(settings: Settings, with_ui: bool = False) -> list[Part]:
     """Start what is not running yet: broker, Ray head, control listener (and the UI)."""
+    from kafkaml_ray.ingest.listener import start_listener
+
     if settings.embedded_broker:
         EmbeddedKafka(settings).start()
     if not settings.ray_address:
         start_ray(settings)
-    for start in _extra_parts("start"):
-        start(settings, with_ui=with_ui)
+    start_listener(settings)
     return status(settings)
 
 
 def down(settings: Settings) -> list[Part]:
     """Stop every part that `up` started (in reverse order)."""
-    for stop in reversed(_extra_parts("stop")):
-        stop(settings)
+    from kafkaml_ray.ingest.listener import stop_listener
+
+    if settings.ray_address or local_ray_running(settings):
+        stop_listener(settings)
     stop_ray(settings)
     if settings.embedded_broker:
         EmbeddedKafka(settings).stop()
@@ -225,27 +247,28 @@ def status(settings: Settings) -> list[Part]:
     parts = []
     if settings.embedded_broker:
         b = EmbeddedKafka(settings).status()
-        parts.append(
-            Part("kafka", b.running, b.address, f"Apache Kafka {b.version} (embedded, KRaft)")
-        )
+        detail = f"Apache Kafka {b.version} (embedded, KRaft)"
+        parts.append(Part("kafka", b.running, b.address, detail))
     else:
         parts.append(
             Part("kafka", _kafka_answers(settings), settings.bootstrap_servers, "external")
         )
+    ray_up = bool(settings.ray_address) or local_ray_running(settings)
     if settings.ray_address:
         parts.append(Part("ray", True, settings.ray_address, "external (RAY_ADDRESS)"))
     else:
-        running = local_ray_running(settings)
         parts.append(
             Part(
                 "ray",
-                running,
+                ray_up,
                 f"127.0.0.1:{settings.ray_port}",
                 f"dashboard and jobs on http://127.0.0.1:{settings.dashboard_port}",
             )
         )
-    for report in _extra_parts("status"):
-        parts.append(report(settings))
+    if ray_up:
+        parts.append(_listener_part(settings))
+    else:
+        parts.append(Part("listener", False, "ray actor control-listener", "needs Ray"))
     return parts
 
 
@@ -256,8 +279,3 @@ def _kafka_answers(settings: Settings) -> bool:
         return bool(AdminClient(settings.kafka_config()).list_topics(timeout=3).brokers)
     except Exception:  # noqa: BLE001
         return False
-
-
-def _extra_parts(what: str) -> list[Callable]:
-    """Parts that later layers add (control listener, UI): module-level start/stop/status."""
-    return []

@@ -85,6 +85,7 @@ class ResultStatus(enum.StrEnum):
 
 
 class DatasourceStatus(enum.StrEnum):
+    RECEIVED = "received"  # stored, not yet handed to its deployment
     ACCEPTED = "accepted"  # handed to its deployment
     UNKNOWN_DEPLOYMENT = "unknown_deployment"  # well formed, but names no deployment
     REFUSED = "refused"  # broken control message; `error` says why

@@ -7,10 +7,22 @@ import os
 
 from kafkaml_ray.settings import Settings
 
-__all__ = ["ensure_ray", "NAMESPACE"]
+__all__ = ["ensure_ray", "token_auth", "NAMESPACE"]
 
 logger = logging.getLogger(__name__)
 NAMESPACE = "kafkaml"
+
+
+def token_auth() -> None:
+    """Keep Ray's token authentication on in this process too (RAY_AUTH_MODE=token unless
+    set otherwise), also when ``ray`` was imported before kafkaml_ray."""
+    import sys
+
+    if os.environ.setdefault("RAY_AUTH_MODE", "token") != "token":
+        return
+    raylet = sys.modules.get("ray._raylet")
+    if raylet is not None:
+        raylet.Config.initialize("")  # re-read the mode from the environment
 
 
 def ray_address(settings: Settings) -> str | None:
@@ -30,13 +42,14 @@ def ensure_ray(settings: Settings) -> None:
 
     if ray.is_initialized():
         return
+    token_auth()
     address = ray_address(settings)
     env = {**settings.env(), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
     if address is None:
         logger.info("no Ray cluster running: starting a local one in this process")
         os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     ray.init(
-        address=address,
+        address=address or "local",  # never join some other cluster found on the machine
         namespace=NAMESPACE,
         runtime_env={"env_vars": env},
         include_dashboard=False if address is None else None,

@@ -89,6 +89,12 @@ class EmbeddedKafka:
     def start(self, timeout: float = 90.0) -> BrokerStatus:
         """Start the broker and wait until it answers; harmless when it already runs."""
         if self._pid() is not None:
+            running_on = self._pid_file.read_text().split()[1:]
+            if running_on and running_on[0] != str(self.settings.broker_port):
+                raise Unavailable(
+                    f"the broker of {self.settings.home} already runs on port {running_on[0]}, "
+                    f"not {self.settings.broker_port}: run 'kafkaml-ray broker stop' first"
+                )
             self._wait_ready(timeout)
             return self.status()
         if self._port_open():
@@ -123,7 +129,7 @@ class EmbeddedKafka:
             cwd=self.dir,
         )
         log.close()
-        self._pid_file.write_text(str(proc.pid))
+        self._pid_file.write_text(f"{proc.pid} {self.settings.broker_port}")
         try:
             self._wait_ready(timeout, proc)
         except Unavailable:
@@ -152,7 +158,7 @@ class EmbeddedKafka:
     # -- internals ---------------------------------------------------------------------
     def _pid(self) -> int | None:
         try:
-            pid = int(self._pid_file.read_text())
+            pid = int(self._pid_file.read_text().split()[0])
         except (OSError, ValueError):
             return None
         try:

@@ -1,0 +1,52 @@
+"""The artifact store: trained weights and confusion matrices, in a directory (default) or
+under any URI ``pyarrow.fs`` opens (``s3://bucket/prefix``, ``gs://...``, a mounted NFS path).
+
+>>> import tempfile
+>>> base = tempfile.mkdtemp()
+>>> uri = put(base, "results/1/weights.bin", b"abc")
+>>> get(uri)
+b'abc'
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+__all__ = ["put", "get", "delete_tree", "join"]
+
+
+def _fs(uri: str):
+    from pyarrow import fs
+
+    if "://" not in uri:
+        return fs.LocalFileSystem(), uri
+    return fs.FileSystem.from_uri(uri)
+
+
+def join(base: str, relpath: str) -> str:
+    return posixpath.join(base.rstrip("/"), relpath)
+
+
+def put(base: str, relpath: str, data: bytes) -> str:
+    """Write ``data`` at ``base/relpath``; return its URI."""
+    uri = join(base, relpath)
+    filesystem, path = _fs(uri)
+    filesystem.create_dir(posixpath.dirname(path), recursive=True)
+    with filesystem.open_output_stream(path) as f:
+        f.write(data)
+    return uri
+
+
+def get(uri: str) -> bytes:
+    filesystem, path = _fs(uri)
+    with filesystem.open_input_stream(path) as f:
+        return f.read()
+
+
+def delete_tree(uri: str) -> None:
+    """Delete a directory of artifacts; nothing happens if it does not exist."""
+    from pyarrow import fs
+
+    filesystem, path = _fs(uri)
+    if filesystem.get_file_info(path).type != fs.FileType.NotFound:
+        filesystem.delete_dir(path)

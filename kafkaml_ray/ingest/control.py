@@ -1,0 +1,209 @@
+"""Control messages: the announcement that a data stream is ready for a deployment.
+
+Kafka-ML's wire contract (see DESIGN.md): the key is the deployment id as a big-endian
+unsigned integer (Kafka-ML writes one byte; any length is accepted, the shortest is written),
+a ``deployment_id`` header (decimal text) wins over the key, and the value is JSON.
+
+>>> msg = ControlMessage(deployment_id=300, ranges=[TopicRange("data", 0, 0, 700)],
+...                      input_format="RAW", input_config={"data_type": "float32"})
+>>> key, value, headers = msg.to_kafka()
+>>> key, headers
+(b'\\x01,', [('deployment_id', b'300')])
+>>> parse_control(key, value).ranges
+[TopicRange(topic='data', partition=0, start=0, end=700)]
+>>> [str(r) for r in parse_ranges("data:0:0:700,data:1:5")]  # no end: no messages
+['data:0:0:700', 'data:1:5:5']
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray.ingest.formats import get_format
+
+__all__ = [
+    "ControlMessage",
+    "TopicRange",
+    "ControlError",
+    "parse_control",
+    "parse_ranges",
+    "format_ranges",
+    "encode_key",
+    "decode_key",
+]
+
+
+class ControlError(InvalidInput):
+    """A control message that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class TopicRange:
+    """Messages ``start`` (inclusive) to ``end`` (exclusive) of one topic partition."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __str__(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.start}:{self.end}"
+
+
+@dataclass
+class ControlMessage:
+    """A parsed control message; ``to_kafka()`` writes it in Kafka-ML's form."""
+
+    deployment_id: int
+    ranges: list[TopicRange]
+    input_format: str = "RAW"
+    input_config: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    validation_rate: float = 0.0
+    test_rate: float = 0.0
+    total_msg: int | None = None
+    dataset_restrictions: dict[str, Any] = field(default_factory=dict)
+    unsupervised_topic: str | None = None
+    incremental: bool = False
+
+    @property
+    def message_count(self) -> int:
+        return sum(len(r) for r in self.ranges)
+
+    def value(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("deployment_id")
+        out["topic"] = format_ranges(self.ranges)
+        out.pop("ranges")
+        if out["total_msg"] is None:
+            out["total_msg"] = self.message_count
+        return out
+
+    def to_kafka(self) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        """``(key, value, headers)`` as Kafka-ML's clients write them (plus the header)."""
+        return (
+            encode_key(self.deployment_id),
+            json.dumps(self.value()).encode(),
+            [("deployment_id", str(self.deployment_id).encode())],
+        )
+
+
+def encode_key(deployment_id: int) -> bytes:
+    """The shortest big-endian unsigned bytes of ``deployment_id`` (one byte up to 255)."""
+    if deployment_id < 0:
+        raise ControlError(f"deployment id {deployment_id} is negative")
+    return deployment_id.to_bytes(max(1, (deployment_id.bit_length() + 7) // 8), "big")
+
+
+def decode_key(key: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None = None) -> int:
+    """The deployment id: the ``deployment_id`` header if present, else the key."""
+    for name, raw in headers or ():
+        if name == "deployment_id":
+            text = (raw or b"").decode("utf-8", "replace").strip()
+            if not text.isdigit():
+                raise ControlError(f"the deployment_id header {text!r} is not a decimal number")
+            return int(text)
+    if not key:
+        raise ControlError(
+            "no deployment id: the key is empty and there is no deployment_id header"
+        )
+    return int.from_bytes(key, "big")
+
+
+def parse_ranges(text: str) -> list[TopicRange]:
+    """``"t:p:start:end,..."`` (``end`` exclusive; ``t:p:start`` alone holds no messages)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ControlError("'topic' names no topic ranges")
+    out = []
+    for entry in text.split(","):
+        entry = entry.strip()
+        # The topic name may not contain ':' (Kafka allows letters, digits, '.', '_', '-').
+        parts = entry.split(":")
+        if len(parts) not in (3, 4) or not parts[0]:
+            raise ControlError(f"topic range {entry!r} is not topic:partition:start[:end]")
+        try:
+            nums = [int(p) for p in parts[1:]]
+        except ValueError:
+            raise ControlError(f"topic range {entry!r} has a part that is not a number") from None
+        partition, start = nums[0], nums[1]
+        end = nums[2] if len(nums) == 3 else start
+        if partition < 0 or start < 0 or end < start:
+            raise ControlError(f"topic range {entry!r}: need partition >= 0 and 0 <= start <= end")
+        out.append(TopicRange(parts[0], partition, start, end))
+    return out
+
+
+def format_ranges(ranges: Sequence[TopicRange]) -> str:
+    return ",".join(str(r) for r in ranges)
+
+
+def _rate(value: Any, name: str) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ControlError(f"{name} must be a number from 0 up to 1, not {value!r}")
+    return float(value)
+
+
+def parse_control(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | None = None,
+) -> ControlMessage:
+    """Parse and check a control message; :class:`ControlError` says what is wrong."""
+    deployment_id = decode_key(key, headers)
+    try:
+        body = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ControlError(f"the value is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise ControlError(f"the value must be a JSON object, not {type(body).__name__}")
+    ranges = parse_ranges(body.get("topic"))
+    fmt = body.get("input_format") or "RAW"
+    config = body.get("input_config") or {}
+    if isinstance(config, str):  # some clients send it as JSON text
+        try:
+            config = json.loads(config)
+        except ValueError:
+            raise ControlError("input_config is text that is not JSON") from None
+    if not isinstance(config, dict):
+        raise ControlError("input_config must be a JSON object")
+    try:
+        get_format(fmt, config)
+    except InvalidInput as e:
+        raise ControlError(str(e)) from None
+    val, test = (
+        _rate(body.get("validation_rate"), "validation_rate"),
+        _rate(body.get("test_rate"), "test_rate"),
+    )
+    if val + test >= 1:
+        raise ControlError(f"validation_rate + test_rate is {val + test:g}: nothing left to train")
+    total = body.get("total_msg")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
+        raise ControlError(f"total_msg must be a whole number >= 0, not {total!r}")
+    restrictions = body.get("dataset_restrictions") or {}
+    if isinstance(restrictions, str):
+        try:
+            restrictions = json.loads(restrictions) if restrictions.strip() else {}
+        except ValueError:
+            raise ControlError("dataset_restrictions is text that is not JSON") from None
+    return ControlMessage(
+        deployment_id=deployment_id,
+        ranges=ranges,
+        input_format=fmt.upper(),
+        input_config=config,
+        description=body.get("description") or "",
+        validation_rate=val,
+        test_rate=test,
+        total_msg=total,
+        dataset_restrictions=restrictions if isinstance(restrictions, dict) else {},
+        unsupervised_topic=body.get("unsupervised_topic") or None,
+        incremental=bool(body.get("incremental") or False),
+    )

@@ -1,0 +1,242 @@
+"""Kafka ranges into a Ray Dataset of decoded samples, and its train/validation/test split.
+
+One Ray task reads each ``topic:partition:start:end`` range with its own consumer
+(``assign``, no consumer group), decodes the messages in batches into numpy arrays and
+returns one block; the blocks form the Dataset. Reads are bounded and never hang: a range
+beyond the partition's end, a deleted topic, or a broker that stops answering for
+``stall_timeout_s`` ends the read with a :class:`ReadError` naming the range.
+
+Columns: ``data`` (one sample), ``label`` (when the format has labels), and ``partition``,
+``offset``, ``timestamp`` (kept for the ordered split; `split` drops them).
+
+Split sizes (``n`` messages read): ``n_test = floor(test_rate * n)``,
+``n_val = floor(validation_rate * n)``, ``n_train = n - n_val - n_test``. The ordered split
+(default) sorts by (timestamp, partition, offset): training data first, test data newest.
+With ``shuffle_seed`` the samples are shuffled with that seed first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from kafkaml_ray.errors import InvalidInput, KafkaMLError
+from kafkaml_ray.ingest.control import TopicRange
+from kafkaml_ray.ingest.formats import get_format
+
+__all__ = ["read_ranges", "split_dataset", "StreamData", "ReadError", "OnMalformed", "split_sizes"]
+
+logger = logging.getLogger(__name__)
+OnMalformed = Literal["fail", "skip"]
+_CHUNK = 10_000
+
+
+class ReadError(KafkaMLError):
+    """A range that could not be read (or held malformed messages, with ``on_malformed="fail"``)."""
+
+
+@dataclass
+class StreamData:
+    """What `read_ranges` read: the Dataset, its size, and the malformed messages skipped."""
+
+    dataset: Any  # ray.data.Dataset
+    count: int
+    malformed: int = 0
+    errors: list[str] = field(default_factory=list)  # the first few skipped, for people
+
+
+def _read_range(
+    kafka_config: Mapping[str, Any],
+    rng: TopicRange,
+    input_format: str,
+    input_config: Mapping[str, Any],
+    on_malformed: OnMalformed,
+    stall_timeout_s: float,
+) -> tuple[Any, dict[str, Any]]:
+    """Read one range and decode it; runs as a Ray task. Returns (block, stats)."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    from ray.data.block import BlockAccessor
+
+    fmt = get_format(input_format, input_config)
+    where = f"{rng.topic}:{rng.partition}"
+    consumer = Consumer(
+        {
+            **kafka_config,
+            "group.id": "kafkaml-reader",  # required by librdkafka; nothing is committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "socket.timeout.ms": int(stall_timeout_s * 1000),
+            "session.timeout.ms": max(6000, int(stall_timeout_s * 1000)),
+        }
+    )
+    chunks: list[Any] = []
+    meta: dict[str, list[np.ndarray]] = {"partition": [], "offset": [], "timestamp": []}
+    bad, errors, done = 0, [], 0
+    try:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(rng.topic, rng.partition), timeout=stall_timeout_s
+            )
+        except KafkaException as e:
+            err = e.args[0]
+            if err.code() in (
+                KafkaError.UNKNOWN_TOPIC_OR_PART,
+                KafkaError._UNKNOWN_PARTITION,
+                KafkaError._UNKNOWN_TOPIC,
+            ):
+                raise ReadError(f"{where} does not exist (deleted topic?)") from None
+            raise ReadError(f"cannot read {where}: {err.str()}") from None
+        if rng.end > high:
+            raise ReadError(
+                f"{where} ends at offset {high}, but the range asks for {rng.start}..{rng.end}: "
+                "the offsets beyond its end were never written"
+            )
+        if rng.start < low:
+            raise ReadError(
+                f"{where} starts at offset {low} now, but the range asks for {rng.start}.."
+                f"{rng.end}: those messages were deleted (retention)"
+            )
+        if len(rng):
+            consumer.assign([TopicPartition(rng.topic, rng.partition, rng.start)])
+        position, last_progress = rng.start, time.monotonic()
+        while position < rng.end:
+            msgs = consumer.consume(num_messages=min(_CHUNK, rng.end - position), timeout=1.0)
+            values, keys, offsets, stamps = [], [], [], []
+            eof = False
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        eof = True
+                        continue
+                    if err.fatal() or err.code() in (
+                        KafkaError.UNKNOWN_TOPIC_OR_PART,
+                        KafkaError._UNKNOWN_PARTITION,
+                    ):
+                        raise ReadError(f"reading {where} failed at offset {position}: {err.str()}")
+                    continue  # transient: retried by librdkafka
+                off = m.offset()
+                if off >= rng.end:
+                    continue
+                values.append(m.value())
+                keys.append(m.key())
+                offsets.append(off)
+                stamps.append(m.timestamp()[1])
+            if values:
+                position = offsets[-1] + 1
+                last_progress = time.monotonic()
+                batch = fmt.decode_batch(values, keys, on_error="skip")
+                if batch.errors:
+                    first = batch.errors[0]
+                    if on_malformed == "fail":
+                        raise ReadError(
+                            f"malformed message at {where} offset {offsets[first.index]}: "
+                            f"{first} (on_malformed='skip' leaves such messages out)"
+                        )
+                    bad += len(batch.errors)
+                    errors += [f"{where}@{offsets[e.index]}: {e}" for e in batch.errors[:3]]
+                idx = batch.index
+                chunks.append(batch)
+                meta["partition"].append(np.full(len(idx), rng.partition, dtype=np.int32))
+                meta["offset"].append(np.asarray(offsets, dtype=np.int64)[idx])
+                meta["timestamp"].append(np.asarray(stamps, dtype=np.int64)[idx])
+                done += len(values)
+            elif eof:
+                break  # offsets left are transaction markers or compacted away
+            elif time.monotonic() - last_progress > stall_timeout_s:
+                raise ReadError(
+                    f"the broker sent nothing for {stall_timeout_s:.0f}s while reading {where} "
+                    f"at offset {position} of {rng.start}..{rng.end} (is it down?)"
+                )
+    finally:
+        consumer.close()
+    columns: dict[str, np.ndarray] = {}
+    if chunks:
+        columns["data"] = np.concatenate([c.data for c in chunks])
+        if fmt.has_labels:
+            columns["label"] = np.concatenate([c.labels for c in chunks])
+    else:
+        columns["data"] = np.empty((0,), dtype=np.float32)
+        if fmt.has_labels:
+            columns["label"] = np.empty((0,), dtype=np.int64)
+    for k, parts in meta.items():
+        columns[k] = np.concatenate(parts) if parts else np.empty((0,), dtype=np.int64)
+    stats = {"read": done, "kept": len(columns["data"]), "malformed": bad, "errors": errors}
+    return BlockAccessor.batch_to_block(columns), stats
+
+
+def read_ranges(
+    kafka_config: Mapping[str, Any],
+    ranges: Sequence[TopicRange],
+    input_format: str,
+    input_config: Mapping[str, Any],
+    on_malformed: OnMalformed = "fail",
+    stall_timeout_s: float = 30.0,
+) -> StreamData:
+    """Read ``ranges`` into a Ray Dataset, one Ray task per range, decoded in the tasks.
+
+    ``kafka_config`` holds librdkafka settings (``Settings.kafka_config()``).
+    ``on_malformed="fail"`` ends the read with a :class:`ReadError` at the first malformed
+    message; ``"skip"`` leaves malformed messages out and counts them.
+    """
+    import ray
+
+    if on_malformed not in ("fail", "skip"):
+        raise InvalidInput(f"on_malformed must be 'fail' or 'skip', not {on_malformed!r}")
+    get_format(input_format, input_config)  # a bad config fails here, not in every task
+    ranges = [r for r in ranges if len(r)] or list(ranges[:1])
+    if not ranges:
+        raise InvalidInput("no topic ranges to read")
+    task = ray.remote(num_cpus=1, num_returns=2, max_retries=0)(_read_range)
+    refs = [
+        task.remote(
+            dict(kafka_config), r, input_format, dict(input_config), on_malformed, stall_timeout_s
+        )
+        for r in ranges
+    ]
+    blocks, stats_refs = [b for b, _ in refs], [s for _, s in refs]
+    try:
+        stats = ray.get(stats_refs)
+    except ray.exceptions.RayTaskError as e:
+        cause = e.cause if isinstance(e.cause, KafkaMLError) else None
+        raise ReadError(str(cause) if cause else f"reading the stream failed: {e}") from None
+    count = sum(s["kept"] for s in stats)
+    errors = [msg for s in stats for msg in s["errors"]][:10]
+    return StreamData(
+        dataset=ray.data.from_arrow_refs(blocks),
+        count=count,
+        malformed=sum(s["malformed"] for s in stats),
+        errors=errors,
+    )
+
+
+def split_sizes(n: int, validation_rate: float, test_rate: float) -> tuple[int, int, int]:
+    """``(n_train, n_val, n_test)`` for ``n`` samples (see the module docstring)."""
+    n_test = math.floor(test_rate * n)
+    n_val = math.floor(validation_rate * n)
+    return n - n_val - n_test, n_val, n_test
+
+
+def split_dataset(
+    data: StreamData,
+    validation_rate: float,
+    test_rate: float,
+    shuffle_seed: int | None = None,
+) -> tuple[Any, Any, Any]:
+    """Train, validation and test Datasets of exactly `split_sizes` rows each."""
+    n_train, n_val, _ = split_sizes(data.count, validation_rate, test_rate)
+    ds = data.dataset
+    if shuffle_seed is None:
+        ds = ds.sort(["timestamp", "partition", "offset"])
+    else:
+        ds = ds.random_shuffle(seed=shuffle_seed)
+    keep = [c for c in ("data", "label") if c in ds.columns()]
+    ds = ds.select_columns(keep).materialize()
+    train, val, test = ds.split_at_indices([n_train, n_train + n_val])
+    return train, val, test

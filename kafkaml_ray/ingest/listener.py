@@ -1,0 +1,300 @@
+"""The control listener: one consumer-group reader of the control topic.
+
+It stores every control message as a datasource exactly once, also across its own restarts
+and re-deliveries (the message's own topic/partition/offset is a unique key, and its offset
+is committed only after the datasource is stored and handed over), records refused
+messages with their reason, and hands each datasource to the training deployment it names
+through a *handler* ``handler(settings, datasource_id)``. Ids that name no deployment are
+recorded as ``unknown_deployment``; nothing stops the stream.
+
+`start_listener` runs it as a detached Ray actor (restarted by Ray if it dies), which is
+what ``kafkaml-ray up`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from kafkaml_ray.ingest.control import ControlError, format_ranges, parse_control
+from kafkaml_ray.settings import Settings
+from kafkaml_ray.store import Datasource, DatasourceStatus, Store, TrainingDeployment
+
+__all__ = [
+    "ControlListener",
+    "Handler",
+    "start_listener",
+    "stop_listener",
+    "listener_status",
+    "DEFAULT_HANDLER",
+    "LISTENER_NAME",
+    "GROUP_ID",
+]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Settings, int], None]
+#: Import path of the handler that starts training (the training layer provides it).
+DEFAULT_HANDLER = "kafkaml_ray.train.launch:on_datasource"
+LISTENER_NAME = "control-listener"
+GROUP_ID = "kafkaml-control-listener"
+
+
+def _load(path: str) -> Handler:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class ControlListener:
+    """Reads control messages and stores them; ``poll()`` processes one batch."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        handler: Handler | str | None = DEFAULT_HANDLER,
+        group_id: str = GROUP_ID,
+    ):
+        from confluent_kafka import Consumer
+
+        self.settings = settings
+        self.store = Store(settings.db_url)
+        self._handler = handler
+        self.consumer = Consumer(
+            settings.kafka_config(
+                **{
+                    "group.id": group_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "allow.auto.create.topics": True,
+                }
+            )
+        )
+        self._ensure_topic()
+        self.consumer.subscribe([settings.control_topic])
+        self.processed = 0
+
+    def _ensure_topic(self) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient(self.settings.kafka_config())
+        if self.settings.control_topic not in admin.list_topics(timeout=10).topics:
+            futures = admin.create_topics([NewTopic(self.settings.control_topic, 1)])
+            for f in futures.values():
+                try:
+                    f.result(10)
+                except Exception as e:  # noqa: BLE001 - created meanwhile by someone else
+                    logger.info("control topic: %s", e)
+
+    @property
+    def handler(self) -> Handler | None:
+        if isinstance(self._handler, str):
+            self._handler = _load(self._handler)
+        return self._handler
+
+    def poll(self, timeout: float = 1.0) -> int:
+        """Process the control messages that arrive within ``timeout``; return how many."""
+        msgs = self.consumer.consume(num_messages=100, timeout=timeout)
+        done = 0
+        for msg in msgs:
+            if msg.error() is not None:
+                logger.warning("control topic: %s", msg.error())
+                continue
+            self.handle(
+                msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers()
+            )
+            self.consumer.commit(message=msg, asynchronous=False)
+            done += 1
+        self.processed += done
+        return done
+
+    def handle(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list | None,
+    ) -> int:
+        """Store one control message (once) and hand it over; return the datasource id."""
+        row = self._store(topic, partition, offset, key, value, headers)
+        if row.status == DatasourceStatus.RECEIVED:
+            self._hand_over(row.id)
+        return row.id
+
+    def _store(self, topic, partition, offset, key, value, headers) -> Datasource:
+        with self.store.session() as s:
+            existing = s.scalar(
+                select(Datasource).where(
+                    Datasource.source_topic == topic,
+                    Datasource.source_partition == partition,
+                    Datasource.source_offset == offset,
+                )
+            )
+            if existing is not None:  # a re-delivery
+                logger.info("control message %s:%d:%d is stored already", topic, partition, offset)
+                return existing
+        row = Datasource(
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
+            status=DatasourceStatus.RECEIVED,
+        )
+        try:
+            msg = parse_control(key, value, headers)
+        except ControlError as e:
+            row.status, row.error = DatasourceStatus.REFUSED, str(e)
+            row.message = _raw(key, value)
+            logger.warning("refused control message at %s:%d:%d: %s", topic, partition, offset, e)
+        else:
+            row.deployment_id = msg.deployment_id
+            row.topic = format_ranges(msg.ranges)
+            row.input_format, row.input_config = msg.input_format, msg.input_config
+            row.description = msg.description
+            row.validation_rate, row.test_rate = msg.validation_rate, msg.test_rate
+            row.total_msg = msg.message_count
+            row.message = msg.value()
+        with self.store.session() as s:
+            if (
+                row.deployment_id is not None
+                and s.get(TrainingDeployment, row.deployment_id) is None
+            ):
+                row.status = DatasourceStatus.UNKNOWN_DEPLOYMENT
+                row.error = f"no training deployment with id {row.deployment_id}"
+            s.add(row)
+            try:
+                s.flush()
+            except IntegrityError:  # another listener stored it first
+                s.rollback()
+                return s.scalars(
+                    select(Datasource).where(
+                        Datasource.source_topic == topic,
+                        Datasource.source_partition == partition,
+                        Datasource.source_offset == offset,
+                    )
+                ).one()
+        return row
+
+    def _hand_over(self, datasource_id: int) -> None:
+        error = None
+        if self.handler is not None:
+            try:
+                self.handler(self.settings, datasource_id)
+            except Exception as e:  # noqa: BLE001 - recorded; the stream goes on
+                logger.exception("handing datasource %d over failed", datasource_id)
+                error = f"handing it to its deployment failed: {e}"
+        with self.store.session() as s:
+            row = s.get_one(Datasource, datasource_id)
+            row.status = DatasourceStatus.FAILED if error else DatasourceStatus.ACCEPTED
+            row.error = error
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.poll(1.0)
+            except Exception:  # noqa: BLE001 - a store or broker hiccup: retry, don't die
+                logger.exception("control listener: poll failed; retrying")
+                time.sleep(1.0)
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.store.dispose()
+
+
+def _raw(key: bytes | None, value: bytes | None) -> dict[str, Any]:
+    return {
+        "key_hex": key.hex() if key else None,
+        "value": (value or b"").decode("utf-8", "replace")[:10_000],
+    }
+
+
+class _ListenerActor:
+    """The listener in a detached Ray actor, polling in a background thread."""
+
+    def __init__(self, settings: Settings, handler: Handler | str | None, group_id: str):
+        logging.basicConfig(level=logging.INFO)
+        self._listener = ControlListener(settings, handler, group_id)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._listener.run, args=(self._stop,), daemon=True, name="control-listener"
+        )
+        self._thread.start()
+        self._started = time.time()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "alive": self._thread.is_alive(),
+            "processed": self._listener.processed,
+            "since": self._started,
+        }
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._listener.close()
+
+
+def start_listener(
+    settings: Settings,
+    handler: Handler | str | None = DEFAULT_HANDLER,
+    name: str = LISTENER_NAME,
+    group_id: str = GROUP_ID,
+) -> Any:
+    """Start (or find) the listener actor; Ray restarts it if its process dies."""
+    import ray
+
+    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
+
+    ensure_ray(settings)
+    actor = (
+        ray.remote(_ListenerActor)
+        .options(
+            name=name,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=-1,
+            num_cpus=0,
+        )
+        .remote(settings, handler, group_id)
+    )
+    ray.get(actor.status.remote(), timeout=120)
+    return actor
+
+
+def stop_listener(settings: Settings, name: str = LISTENER_NAME) -> bool:
+    import ray
+
+    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
+
+    ensure_ray(settings)
+    try:
+        actor = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    with contextlib.suppress(Exception):  # it is killed below anyway
+        ray.get(actor.shutdown.remote(), timeout=30)
+    ray.kill(actor, no_restart=True)
+    return True
+
+
+def listener_status(settings: Settings, name: str = LISTENER_NAME) -> dict[str, Any] | None:
+    import ray
+
+    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
+
+    ensure_ray(settings)
+    try:
+        actor = ray.get_actor(name, namespace=NAMESPACE)
+        return ray.get(actor.status.remote(), timeout=10)
+    except Exception:  # noqa: BLE001 - not running
+        return None

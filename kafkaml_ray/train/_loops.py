@@ -1,0 +1,479 @@
+"""The training loops: PyTorch with Ignite engines and metrics, Keras with ``fit``.
+
+They run inside Ray Train workers (or a Ray Tune trial) and never in the caller's process.
+Each loop builds the model from its registered code, checks that the data fits it, trains
+on the worker's shard (held in memory, as Kafka-ML does), records every epoch's training
+and validation metrics in the store (Ray Train V2 keeps reported metrics only with a
+checkpoint), and on rank 0 evaluates the test set, builds the confusion matrix and saves
+the weights in a safe format (safetensors for PyTorch, ``.keras`` for Keras).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kafkaml_ray import artifacts
+from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray.settings import Settings
+
+__all__ = ["RunSpec", "Reporter", "train_torch", "train_keras", "to_numpy", "confusion"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSpec:
+    """Everything one model's training needs; travels to Ray workers."""
+
+    result_id: int
+    model_name: str
+    framework: str
+    code: str
+    imports: str
+    batch_size: int
+    settings: Settings
+    train_args: dict[str, Any] = field(default_factory=dict)
+    val_args: dict[str, Any] = field(default_factory=dict)
+    confusion_matrix: bool = True
+    gpu_fraction: float = 0.0
+    input_shape: list[int] | None = None
+
+    @property
+    def epochs(self) -> int:
+        return int(self.train_args.get("epochs", 1))
+
+
+class Reporter:
+    """Writes progress, the learning curve and final results of one result to the store;
+    in a Tune trial it also reports each epoch to Tune."""
+
+    def __init__(self, spec: RunSpec, enabled: bool = True, tune: bool = False):
+        from kafkaml_ray.store import Store
+
+        self.spec, self.enabled, self.tune = spec, enabled, tune
+        self.store = Store(spec.settings.db_url) if enabled else None
+        self._last = 0.0
+        self.history: list[dict[str, Any]] = []
+
+    def _update(self, **fields: Any) -> None:
+        from kafkaml_ray.store import ResultStatus, TrainingResult
+
+        if not self.enabled:
+            return
+        with self.store.session() as s:
+            row = s.get(TrainingResult, self.spec.result_id)
+            if row is None or row.status != ResultStatus.TRAINING:
+                return  # deleted or stopped meanwhile: write nothing
+            for k, v in fields.items():
+                setattr(row, k, v)
+
+    def batch(self, epoch: int, batch: int, batches: int | None, loss: float | None) -> None:
+        now = time.monotonic()
+        if now - self._last < 1.0:
+            return
+        self._last = now
+        last = self.history[-1] if self.history else {}
+        self._update(
+            progress={
+                "epoch": epoch,
+                "epochs": self.spec.epochs,
+                "batch": batch,
+                "batches": batches,
+                "loss": loss,
+                "metrics": last.get("val") or last.get("train") or {},
+            }
+        )
+
+    def epoch(self, epoch: int, train: dict[str, float], val: dict[str, float]) -> None:
+        self.history.append({"epoch": epoch, "train": _floats(train), "val": _floats(val)})
+        self._update(
+            history=list(self.history),
+            progress={
+                "epoch": epoch,
+                "epochs": self.spec.epochs,
+                "batch": None,
+                "batches": None,
+                "metrics": _floats(val or train),
+            },
+        )
+        if self.tune:
+            import ray.tune
+
+            ray.tune.report(
+                {
+                    "epoch": epoch,
+                    **_floats(train),
+                    **{f"val_{k}": v for k, v in _floats(val).items()},
+                }
+            )
+
+    def finish(
+        self,
+        *,
+        train: dict,
+        val: dict,
+        test: dict,
+        matrix: list | None,
+        weights: bytes,
+        weights_name: str,
+        seconds: float,
+    ) -> None:
+        if not self.enabled:
+            return
+        base = self.spec.settings.artifacts_uri
+        prefix = f"results/{self.spec.result_id}"
+        fields: dict[str, Any] = {
+            "train_metrics": _floats(train),
+            "val_metrics": _floats(val),
+            "test_metrics": _floats(test),
+            "training_time_s": seconds,
+            "weights_uri": artifacts.put(base, f"{prefix}/{weights_name}", weights),
+            "confusion_matrix": matrix,
+        }
+        if matrix is not None:
+            fields["confusion_matrix_uri"] = artifacts.put(
+                base, f"{prefix}/confusion_matrix.png", confusion_png(matrix, self.spec.model_name)
+            )
+        self._update(**fields)
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in (metrics or {}).items():
+        try:
+            out[str(k)] = float(np.asarray(v).item())
+        except (TypeError, ValueError):
+            continue  # non-scalar metrics (e.g. a per-class array) are left out
+    return out
+
+
+def to_numpy(it: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """A Ray Dataset (or a worker's shard of one) in memory as ``(data, labels)``."""
+    datas, labels = [], []
+    for batch in it.iter_batches(batch_size=8192, batch_format="numpy"):
+        datas.append(batch["data"])
+        if "label" in batch:
+            labels.append(batch["label"])
+    if not datas:
+        return np.empty((0,), np.float32), None
+    return np.concatenate(datas), (np.concatenate(labels) if labels else None)
+
+
+def _fit_shape(x: np.ndarray, shape: list[int] | None, model_name: str) -> np.ndarray:
+    """Data reshaped to the model's input shape when the sizes agree, else a clear error."""
+    if shape is None or list(x.shape[1:]) == list(shape):
+        return x
+    if math.prod(x.shape[1:]) == math.prod(shape):
+        return x.reshape(len(x), *shape)
+    raise InvalidInput(
+        f"model {model_name!r} takes inputs of shape {list(shape)}, but the data stream "
+        f"has samples of shape {list(x.shape[1:])}"
+    )
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> list[list[int]]:
+    """Confusion matrix: rows are true classes, columns predicted ones."""
+    idx = y_true.astype(np.int64) * classes + y_pred.astype(np.int64)
+    return np.bincount(idx, minlength=classes * classes).reshape(classes, classes).tolist()
+
+
+def confusion_png(matrix: list[list[int]], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * len(m), 0.8 + 0.5 * len(m)), dpi=100)
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(
+            j,
+            i,
+            str(v),
+            ha="center",
+            va="center",
+            color="white" if v > m.max() / 2 else "black",
+            fontsize=8,
+        )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: test set")
+    ax.set_xticks(range(len(m)))
+    ax.set_yticks(range(len(m)))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _is_classes(y: np.ndarray | None) -> bool:
+    return y is not None and y.dtype.kind in "iub"
+
+
+# -- PyTorch ------------------------------------------------------------------------------
+def train_torch(
+    spec: RunSpec,
+    shards: dict[str, Any],
+    rank: int = 0,
+    distributed: bool = False,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Train a PyTorch model with Ignite; ``shards`` maps train/val/test to data iterators."""
+    import torch
+    from ignite.engine import Events, create_supervised_evaluator, create_supervised_trainer
+
+    from kafkaml_ray._private.modelcode import build_model, check_torch_parts
+
+    seed = spec.train_args.get("seed", 0)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    reporter = reporter or Reporter(spec, enabled=rank == 0)
+    start = time.perf_counter()
+    x_train, y_train = to_numpy(shards["train"])
+    x_val, y_val = to_numpy(shards["val"]) if "val" in shards else (x_train[:0], None)
+    if y_train is None:
+        raise InvalidInput("the data stream has no labels (keys): supervised training needs them")
+    model = build_model("pytorch", spec.code, spec.imports)
+    shape = spec.input_shape or getattr(model, "input_shape", None)
+    x_train, x_val = (
+        _fit_shape(x_train, shape, spec.model_name),
+        _fit_shape(x_val, shape, spec.model_name),
+    )
+    classes = _is_classes(y_train)
+
+    device = torch.device("cpu")
+    if distributed:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    model.to(device)
+    # One forward pass first: a shape mismatch becomes a clear error before training.
+    try:
+        with torch.no_grad():
+            out = model(torch.as_tensor(x_train[:2], dtype=torch.float32, device=device))
+    except Exception as e:  # noqa: BLE001
+        raise InvalidInput(
+            f"model {spec.model_name!r} fails on a batch of shape {list(x_train[:2].shape)}: "
+            f"{type(e).__name__}: {e}"
+        ) from None
+    out_dims = tuple(out.shape[1:])
+    loss_fn, optimizer, _ = check_torch_parts(model)
+    if "lr" in spec.train_args:
+        for group in optimizer.param_groups:
+            group["lr"] = spec.train_args["lr"]
+    core = model
+    if distributed:
+        import ray.train.torch
+
+        model = ray.train.torch.prepare_model(model, move_to_device=False)
+
+    def prepare(batch, device=None, non_blocking=False):
+        x, y = batch
+        x = x.to(device, non_blocking=non_blocking)
+        y = y.to(device, non_blocking=non_blocking)
+        if y.is_floating_point() and y.ndim == 1 and out_dims == (1,):
+            y = y.unsqueeze(1)
+        return x, y
+
+    def loader(x, y, shuffle, batch_size):
+        ds = torch.utils.data.TensorDataset(
+            torch.as_tensor(x, dtype=torch.float32),
+            torch.as_tensor(y, dtype=torch.long if classes else torch.float32),
+        )
+        g = torch.Generator().manual_seed(seed)
+        return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g)
+
+    val_bs = spec.val_args.get("batch_size", spec.batch_size)
+    train_loader = loader(x_train, y_train, spec.train_args.get("shuffle", True), spec.batch_size)
+    val_loader = loader(x_val, y_val, False, val_bs) if y_val is not None and len(x_val) else None
+    trainer = create_supervised_trainer(
+        model,
+        optimizer,
+        loss_fn,
+        device=device,
+        prepare_batch=prepare,
+        output_transform=lambda x, y, y_pred, loss: (y_pred, y),
+    )
+    for name, metric in core.metrics().items():  # training metrics, over each epoch
+        metric.attach(trainer, name)
+    evaluator = create_supervised_evaluator(
+        core, metrics=core.metrics(), device=device, prepare_batch=prepare
+    )
+    batches = len(train_loader)
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _progress(engine):
+        y_pred, y = engine.state.output
+        it = (engine.state.iteration - 1) % batches + 1
+        if rank == 0:
+            reporter.batch(engine.state.epoch, it, batches, None)
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _epoch(engine):
+        train_m = dict(engine.state.metrics)
+        val_m = {}
+        if val_loader is not None and rank == 0:
+            val_m = dict(evaluator.run(val_loader).metrics)
+        if rank == 0:
+            reporter.epoch(engine.state.epoch, train_m, val_m)
+
+    trainer.run(train_loader, max_epochs=spec.epochs)
+    seconds = time.perf_counter() - start
+    if rank != 0:
+        return {}
+    train_final = reporter.history[-1]["train"] if reporter.history else {}
+    val_final = reporter.history[-1]["val"] if reporter.history else {}
+    x_test, y_test = to_numpy(shards["test"]) if "test" in shards else (x_train[:0], None)
+    test_m, matrix = {}, None
+    if y_test is not None and len(x_test):
+        x_test = _fit_shape(x_test, shape, spec.model_name)
+        test_loader = loader(x_test, y_test, False, val_bs)
+        test_m = dict(evaluator.run(test_loader).metrics)
+        if classes and spec.confusion_matrix and out_dims and out_dims[0] > 1:
+            preds = predict_torch(core, x_test, device, val_bs).argmax(axis=1)
+            matrix = confusion(y_test, preds, out_dims[0])
+    from safetensors.torch import save
+
+    weights = save({k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()})
+    reporter.finish(
+        train=train_final,
+        val=val_final,
+        test=test_m,
+        matrix=matrix,
+        weights=weights,
+        weights_name="model.safetensors",
+        seconds=seconds,
+    )
+    return {"train": train_final, "val": val_final, "test": test_m, "seconds": seconds}
+
+
+def _world_size() -> int:
+    import ray.train
+
+    return ray.train.get_context().get_world_size()
+
+
+def predict_torch(
+    model: Any, x: np.ndarray, device: Any = None, batch_size: int = 256
+) -> np.ndarray:
+    import torch
+
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            xb = torch.as_tensor(x[i : i + batch_size], dtype=torch.float32, device=device)
+            outs.append(model(xb).cpu().numpy())
+    return np.concatenate(outs) if outs else np.empty((0,))
+
+
+# -- Keras --------------------------------------------------------------------------------
+def train_keras(
+    spec: RunSpec,
+    shards: dict[str, Any],
+    rank: int = 0,
+    distributed: bool = False,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Train a Keras model with ``fit``; ``shards`` maps train/val/test to data iterators."""
+    from kafkaml_ray._private.modelcode import build_model, import_tensorflow
+
+    tf = import_tensorflow()
+    import keras
+
+    seed = spec.train_args.get("seed", 0)
+    keras.utils.set_random_seed(seed)
+    reporter = reporter or Reporter(spec, enabled=rank == 0)
+    start = time.perf_counter()
+    x_train, y_train = to_numpy(shards["train"])
+    x_val, y_val = to_numpy(shards["val"]) if "val" in shards else (x_train[:0], None)
+    if y_train is None:
+        raise InvalidInput("the data stream has no labels (keys): supervised training needs them")
+    if distributed and _world_size() > 1:  # TensorflowTrainer has set TF_CONFIG
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        model = build_model("tensorflow", spec.code, spec.imports)
+    shape = spec.input_shape
+    if shape is None:
+        try:
+            shape = [int(d) for d in model.input_shape[1:]]
+        except (AttributeError, ValueError, TypeError):
+            shape = None
+    x_train, x_val = (
+        _fit_shape(x_train, shape, spec.model_name),
+        _fit_shape(x_val, shape, spec.model_name),
+    )
+    if "lr" in spec.train_args:
+        model.optimizer.learning_rate.assign(spec.train_args["lr"])
+    batches = math.ceil(len(x_train) / spec.batch_size)
+
+    class _Store(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if rank == 0:
+                reporter.batch(self._epoch, batch + 1, batches, (logs or {}).get("loss"))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch + 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            train_m = {k: v for k, v in logs.items() if not k.startswith("val_")}
+            val_m = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
+            if rank == 0:
+                reporter.epoch(epoch + 1, train_m, val_m)
+
+    val_bs = spec.val_args.get("batch_size", spec.batch_size)
+    try:
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=spec.batch_size,
+            epochs=spec.epochs,
+            validation_data=(x_val, y_val) if y_val is not None and len(x_val) else None,
+            validation_batch_size=val_bs,
+            shuffle=spec.train_args.get("shuffle", True),
+            verbose=0,
+            callbacks=[_Store()],
+        )
+    except ValueError as e:
+        raise InvalidInput(f"model {spec.model_name!r} does not fit the data: {e}") from None
+    seconds = time.perf_counter() - start
+    if rank != 0:
+        return {}
+    train_final = reporter.history[-1]["train"] if reporter.history else {}
+    val_final = reporter.history[-1]["val"] if reporter.history else {}
+    x_test, y_test = to_numpy(shards["test"]) if "test" in shards else (x_train[:0], None)
+    test_m, matrix = {}, None
+    if y_test is not None and len(x_test):
+        x_test = _fit_shape(x_test, shape, spec.model_name)
+        test_m = model.evaluate(x_test, y_test, batch_size=val_bs, verbose=0, return_dict=True)
+        out = model.predict(x_test, batch_size=val_bs, verbose=0)
+        if _is_classes(y_test) and spec.confusion_matrix and out.ndim == 2 and out.shape[1] > 1:
+            matrix = confusion(y_test, out.argmax(axis=1), out.shape[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/model.keras"
+        model.save(path)
+        weights = Path(path).read_bytes()
+    reporter.finish(
+        train=train_final,
+        val=val_final,
+        test=test_m,
+        matrix=matrix,
+        weights=weights,
+        weights_name="model.keras",
+        seconds=seconds,
+    )
+    return {"train": train_final, "val": val_final, "test": dict(test_m), "seconds": seconds}

@@ -1,0 +1,103 @@
+"""Starting training runs: the control listener's handler, and stopping them.
+
+Without ``--submit`` a deployment's run starts when its data stream is announced: the
+listener calls `on_datasource`, which starts a detached Ray actor (``training-<id>``) that
+runs `~kafkaml_ray.train.runner.run_deployment`. With ``--submit`` a Ray job was submitted at
+deploy time; it waits for the datasource, so `on_datasource` only records it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from kafkaml_ray.errors import Conflict, NotFound
+from kafkaml_ray.settings import Settings
+from kafkaml_ray.store import Datasource, ResultStatus, Store, TrainingDeployment
+
+__all__ = ["on_datasource", "start_runner", "stop_runner", "runner_name"]
+
+logger = logging.getLogger(__name__)
+
+
+def runner_name(deployment_id: int) -> str:
+    return f"training-{deployment_id}"
+
+
+class _Runner:
+    """A deployment's training, in a detached actor: it outlives the listener that started it."""
+
+    def run(self, settings: Settings, deployment_id: int, datasource_id: int) -> None:
+        import ray
+
+        from kafkaml_ray.train.runner import fail_results, run_deployment
+
+        try:
+            run_deployment(settings, deployment_id, datasource_id)
+        except Exception as e:  # noqa: BLE001 - recorded on the results
+            logger.exception("deployment %d failed", deployment_id)
+            fail_results(Store(settings.db_url), deployment_id, f"{type(e).__name__}: {e}")
+        ray.actor.exit_actor()
+
+
+def on_datasource(settings: Settings, datasource_id: int) -> None:
+    """Hand a stored datasource to the deployment it names (the listener's handler)."""
+    store = Store(settings.db_url)
+    with store.session() as s:
+        ds = s.get_one(Datasource, datasource_id)
+        dep = s.get(TrainingDeployment, ds.deployment_id)
+        if dep is None:
+            raise NotFound(f"no training deployment with id {ds.deployment_id}")
+        if not any(r.status == ResultStatus.WAITING for r in dep.results):
+            raise Conflict(
+                f"deployment {dep.id} is not waiting for data (its models are "
+                f"{', '.join(sorted({r.status.value for r in dep.results})) or 'gone'}); "
+                "deploy the configuration again to train on this stream"
+            )
+        dep.datasource_id = ds.id
+        submitted = dep.job_id is not None
+        deployment_id = dep.id
+    if not submitted:
+        start_runner(settings, deployment_id, datasource_id)
+
+
+def start_runner(settings: Settings, deployment_id: int, datasource_id: int) -> None:
+    import ray
+
+    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
+
+    ensure_ray(settings)
+    actor = (
+        ray.remote(_Runner)
+        .options(
+            name=runner_name(deployment_id),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            num_cpus=0,
+            max_restarts=0,
+        )
+        .remote()
+    )
+    actor.run.remote(settings, deployment_id, datasource_id)
+    logger.info("deployment %d: training started on datasource %d", deployment_id, datasource_id)
+
+
+def stop_runner(settings: Settings, deployment_id: int, job_id: str | None) -> bool:
+    """Kill the deployment's runner actor or Ray job; True if something was running."""
+    import ray
+
+    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
+
+    stopped = False
+    if job_id:
+        from kafkaml_ray.train.jobs import job_client
+
+        with contextlib.suppress(Exception):
+            stopped = job_client(settings).stop_job(job_id)
+    ensure_ray(settings)
+    try:
+        actor = ray.get_actor(runner_name(deployment_id), namespace=NAMESPACE)
+    except ValueError:
+        return stopped
+    ray.kill(actor, no_restart=True)  # its Ray Train runs fate-share with it
+    return True

@@ -1,0 +1,215 @@
+"""Running a training deployment: read its datasource once, split it, and train every model
+of its configuration in parallel, each as its own Ray Train run.
+
+`run_deployment` is the one entry point, called by the deployment's runner actor (started by
+the control listener through `kafkaml_ray.train.launch`) or by a Ray job
+(``python -m kafkaml_ray.train.job``; what ``train deploy --submit`` and a KubeRay RayJob run).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from kafkaml_ray.errors import InvalidInput, KafkaMLError
+from kafkaml_ray.ingest.control import parse_ranges
+from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset
+from kafkaml_ray.settings import Settings
+from kafkaml_ray.store import (
+    Datasource,
+    DatasourceStatus,
+    ResultStatus,
+    Store,
+    TrainingDeployment,
+    TrainingResult,
+)
+from kafkaml_ray.train._loops import RunSpec
+
+__all__ = ["run_deployment", "wait_for_datasource", "fail_results"]
+
+logger = logging.getLogger(__name__)
+
+
+def _worker_loop(config: dict[str, Any]) -> None:
+    """The function every Ray Train worker runs."""
+    import ray.train
+
+    from kafkaml_ray.train._loops import train_keras, train_torch
+
+    spec: RunSpec = config["spec"]
+    ctx = ray.train.get_context()
+    shards = {name: ray.train.get_dataset_shard(name) for name in ("train", "val", "test")}
+    loop = train_torch if spec.framework == "pytorch" else train_keras
+    loop(spec, shards, rank=ctx.get_world_rank(), distributed=True)
+
+
+def _error_text(e: BaseException) -> str:
+    """The user-facing reason a Ray Train run failed (the worker's own exception)."""
+    failures = getattr(e, "worker_failures", None)
+    if failures:
+        e = failures[min(failures)]
+    cause = getattr(e, "cause", None)  # RayTaskError wraps the original
+    if isinstance(cause, BaseException):
+        e = cause
+    if isinstance(e, KafkaMLError):
+        return str(e)
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[-1] if text else ''}"
+
+
+def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> None:
+    """One model's Ray Train run; records its final status. Runs as a Ray task."""
+    import ray.train
+
+    from kafkaml_ray._private.modelcode import import_tensorflow
+
+    store = Store(spec.settings.db_url)
+    start = time.perf_counter()
+    scaling = ray.train.ScalingConfig(
+        num_workers=num_workers,
+        use_gpu=spec.gpu_fraction > 0,
+        resources_per_worker={
+            "CPU": 1,
+            **({"GPU": spec.gpu_fraction} if spec.gpu_fraction else {}),
+        },
+    )
+    run_config = ray.train.RunConfig(
+        name=f"kafkaml-result-{spec.result_id}",
+        storage_path=str(spec.settings.home / "ray_results"),
+        failure_config=ray.train.FailureConfig(max_failures=0),
+    )
+    common = dict(
+        train_loop_per_worker=_worker_loop,
+        train_loop_config={"spec": spec},
+        scaling_config=scaling,
+        run_config=run_config,
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+    error = None
+    try:
+        if spec.framework == "pytorch":
+            from ray.train.torch import TorchTrainer
+
+            TorchTrainer(**common).fit()
+        else:
+            import_tensorflow()
+            from ray.train.tensorflow import TensorflowTrainer
+
+            TensorflowTrainer(**common).fit()
+    except Exception as e:  # noqa: BLE001 - recorded on the result
+        logger.exception("training result %d failed", spec.result_id)
+        error = _error_text(e)
+    with store.session() as s:
+        row = s.get(TrainingResult, spec.result_id)
+        if row is None or row.status != ResultStatus.TRAINING:
+            return  # stopped or deleted meanwhile
+        if error:
+            row.status, row.error = ResultStatus.FAILED, error
+        else:
+            row.status = ResultStatus.FINISHED
+            if row.training_time_s is None:
+                row.training_time_s = time.perf_counter() - start
+    store.dispose()
+
+
+def fail_results(
+    store: Store, deployment_id: int, error: str, status: ResultStatus = ResultStatus.FAILED
+) -> None:
+    """Give every unfinished result of a deployment ``status`` and ``error``."""
+    with store.session() as s:
+        dep = s.get(TrainingDeployment, deployment_id)
+        for r in dep.results if dep else []:
+            if not r.status.done:
+                r.status, r.error = status, error
+
+
+def wait_for_datasource(store: Store, deployment_id: int, poll_s: float = 1.0) -> int:
+    """Block until the control listener assigns a datasource to the deployment."""
+    logger.info("deployment %d: waiting for its data stream", deployment_id)
+    while True:
+        with store.session() as s:
+            dep = s.get(TrainingDeployment, deployment_id)
+            if dep is None:
+                raise InvalidInput(f"no training deployment with id {deployment_id}")
+            if dep.datasource_id is not None:
+                return dep.datasource_id
+            if all(r.status.done for r in dep.results):
+                raise InvalidInput(f"deployment {deployment_id} was stopped before data came")
+        time.sleep(poll_s)
+
+
+def run_deployment(
+    settings: Settings, deployment_id: int, datasource_id: int | None = None
+) -> None:
+    """Read the datasource once, split it, and train every waiting model in parallel."""
+    import ray
+
+    store = Store(settings.db_url)
+    if datasource_id is None:
+        datasource_id = wait_for_datasource(store, deployment_id)
+    with store.session() as s:
+        dep = s.get_one(TrainingDeployment, deployment_id)
+        ds = s.get_one(Datasource, datasource_id)
+        waiting = [r for r in dep.results if r.status == ResultStatus.WAITING]
+        for r in waiting:
+            r.status, r.error = ResultStatus.TRAINING, None
+            r.progress = {"phase": "reading the data stream"}
+        specs = [
+            RunSpec(
+                result_id=r.id,
+                model_name=r.model.name,
+                framework=r.model.framework,
+                code=r.model.code,
+                imports=r.model.imports,
+                batch_size=dep.batch_size,
+                settings=settings,
+                train_args=dict(dep.kwargs.get(r.model.framework, {}).get("train", {})),
+                val_args=dict(dep.kwargs.get(r.model.framework, {}).get("val", {})),
+                confusion_matrix=dep.confusion_matrix,
+                gpu_fraction=dep.gpu_fraction,
+                input_shape=r.model.input_shape,
+            )
+            for r in waiting
+        ]
+        ranges, fmt, cfg = parse_ranges(ds.topic), ds.input_format, dict(ds.input_config)
+        rates = (ds.validation_rate, ds.test_rate)
+        seed, on_malformed = dep.shuffle_seed, dep.on_malformed
+    if not specs:
+        logger.info("deployment %d has no waiting models", deployment_id)
+        return
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if specs[0].gpu_fraction > gpus:
+        fail_results(
+            store,
+            deployment_id,
+            f"each model asks for {specs[0].gpu_fraction} GPU, but "
+            f"the Ray cluster has {gpus:g} GPUs",
+        )
+        return
+    try:
+        data = read_ranges(settings.kafka_config(), ranges, fmt, cfg, on_malformed)
+    except (ReadError, InvalidInput) as e:
+        with store.session() as s:
+            row = s.get_one(Datasource, datasource_id)
+            row.status, row.error = DatasourceStatus.FAILED, str(e)
+        fail_results(store, deployment_id, f"reading the data stream failed: {e}")
+        return
+    with store.session() as s:
+        row = s.get_one(Datasource, datasource_id)
+        row.malformed_count = data.malformed
+        if data.malformed:
+            row.error = f"{data.malformed} malformed messages skipped, e.g. " + "; ".join(
+                data.errors[:3]
+            )
+    train, val, test = split_dataset(data, *rates, shuffle_seed=seed)
+    datasets = {"train": train, "val": val, "test": test}
+    with store.session() as s:
+        for r in s.get_one(TrainingDeployment, deployment_id).results:
+            if r.status == ResultStatus.TRAINING:
+                r.progress = {"phase": "starting"}
+    task = ray.remote(num_cpus=0, max_retries=0)(_train_one)
+    refs = [task.remote(spec, datasets, spec.train_args.get("num_workers", 1)) for spec in specs]
+    ray.get(refs)
+    logger.info("deployment %d: done", deployment_id)
