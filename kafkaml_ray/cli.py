@@ -294,6 +294,292 @@ def config_delete(ref: str) -> None:
     click.echo(f"deleted configuration {ref}")
 
 
+# -- training ------------------------------------------------------------------------------
+@cli.group()
+def train() -> None:
+    """Deploy configurations for training, follow and stop them."""
+
+
+def _metrics(m: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in sorted(m.items())) if m else ""
+
+
+def _deployment_text(d) -> str:
+    head = (
+        f"deployment {d.id} of configuration {d.configuration_name!r}: batch size {d.batch_size}"
+        f", GPU per model {d.gpu_fraction:g}, datasource {d.datasource_id or '(waiting)'}"
+        + (f", Ray job {d.job_id}" if d.job_id else "")
+    )
+    return head + "\n" + _results_table(d.results)
+
+
+def _results_table(results) -> str:
+    return table(
+        [
+            (
+                r.id,
+                r.model_name,
+                r.framework,
+                r.status,
+                _metrics(r.train_metrics),
+                _metrics(r.val_metrics),
+                _metrics(r.test_metrics),
+                f"{r.training_time_s:.1f}s" if r.training_time_s else "",
+                (r.error or "")[:120],
+            )
+            for r in results
+        ],
+        ["result", "model", "framework", "status", "train", "validation", "test", "time", "error"],
+    )
+
+
+@train.command("deploy")
+@click.argument("configuration")
+@click.option("-b", "--batch-size", default=32, show_default=True)
+@click.option(
+    "--kwargs",
+    "both",
+    default="epochs=5",
+    show_default=True,
+    help="Training arguments for every framework, e.g. 'epochs=5, lr=0.001'.",
+)
+@click.option(
+    "--pytorch-kwargs", help="Training arguments for PyTorch models (overrides --kwargs)."
+)
+@click.option(
+    "--tensorflow-kwargs", help="Training arguments for Keras models (overrides --kwargs)."
+)
+@click.option("--val-kwargs", default="", help="Validation arguments, e.g. 'batch_size=256'.")
+@click.option(
+    "--gpu",
+    "gpu_fraction",
+    default=0.0,
+    show_default=True,
+    help="GPU per model, e.g. 0.25 (fractional GPUs).",
+)
+@click.option("--confusion-matrix/--no-confusion-matrix", default=True, show_default=True)
+@click.option("--shuffle-seed", type=int, help="Shuffle before splitting (else test = newest).")
+@click.option(
+    "--on-malformed",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="Malformed messages: fail the read, or skip and count them.",
+)
+@click.option("--submit", is_flag=True, help="Run it now as a Ray job that waits for its data.")
+@json_option
+def train_deploy(
+    configuration,
+    batch_size,
+    both,
+    pytorch_kwargs,
+    tensorflow_kwargs,
+    val_kwargs,
+    gpu_fraction,
+    confusion_matrix,
+    shuffle_seed,
+    on_malformed,
+    submit,
+    as_json,
+):
+    """Deploy CONFIGURATION for training: its models wait for a data stream, announced by a
+    control message naming this deployment's id."""
+    dep = _client().deploy_training(
+        configuration,
+        batch_size=batch_size,
+        kwargs={"pytorch": pytorch_kwargs or both, "tensorflow": tensorflow_kwargs or both},
+        val_kwargs=val_kwargs,
+        gpu_fraction=gpu_fraction,
+        confusion_matrix=confusion_matrix,
+        shuffle_seed=shuffle_seed,
+        on_malformed=on_malformed,
+        submit=submit,
+    )
+    emit(dep, as_json, lambda d: _deployment_text(d) + f"\nsend data with deployment_id={d.id}")
+
+
+@train.command("list")
+@json_option
+def train_list(as_json: bool) -> None:
+    """Training deployments and the state of their models."""
+    emit(
+        _client().list_deployments(),
+        as_json,
+        lambda ds: table(
+            [
+                (
+                    d.id,
+                    d.configuration_name,
+                    d.datasource_id or "",
+                    ", ".join(f"{r.model_name}:{r.status}" for r in d.results),
+                )
+                for d in ds
+            ],
+            ["id", "configuration", "datasource", "models"],
+        ),
+    )
+
+
+@train.command("show")
+@click.argument("deployment_id", type=int)
+@json_option
+def train_show(deployment_id: int, as_json: bool) -> None:
+    """One deployment with its results (metrics, time, errors)."""
+    emit(_client().get_deployment(deployment_id), as_json, _deployment_text)
+
+
+@train.command("stop")
+@click.argument("deployment_id", type=int)
+def train_stop(deployment_id: int) -> None:
+    """Stop a deployment's training (frees its Ray resources)."""
+    click.echo(_deployment_text(_client().stop_training(deployment_id)))
+
+
+@train.command("follow")
+@click.argument("deployment_id", type=int)
+@click.option("--interval", default=0.5, show_default=True, help="Seconds between updates.")
+def train_follow(deployment_id: int, interval: float) -> None:
+    """Live progress bars per model (epoch, batches, latest metrics) until all are done."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    client = _client()
+    dep = client.get_deployment(deployment_id)
+    bars = {
+        r.id: tqdm(total=1, desc=r.model_name, position=i, leave=True, unit="batch")
+        for i, r in enumerate(dep.results)
+    }
+    while True:
+        dep = client.get_deployment(deployment_id)
+        for r in dep.results:
+            bar, p = bars[r.id], r.progress or {}
+            epochs, batches = p.get("epochs") or 1, p.get("batches") or 1
+            epoch, batch = p.get("epoch") or 0, p.get("batch")
+            done = (epoch - (0 if batch is None else 1)) * batches + (batch or 0)
+            bar.total = epochs * batches
+            bar.n = bar.total if r.status == "finished" else min(done, bar.total)
+            bar.set_description(f"{r.model_name} [{r.status}] epoch {epoch}/{epochs}")
+            bar.set_postfix_str(_metrics(p.get("metrics") or {}) or p.get("phase", ""))
+            bar.refresh()
+        if dep.done:
+            break
+        time.sleep(interval)
+    for bar in bars.values():
+        bar.close()
+    click.echo(_results_table(dep.results))
+
+
+# -- results -------------------------------------------------------------------------------
+@cli.group()
+def result() -> None:
+    """Training results: compare, download weights, delete."""
+
+
+@result.command("list")
+@click.option("-d", "--deployment", "deployment_id", type=int, help="Only this deployment's.")
+@json_option
+def result_list(deployment_id, as_json) -> None:
+    """Results side by side: model, metrics, training time, status."""
+    emit(_client().list_results(deployment_id), as_json, _results_table)
+
+
+@result.command("show")
+@click.argument("result_id", type=int)
+@json_option
+def result_show(result_id: int, as_json: bool) -> None:
+    """One result with its learning curve."""
+
+    def text(r) -> str:
+        curve = table(
+            [(h["epoch"], _metrics(h["train"]), _metrics(h["val"])) for h in r.history],
+            ["epoch", "train", "validation"],
+        )
+        extra = f"\nweights: {r.weights_uri}" if r.weights_uri else ""
+        return _results_table([r]) + "\n\nlearning curve:\n" + curve + extra
+
+    emit(_client().get_result(result_id), as_json, text)
+
+
+@result.command("download")
+@click.argument("result_id", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File to write.")
+def result_download(result_id: int, output: str | None) -> None:
+    """Download trained weights (safetensors for PyTorch, .keras for Keras)."""
+    name, blob = _client().download_weights(result_id)
+    path = Path(output or f"result-{result_id}-{name}")
+    path.write_bytes(blob)
+    click.echo(f"wrote {path} ({len(blob):,} bytes)")
+
+
+@result.command("delete")
+@click.argument("result_id", type=int)
+def result_delete(result_id: int) -> None:
+    """Delete a result and its artifacts."""
+    _client().delete_result(result_id)
+    click.echo(f"deleted result {result_id}")
+
+
+# -- datasources ---------------------------------------------------------------------------
+@cli.group()
+def datasource() -> None:
+    """Data streams announced by control messages; re-send one to another deployment."""
+
+
+def _datasource_text(d) -> str:
+    return (
+        f"datasource {d.id} for deployment {d.deployment_id}: {d.status}"
+        + (f" ({d.error})" if d.error else "")
+        + f"\n  ranges: {d.topic}\n  format: {d.input_format} {json.dumps(d.input_config)}"
+        + f"\n  messages: {d.total_msg}, malformed skipped: {d.malformed_count}"
+        + f"\n  validation rate {d.validation_rate:g}, test rate {d.test_rate:g}"
+        + f"\n  control message at {d.source_topic}:{d.source_partition}:{d.source_offset}"
+    )
+
+
+@datasource.command("list")
+@json_option
+def datasource_list(as_json: bool) -> None:
+    """Stored control messages, accepted or refused."""
+    emit(
+        _client().list_datasources(),
+        as_json,
+        lambda ds: table(
+            [
+                (
+                    d.id,
+                    d.deployment_id,
+                    d.status,
+                    d.input_format,
+                    d.total_msg,
+                    d.malformed_count,
+                    d.topic[:60],
+                    (d.error or "")[:80],
+                )
+                for d in ds
+            ],
+            ["id", "deployment", "status", "format", "messages", "malformed", "ranges", "error"],
+        ),
+    )
+
+
+@datasource.command("show")
+@click.argument("datasource_id", type=int)
+@json_option
+def datasource_show(datasource_id: int, as_json: bool) -> None:
+    """One datasource."""
+    emit(_client().get_datasource(datasource_id), as_json, _datasource_text)
+
+
+@datasource.command("resend")
+@click.argument("datasource_id", type=int)
+@click.option("-d", "--deployment", "deployment_id", type=int, required=True)
+def datasource_resend(datasource_id: int, deployment_id: int) -> None:
+    """Train DEPLOYMENT on a stored stream without sending its data again."""
+    _client().resend_datasource(datasource_id, deployment_id)
+    click.echo(f"re-sent datasource {datasource_id} to deployment {deployment_id}")
+
+
 # -- the main job --------------------------------------------------------------------------
 @cli.command()
 @click.option("--keep-running/--stop", default=True, help="Leave the stack running afterwards.")
@@ -302,6 +588,15 @@ def demo(keep_running: bool) -> None:
     from kafkaml_ray.demo import run
 
     run(_settings(), keep_running=keep_running)
+
+
+def _register_groups() -> None:
+    from kafkaml_ray.kuberay.cli import k8s
+
+    cli.add_command(k8s)
+
+
+_register_groups()
 
 
 def main() -> None:

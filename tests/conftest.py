@@ -3,10 +3,14 @@ under a temporary KAFKAML_HOME. Integration tests use them; nothing here is mock
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import tempfile
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -56,7 +60,7 @@ def base_settings(session_home) -> Settings:
         ray_port=free_ports(3),
         dashboard_port=free_ports(1),
         validation_timeout_s=60,
-        validation_memory_mb=2048,
+        validation_memory_mb=4096,
     )
 
 
@@ -88,13 +92,64 @@ def ray_cluster(base_settings):
 
 @pytest.fixture
 def settings(base_settings, tmp_path) -> Settings:
-    """The session's services with a fresh metadata store and artifact directory."""
+    """The session's services with a fresh metadata store, artifact directory and control
+    topic (so tests never see each other's control messages)."""
     return base_settings.model_copy(
         update={
             "db": f"sqlite:///{tmp_path / 'kafkaml.db'}",
             "artifacts": str(tmp_path / "artifacts"),
+            "control_topic": f"control-{uuid.uuid4().hex[:8]}",
         }
     )
+
+
+@pytest.fixture
+def topic():
+    """A fresh topic name."""
+    return f"data-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def running_listener(settings: Settings, handler="default"):
+    """The control listener polling in a thread of this process."""
+    from kafkaml_ray.ingest.listener import DEFAULT_HANDLER, ControlListener
+
+    listener = ControlListener(
+        settings,
+        DEFAULT_HANDLER if handler == "default" else handler,
+        group_id=f"listener-{uuid.uuid4().hex[:8]}",
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield listener
+    finally:
+        stop.set()
+        thread.join(30)
+        listener.close()
+
+
+def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def add_model_unvalidated(client, name: str, framework: str, code: str = "...") -> int:
+    """A model row without the Ray validation (for tests of other parts)."""
+    from kafkaml_ray.store import MLModel
+
+    with client.store.session() as s:
+        row = MLModel(name=name, framework=framework, code=code)
+        s.add(row)
+        s.flush()
+        return row.id
 
 
 @pytest.fixture

@@ -44,14 +44,12 @@ def ensure_ray(settings: Settings) -> None:
         return
     token_auth()
     address = ray_address(settings)
-    env = {**settings.env(), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
     if address is None:
         logger.info("no Ray cluster running: starting a local one in this process")
         os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     ray.init(
         address=address or "local",  # never join some other cluster found on the machine
         namespace=NAMESPACE,
-        runtime_env={"env_vars": env},
         include_dashboard=False if address is None else None,
         log_to_driver=False,
         configure_logging=False,

@@ -280,8 +280,7 @@ class EmbeddedKafka:
                 classpath,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cid,
+                f"--cluster-id={cid}",  # '=': a random id may start with '-'
                 "-c",
                 str(props),
                 "--ignore-formatted",

@@ -65,16 +65,19 @@ def _read_range(
 
     fmt = get_format(input_format, input_config)
     where = f"{rng.topic}:{rng.partition}"
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": "kafkaml-reader",  # required by librdkafka; nothing is committed
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "socket.timeout.ms": int(stall_timeout_s * 1000),
-            "session.timeout.ms": max(6000, int(stall_timeout_s * 1000)),
-        }
-    )
+    try:
+        consumer = Consumer(
+            {
+                **kafka_config,
+                "group.id": "kafkaml-reader",  # required by librdkafka; nothing is committed
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "socket.timeout.ms": int(stall_timeout_s * 1000),
+                "session.timeout.ms": max(6000, int(stall_timeout_s * 1000)),
+            }
+        )
+    except KafkaException as e:
+        raise ReadError(f"invalid Kafka consumer settings: {e.args[0].str()}") from None
     chunks: list[Any] = []
     meta: dict[str, list[np.ndarray]] = {"partition": [], "offset": [], "timestamp": []}
     bad, errors, done = 0, [], 0
@@ -204,8 +207,10 @@ def read_ranges(
     try:
         stats = ray.get(stats_refs)
     except ray.exceptions.RayTaskError as e:
-        cause = e.cause if isinstance(e.cause, KafkaMLError) else None
-        raise ReadError(str(cause) if cause else f"reading the stream failed: {e}") from None
+        cause = e.cause
+        if isinstance(cause, KafkaMLError):
+            raise ReadError(str(cause)) from None
+        raise ReadError(f"reading the stream failed: {type(cause).__name__}: {cause}") from None
     count = sum(s["kept"] for s in stats)
     errors = [msg for s in stats for msg in s["errors"]][:10]
     return StreamData(

@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings.from_env()
-    ensure_ray(settings)
     try:
+        ensure_ray(settings)
         run_deployment(settings, args.deployment)
     except Exception as e:
         fail_results(Store(settings.db_url), args.deployment, f"{type(e).__name__}: {e}")

@@ -209,7 +209,9 @@ def run_deployment(
         for r in s.get_one(TrainingDeployment, deployment_id).results:
             if r.status == ResultStatus.TRAINING:
                 r.progress = {"phase": "starting"}
-    task = ray.remote(num_cpus=0, max_retries=0)(_train_one)
+    # max_calls=1: a worker that imported TensorFlow must not run a PyTorch task later
+    # (TensorFlow, then PyTorch, in one process aborts; see _private/modelcode.py).
+    task = ray.remote(num_cpus=0, max_retries=0, max_calls=1)(_train_one)
     refs = [task.remote(spec, datasets, spec.train_args.get("num_workers", 1)) for spec in specs]
     ray.get(refs)
     logger.info("deployment %d: done", deployment_id)

@@ -1,0 +1,783 @@
+"""KubeRay: every shipped or rendered manifest validates against KubeRay's CRD schemas (and the
+Kubernetes models), a RayService's serveConfigV2 against Ray Serve's schema, and the client's
+apply/status/delete against a stand-in API server that checks request paths and bodies.
+No cluster, Ray or Kafka is started."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jsonschema
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from kafkaml_ray.errors import Conflict, InvalidInput, NotFound, Unavailable
+from kafkaml_ray.kuberay import (
+    KINDS,
+    ClusterSpec,
+    KubeRayClient,
+    ObjectStatus,
+    from_deployment,
+    from_inference,
+    render_raycluster,
+    render_rayjob,
+    render_rayservice,
+    serve_config,
+    to_yaml,
+)
+from kafkaml_ray.kuberay.cli import k8s
+from kafkaml_ray.store import (
+    Configuration,
+    Inference,
+    MLModel,
+    Store,
+    TrainingDeployment,
+    TrainingResult,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CRDS = Path(__file__).resolve().parent / "data" / "kuberay-crds"
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+# -- schema validation ---------------------------------------------------------------------
+def _strict(schema: Any) -> Any:
+    """The schema with unknown fields refused (``kubectl apply --validate=strict``): every
+    object schema that lists its properties, and does not keep unknown fields, closes."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def crd_validators() -> dict[str, jsonschema.Draft7Validator]:
+    out = {}
+    for path in sorted(CRDS.glob("ray.io_*.yaml")):
+        crd = yaml.load(path.read_text(), Loader=_Loader)
+        assert crd["spec"]["group"] == "ray.io"
+        (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+        schema = _strict(v1["schema"]["openAPIV3Schema"])
+        jsonschema.Draft7Validator.check_schema(schema)
+        out[crd["spec"]["names"]["kind"]] = jsonschema.Draft7Validator(schema)
+    assert set(out) == set(KINDS)
+    return out
+
+
+def validate_crd(obj: dict[str, Any]) -> None:
+    assert obj["apiVersion"] == "ray.io/v1"
+    errors = sorted(crd_validators()[obj["kind"]].iter_errors(obj), key=lambda e: e.path)
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])
+
+
+def validate_core(doc: dict[str, Any]) -> None:
+    """A core Kubernetes object against the kubernetes client's model of its kind (strict:
+    unknown fields, wrong types and missing required fields fail)."""
+    from kubernetes.client import models
+    from pydantic import ValidationError
+
+    model = getattr(models, CORE_MODELS[(doc["apiVersion"], doc["kind"])])
+    try:
+        model.model_validate(doc)
+    except ValidationError as e:
+        raise AssertionError(f"{doc['kind']} {doc['metadata']['name']}: {e}") from None
+
+
+CORE_MODELS = {
+    ("v1", "Service"): "V1Service",
+    ("apps/v1", "StatefulSet"): "V1StatefulSet",
+    ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
+}
+
+
+def validate_any(doc: dict[str, Any]) -> None:
+    """A Kubernetes object: named as Kubernetes wants, and valid for its kind."""
+    assert {"apiVersion", "kind", "metadata"} <= set(doc)
+    assert DNS1123.match(doc["metadata"]["name"]) and len(doc["metadata"]["name"]) <= 63
+    group = doc["apiVersion"].split("/")[0]
+    if group == "ray.io":
+        validate_crd(doc)
+    elif group == "kafka.strimzi.io":
+        assert doc["apiVersion"] == "kafka.strimzi.io/v1"
+        assert doc["kind"] in ("Kafka", "KafkaNodePool")
+    else:
+        validate_core(doc)
+
+
+def shipped() -> list[Path]:
+    return sorted((ROOT / "kuberay").rglob("*.yaml"))
+
+
+# -- shipped manifests ---------------------------------------------------------------------
+@pytest.mark.parametrize("path", shipped(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_manifests_are_valid(path: Path):
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert docs
+    for doc in docs:
+        validate_any(doc)
+
+
+def test_shipped_set_is_complete():
+    kinds = set()
+    for path in shipped():
+        kinds |= {(d["apiVersion"], d["kind"]) for d in yaml.safe_load_all(path.read_text())}
+    assert {
+        ("ray.io/v1", "RayCluster"),
+        ("ray.io/v1", "RayJob"),
+        ("ray.io/v1", "RayService"),
+        ("kafka.strimzi.io/v1", "Kafka"),
+        ("kafka.strimzi.io/v1", "KafkaNodePool"),
+        ("apps/v1", "StatefulSet"),
+        ("v1", "PersistentVolumeClaim"),
+    } <= kinds
+    assert (ROOT / "Dockerfile").is_file() and (ROOT / "docs" / "kubernetes.md").is_file()
+
+
+def test_kafka_is_kraft_through_node_pools():
+    docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "kuberay/kafka.yaml").read_text())}
+    pool, kafka = docs["KafkaNodePool"], docs["Kafka"]
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+    assert set(pool["spec"]["roles"]) == {"controller", "broker"}
+    assert "zookeeper" not in kafka["spec"]
+    assert any(v.get("kraftMetadata") == "shared" for v in pool["spec"]["storage"]["volumes"])
+
+
+@pytest.mark.parametrize(
+    ("path", "rendered"),
+    [
+        ("raycluster.yaml", lambda: render_raycluster()),
+        ("templates/rayjob-training.yaml", lambda: render_rayjob(1, gpu=True)),
+        (
+            "templates/rayservice-inference.yaml",
+            lambda: render_rayservice(
+                1, replicas=1, min_replicas=1, max_replicas=4, gpu_fraction=0.25, batch_size=64
+            ),
+        ),
+    ],
+)
+def test_shipped_files_match_the_renderer(path, rendered):
+    assert yaml.safe_load((ROOT / "kuberay" / path).read_text()) == rendered(), (
+        f"kuberay/{path} is out of date: regenerate it (kuberay/README.md)"
+    )
+
+
+# -- rendered manifests --------------------------------------------------------------------
+RENDERED = {
+    "cluster": lambda: render_raycluster(),
+    "cluster-cpu-only": lambda: render_raycluster(
+        "small", ClusterSpec(gpu_max_workers=0, artifacts_claim=None, cpu_min_workers=0)
+    ),
+    "rayjob": lambda: render_rayjob(7),
+    "rayjob-gpu": lambda: render_rayjob(7, gpu=True, cluster=ClusterSpec(gpu_max_workers=0)),
+    "rayjob-on-cluster": lambda: render_rayjob(7, cluster_name="kafkaml"),
+    "rayservice": lambda: render_rayservice(3),
+    "rayservice-replicas": lambda: render_rayservice(3, replicas=3, batch_size=8),
+    "rayservice-gpu-autoscaling": lambda: render_rayservice(
+        3, replicas=2, min_replicas=1, max_replicas=10, gpu_fraction=0.25
+    ),
+    "rayservice-2-gpus": lambda: render_rayservice(
+        3, gpu_fraction=2, cluster=ClusterSpec(gpus_per_worker=4)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(RENDERED))
+def test_rendered_manifests_are_valid_yaml_and_crd(name):
+    obj = RENDERED[name]()
+    text = to_yaml(obj)
+    assert yaml.safe_load(text) == obj  # what --dry-run prints is the object
+    validate_any(obj)
+
+
+def test_validation_catches_typos():
+    rc = render_raycluster()
+    rc["spec"]["workerGroupSpecs"][0]["maxReplica"] = 3
+    with pytest.raises(AssertionError, match="maxReplica"):
+        validate_crd(rc)
+    rc = render_raycluster()
+    rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"][
+        "cpu"
+    ] = "two"
+    with pytest.raises(AssertionError, match="does not match"):
+        validate_crd(rc)
+    (_, sts) = yaml.safe_load_all((ROOT / "kuberay/postgres.yaml").read_text())
+    sts["spec"]["template"]["spec"]["containers"][0]["envs"] = []
+    with pytest.raises(AssertionError, match="envs"):
+        validate_any(sts)
+
+
+def test_two_manifests_make_one_stream():
+    docs = list(yaml.safe_load_all(to_yaml([render_raycluster(), render_rayjob(1)])))
+    assert [d["kind"] for d in docs] == ["RayCluster", "RayJob"]
+
+
+def _groups(spec: dict) -> dict[str, dict]:
+    return {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+
+
+def test_raycluster_shape():
+    spec = render_raycluster()["spec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    assert spec["rayVersion"] == "2.60.0"
+    assert spec["authOptions"] == {"mode": "token", "secretName": "kafkaml-ray-auth"}
+    groups = _groups(spec)
+    assert set(groups) == {"cpu", "gpu"}
+    gpu = groups["gpu"]["template"]["spec"]["containers"][0]
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["image"] == "kafkaml-ray:0.1.0-gpu"
+    assert "nvidia.com/gpu" not in groups["cpu"]["template"]["spec"]["containers"][0]["resources"]
+    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["envFrom"] == [{"secretRef": {"name": "kafkaml-ray-env"}}]
+    assert "env" not in head  # no setting, and so no secret, is written into a manifest
+    assert {"name": "artifacts", "mountPath": "/artifacts"} in head["volumeMounts"]
+    small = render_raycluster("small", ClusterSpec(gpu_max_workers=0, artifacts_claim=None))
+    assert set(_groups(small["spec"])) == {"cpu"}
+    assert "artifacts" not in json.dumps(small)
+
+
+def test_rayjob_runs_the_training_entrypoint():
+    from kafkaml_ray.train.jobs import entrypoint
+
+    job = render_rayjob(5)
+    assert job["spec"]["entrypoint"] == "python -m kafkaml_ray.train.job --deployment 5"
+    assert job["spec"]["entrypoint"] == entrypoint(5)
+    assert job["metadata"]["name"] == job["spec"]["jobId"] == "kafkaml-training-5"
+    assert job["spec"]["shutdownAfterJobFinishes"] is True
+    assert set(_groups(job["spec"]["rayClusterSpec"])) == {"cpu"}
+    assert set(_groups(render_rayjob(5, gpu=True)["spec"]["rayClusterSpec"])) == {"cpu", "gpu"}
+    shared = render_rayjob(5, cluster_name="kafkaml")["spec"]
+    assert "rayClusterSpec" not in shared and "shutdownAfterJobFinishes" not in shared
+
+
+def test_from_rows():
+    dep = TrainingDeployment(id=4, configuration_id=1, batch_size=8, kwargs={}, gpu_fraction=0.5)
+    assert "gpu" in _groups(from_deployment(dep)["spec"]["rayClusterSpec"])
+    inf = Inference(
+        id=9,
+        result_id=1,
+        input_topic="in",
+        output_topic="out",
+        replicas=2,
+        min_replicas=None,
+        max_replicas=None,
+        gpu_fraction=0.0,
+        batch_size=16,
+        max_wait_ms=5.0,
+    )
+    svc = from_inference(inf)
+    assert svc["metadata"]["name"] == "kafkaml-inference-9"
+    app = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]
+    assert [d["num_replicas"] for d in app["deployments"]] == [2, 2]
+    assert app["deployments"][1]["max_ongoing_requests"] == 32
+    assert "num_gpus" not in app["deployments"][1]["ray_actor_options"]
+    assert "gpu" not in _groups(svc["spec"]["rayClusterConfig"])
+
+
+# -- serveConfigV2 against Ray Serve's own schema --------------------------------------------
+def _known_fields(data: dict, model) -> None:
+    """Ray Serve's schema ignores unknown keys: make sure ours are all real options."""
+    assert set(data) <= set(model.model_fields), set(data) - set(model.model_fields)
+
+
+@pytest.mark.parametrize("name", [n for n in RENDERED if n.startswith("rayservice")])
+def test_serve_config_is_accepted_by_ray_serve(name):
+    from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
+
+    text = RENDERED[name]()["spec"]["serveConfigV2"]
+    raw = yaml.safe_load(text)
+    parsed = ServeDeploySchema.model_validate(raw)
+    _known_fields(raw, ServeDeploySchema)
+    (app,) = parsed.applications
+    _known_fields(raw["applications"][0], ServeApplicationSchema)
+    for d in raw["applications"][0]["deployments"]:
+        _known_fields(d, DeploymentSchema)
+    assert app.name == "inference-3"
+    assert app.import_path == "kafkaml_ray.serve.app:build_app"
+    assert app.args == {"inference_id": 3}
+    assert [d.name for d in app.deployments] == ["KafkaIngress", "Predictor"]
+
+
+def test_serve_config_fractional_gpus_and_autoscaling():
+    from ray.serve.schema import ServeDeploySchema
+
+    cfg = serve_config(3, replicas=2, min_replicas=1, max_replicas=10, gpu_fraction=0.25)
+    ingress, predictor = ServeDeploySchema.model_validate(cfg).applications[0].deployments
+    assert predictor.ray_actor_options.num_gpus == 0.25
+    assert not ingress.ray_actor_options.num_gpus
+    for d in (ingress, predictor):
+        assert d.autoscaling_config["min_replicas"] == 1
+        assert d.autoscaling_config["max_replicas"] == 10
+        assert d.autoscaling_config["initial_replicas"] == 2
+    svc = render_rayservice(3, replicas=2, min_replicas=1, max_replicas=10, gpu_fraction=0.25)
+    gpu = _groups(svc["spec"]["rayClusterConfig"])["gpu"]
+    assert gpu["maxReplicas"] == 3  # ten quarter-GPU predictors need three GPUs
+    only_max = serve_config(1, replicas=3, max_replicas=5)["applications"][0]["deployments"][0]
+    assert only_max["autoscaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 5,
+        "initial_replicas": 3,
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"replicas": 0}, "replicas"),
+        ({"min_replicas": 0, "max_replicas": 2}, "min_replicas"),
+        ({"min_replicas": 3, "max_replicas": 2}, "above max_replicas"),
+        ({"gpu_fraction": -0.5}, "gpu_fraction"),
+        ({"gpu_fraction": 1.5}, "whole number"),
+        ({"gpu_fraction": 2.0}, "more than a GPU worker has"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_bad_serving_settings_are_refused(kwargs, words):
+    with pytest.raises(InvalidInput, match=words) as e:
+        render_rayservice(1, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_ids_and_specs_are_refused():
+    with pytest.raises(InvalidInput, match="deployment id"):
+        render_rayjob(0)
+    with pytest.raises(InvalidInput, match="inference_id"):
+        render_rayservice(-1)
+    with pytest.raises(ValueError, match="cpu_min_workers"):
+        ClusterSpec(cpu_min_workers=5, cpu_max_workers=1)
+
+
+# -- a stand-in Kubernetes API server --------------------------------------------------------
+class FakeApiServer:
+    """Just enough of the API server for ray.io/v1 custom objects: create, get, list
+    (label selector), replace (resourceVersion) and delete, validating bodies against the
+    CRDs. ``mode`` makes it answer as a cluster without KubeRay ("no-crd") or with
+    credentials lacking rights ("forbidden")."""
+
+    PATH = re.compile(r"^/apis/ray\.io/v1/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?$")
+
+    def __init__(self, token: str = "s3cret", namespaces=("default", "kafkaml")):
+        self.token = token
+        self.namespaces = set(namespaces)
+        self.mode = "ok"
+        self.race = False
+        self.objects: dict[tuple[str, str, str], dict] = {}
+        self.requests: list[tuple[str, str, dict | None]] = []
+        self._version = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, code: int, body: Any, text: bool = False):
+                data = body.encode() if text else json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self):
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                fake.requests.append((self.command, self.path, body))
+                if self.headers.get("Authorization") != f"Bearer {fake.token}":
+                    return self._reply(401, _status(401, "Unauthorized", "Unauthorized"))
+                if fake.mode == "no-crd":
+                    return self._reply(404, "404 page not found\n", text=True)
+                m = fake.PATH.match(url.path)
+                if not m or m.group(2) not in KINDS.values():
+                    return self._reply(404, "404 page not found\n", text=True)
+                ns, plural, name = m.groups()
+                if fake.mode == "forbidden":
+                    return self._reply(
+                        403,
+                        _status(
+                            403,
+                            "Forbidden",
+                            f'{plural}.ray.io is forbidden: User "system:serviceaccount:'
+                            f'default:ci" cannot {self.command.lower()} resource "{plural}" '
+                            f'in API group "ray.io" in the namespace "{ns}"',
+                        ),
+                    )
+                code, out = fake.serve(self.command, ns, plural, name, url.query, body)
+                self._reply(code, out)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def serve(self, verb, ns, plural, name, query, body):
+        kind = {v: k for k, v in KINDS.items()}[plural]
+        if ns not in self.namespaces:
+            return 404, _status(404, "NotFound", f'namespaces "{ns}" not found', ns, "namespaces")
+        key = (ns, plural, name)
+        if verb == "POST":
+            assert name is None and body["kind"] == kind and body["apiVersion"] == "ray.io/v1"
+            try:
+                validate_crd(body)
+            except AssertionError as e:
+                return 422, _status(422, "Invalid", f"{kind} is invalid: {e}")
+            key = (ns, plural, body["metadata"]["name"])
+            if key in self.objects:
+                return 409, _status(
+                    409, "AlreadyExists", f'{plural}.ray.io "{key[2]}" already exists', key[2]
+                )
+            return 201, self._store(key, body)
+        if verb == "GET" and name is None:
+            selector = parse_qs(query).get("labelSelector", [""])[0]
+            wanted = dict(p.split("=", 1) for p in selector.split(",") if p)
+            items = [
+                o
+                for (n, p, _), o in sorted(self.objects.items())
+                if n == ns
+                and p == plural
+                and wanted.items() <= o["metadata"].get("labels", {}).items()
+            ]
+            return 200, {"apiVersion": "ray.io/v1", "kind": f"{kind}List", "items": items}
+        if key not in self.objects:
+            return 404, _status(404, "NotFound", f'{plural}.ray.io "{name}" not found', name)
+        if verb == "GET":
+            current = copy.deepcopy(self.objects[key])
+            if self.race:  # someone else changes it right after this read
+                self._store(key, self.objects[key])
+            return 200, current
+        if verb == "PUT":
+            validate_crd(body)
+            if (
+                body["metadata"].get("resourceVersion")
+                != self.objects[key]["metadata"]["resourceVersion"]
+            ):
+                return 409, _status(409, "Conflict", "the object has been modified", name)
+            return 200, self._store(key, body)
+        if verb == "DELETE":
+            del self.objects[key]
+            return 200, _status(200, "", "", name)
+        raise AssertionError(verb)
+
+    def _store(self, key, body):
+        self._version += 1
+        obj = copy.deepcopy(body)
+        obj["metadata"].update(namespace=key[0], resourceVersion=str(self._version))
+        self.objects[key] = obj
+        return obj
+
+
+def _status(code, reason, message, name=None, kind=None):
+    details = {"name": name, "group": "ray.io", "kind": kind} if name else {}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Success" if code < 300 else "Failure",
+        "message": message,
+        "reason": reason,
+        "details": details,
+        "code": code,
+    }
+
+
+@pytest.fixture
+def api():
+    server = FakeApiServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def client(api) -> KubeRayClient:
+    return KubeRayClient(host=api.url, token=api.token, namespace="kafkaml")
+
+
+def test_apply_creates_with_the_right_path_and_body(api, client):
+    svc = render_rayservice(3, gpu_fraction=0.25)
+    obj = client.apply(svc)
+    assert obj["metadata"]["namespace"] == "kafkaml"
+    (req,) = api.requests
+    assert req[:2] == ("POST", "/apis/ray.io/v1/namespaces/kafkaml/rayservices")
+    assert req[2] == svc
+
+
+def test_apply_replaces_an_existing_object(api, client):
+    client.apply(render_rayservice(3))
+    changed = render_rayservice(3, replicas=4)
+    obj = client.apply(changed)
+    verbs = [(v, p) for v, p, _ in api.requests]
+    base = "/apis/ray.io/v1/namespaces/kafkaml/rayservices"
+    assert verbs == [
+        ("POST", base),
+        ("POST", base),  # 409: exists
+        ("GET", f"{base}/kafkaml-inference-3"),
+        ("PUT", f"{base}/kafkaml-inference-3"),
+    ]
+    put = api.requests[-1][2]
+    assert put["metadata"]["resourceVersion"] == "1"
+    assert put["spec"] == changed["spec"]
+    assert obj["metadata"]["resourceVersion"] == "2"
+    assert (
+        "num_replicas: 4"
+        in api.objects[("kafkaml", "rayservices", "kafkaml-inference-3")]["spec"]["serveConfigV2"]
+    )
+
+
+def test_apply_reports_a_concurrent_change(api, client):
+    client.apply(render_rayservice(3))
+    api.race = True
+    with pytest.raises(
+        Conflict, match="'kafkaml-inference-3' in namespace 'kafkaml' changed while"
+    ):
+        client.apply(render_rayservice(3, replicas=2))
+
+
+def test_status_and_delete(api, client):
+    client.apply(render_raycluster())
+    client.apply(render_rayjob(5))
+    client.apply(render_rayservice(3))
+    api.objects[("kafkaml", "rayservices", "kafkaml-inference-3")]["status"] = {
+        "conditions": [{"type": "Ready", "status": "True", "message": "serving"}]
+    }
+    api.objects[("kafkaml", "rayjobs", "kafkaml-training-5")]["status"] = {
+        "jobDeploymentStatus": "Running",
+        "jobStatus": "RUNNING",
+    }
+    assert client.status("RayService", "kafkaml-inference-3") == [
+        ObjectStatus("RayService", "kafkaml-inference-3", "kafkaml", "ready", "serving")
+    ]
+    every = {(o.kind, o.name, o.state) for o in client.status()}
+    assert every == {
+        ("RayCluster", "kafkaml", "pending"),
+        ("RayJob", "kafkaml-training-5", "RUNNING"),
+        ("RayService", "kafkaml-inference-3", "ready"),
+    }
+    lists = [p for v, p, _ in api.requests if v == "GET" and "labelSelector" in p]
+    assert len(lists) == 3
+    assert all(
+        parse_qs(urlsplit(p).query)["labelSelector"] == ["app.kubernetes.io/part-of=kafkaml-ray"]
+        for p in lists
+    )
+
+    client.delete("RayJob", "kafkaml-training-5")
+    assert api.requests[-1][:2] == (
+        "DELETE",
+        "/apis/ray.io/v1/namespaces/kafkaml/rayjobs/kafkaml-training-5",
+    )
+    with pytest.raises(NotFound, match="rayjob 'kafkaml-training-5' not found in namespace"):
+        client.delete("RayJob", "kafkaml-training-5")
+    with pytest.raises(NotFound, match="not found"):
+        client.status("RayJob", "kafkaml-training-5")
+
+
+def test_crds_missing(api, client):
+    api.mode = "no-crd"
+    for call in (
+        lambda: client.apply(render_rayservice(3)),
+        lambda: client.status("RayService", "kafkaml-inference-3"),
+        lambda: client.delete("RayService", "kafkaml-inference-3"),
+    ):
+        with pytest.raises(Unavailable) as e:
+            call()
+        assert str(e.value) == (
+            "the KubeRay CRDs are not installed in this cluster (404 on ray.io/v1 rayservices):"
+            " install the KubeRay operator first"
+        )
+
+
+def test_forbidden(api, client):
+    api.mode = "forbidden"
+    with pytest.raises(Unavailable, match=r"forbidden \(403\) to create ray.io rayjobs") as e:
+        client.apply(render_rayjob(5))
+    assert 'cannot post resource "rayjobs"' in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_wrong_token_namespace_and_unreachable_server(api):
+    with pytest.raises(Unavailable, match="401"):
+        KubeRayClient(host=api.url, token="wrong").status()
+    with pytest.raises(NotFound, match="namespace 'nope' does not exist"):
+        KubeRayClient(host=api.url, token=api.token, namespace="nope").apply(render_rayjob(1))
+    url = api.url
+    api.close()
+    with pytest.raises(Unavailable, match="cannot reach the Kubernetes API server"):
+        KubeRayClient(host=url, token=api.token).status()
+    with pytest.raises(InvalidInput, match="token"):
+        KubeRayClient(host=url)
+
+
+def test_invalid_object_is_refused_by_the_server(client):
+    bad = render_rayjob(5)
+    bad["spec"]["backoffLimit"] = "many"
+    with pytest.raises(InvalidInput, match="the cluster refused rayjob 'kafkaml-training-5'"):
+        client.apply(bad)
+    with pytest.raises(InvalidInput, match="not a KubeRay kind"):
+        client.apply({"kind": "Pod", "metadata": {"name": "x"}})
+
+
+def _kubeconfig(tmp_path: Path, api: FakeApiServer, namespace: str = "kafkaml") -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "stand-in", "cluster": {"server": api.url}}],
+                "users": [{"name": "ci", "user": {"token": api.token}}],
+                "contexts": [
+                    {
+                        "name": "ci",
+                        "context": {"cluster": "stand-in", "user": "ci", "namespace": namespace},
+                    }
+                ],
+                "current-context": "ci",
+            }
+        )
+    )
+    return path
+
+
+def test_kubeconfig_and_its_namespace(api, tmp_path):
+    client = KubeRayClient(kubeconfig=str(_kubeconfig(tmp_path, api)))
+    assert client.namespace == "kafkaml"
+    client.apply(render_raycluster())
+    assert api.requests[-1][1] == "/apis/ray.io/v1/namespaces/kafkaml/rayclusters"
+    with pytest.raises(Unavailable, match="no usable kubeconfig"):
+        KubeRayClient(kubeconfig=str(tmp_path / "missing"))
+
+
+# -- CLI -------------------------------------------------------------------------------------
+@pytest.fixture
+def store_env(tmp_path):
+    """A store holding training deployment 1 (GPU) and inference 1 (quarter GPUs)."""
+    url = f"sqlite:///{tmp_path / 'kafkaml.db'}"
+    store = Store(url)
+    with store.session() as s:
+        model = MLModel(name="m", framework="pytorch", code="...")
+        conf = Configuration(name="c", models=[model])
+        dep = TrainingDeployment(configuration=conf, batch_size=8, gpu_fraction=0.5)
+        result = TrainingResult(deployment=dep, model=model)
+        s.add_all([model, conf, dep, result])
+        s.flush()
+        s.add(
+            Inference(
+                result_id=result.id,
+                input_topic="in",
+                output_topic="out",
+                replicas=2,
+                min_replicas=1,
+                max_replicas=4,
+                gpu_fraction=0.25,
+                batch_size=32,
+            )
+        )
+    store.dispose()
+    return {"KAFKAML_DB": url, "KAFKAML_HOME": str(tmp_path)}
+
+
+def _run(args, env=None):
+    return CliRunner().invoke(k8s, args, env=env, catch_exceptions=False)
+
+
+def test_cli_render(store_env):
+    out = _run(["render", "cluster"])
+    assert out.exit_code == 0 and yaml.safe_load(out.output) == render_raycluster()
+    out = _run(["render", "training", "1"], store_env)
+    assert out.exit_code == 0, out.output
+    job = yaml.safe_load(out.output)
+    validate_crd(job)
+    assert "gpu" in _groups(job["spec"]["rayClusterSpec"])
+    out = _run(["render", "inference", "1", "--image", "reg.example/kml:1"], store_env)
+    svc = yaml.safe_load(out.output)
+    validate_crd(svc)
+    head = svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["image"] == "reg.example/kml:1"
+    app = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]
+    assert app["deployments"][1]["ray_actor_options"]["num_gpus"] == 0.25
+    out = _run(["render", "training", "1", "--on-cluster", "kafkaml"], store_env)
+    assert yaml.safe_load(out.output)["spec"]["clusterSelector"] == {"ray.io/cluster": "kafkaml"}
+    out = _run(["render", "cluster", "--artifacts-claim", ""])
+    assert "persistentVolumeClaim" not in out.output
+
+
+def test_cli_errors_are_one_line(store_env):
+    out = _run(["render", "inference", "99"], store_env)
+    assert out.exit_code == 1 and out.output == "error: no inference 99\n"
+    out = _run(["render", "training"], store_env)
+    assert out.exit_code == 2 and "'training' needs an id" in out.output
+    out = _run(["render", "training", "x"], store_env)
+    assert out.exit_code == 2 and "numeric id" in out.output
+
+
+def test_cli_apply_dry_run_sends_nothing(api, store_env):
+    env = {**store_env, "KAFKAML_K8S_HOST": api.url, "KAFKAML_K8S_TOKEN": api.token}
+    out = _run(["apply", "inference", "1", "--dry-run"], env)
+    assert out.exit_code == 0
+    assert yaml.safe_load(out.output)["kind"] == "RayService"
+    assert api.requests == []
+
+
+def test_cli_apply_status_delete(api, store_env):
+    env = {**store_env, "KAFKAML_K8S_HOST": api.url, "KAFKAML_K8S_TOKEN": api.token}
+    out = _run(["apply", "inference", "1", "-n", "kafkaml"], env)
+    assert out.output == "applied RayService kafkaml/kafkaml-inference-1\n"
+    out = _run(["apply", "training", "1", "-n", "kafkaml"], env)
+    assert out.output == "applied RayJob kafkaml/kafkaml-training-1\n"
+    with Store(store_env["KAFKAML_DB"]).session() as s:
+        assert s.get(TrainingDeployment, 1).job_id == "kafkaml-training-1"  # listener leaves it
+    out = _run(["apply", "training", "1", "-n", "kafkaml"], env)  # again: replaced
+    assert out.exit_code == 0
+    out = _run(["status", "-n", "kafkaml", "--json"], env)
+    assert {o["name"] for o in json.loads(out.output)} == {
+        "kafkaml-inference-1",
+        "kafkaml-training-1",
+    }
+    out = _run(["status", "inference", "1", "-n", "kafkaml"], env)
+    assert out.output == "RayService/kafkaml-inference-1: pending\n"
+    out = _run(["delete", "inference", "1", "-n", "kafkaml"], env)
+    assert out.output == "deleted RayService kafkaml/kafkaml-inference-1\n"
+    out = _run(["delete", "inference", "1", "-n", "kafkaml"], env)
+    assert out.exit_code == 1
+    assert out.output == (
+        "error: rayservice 'kafkaml-inference-1' not found in namespace 'kafkaml'\n"
+    )
+
+
+def test_cli_refuses_a_deployment_submitted_elsewhere(api, store_env):
+    with Store(store_env["KAFKAML_DB"]).session() as s:
+        s.get(TrainingDeployment, 1).job_id = "kafkaml-training-1-abc123"
+    args = ["apply", "training", "1", "--host", api.url, "--token", api.token]
+    out = _run(args, store_env)
+    assert out.exit_code == 1
+    assert "submitted already as Ray job kafkaml-training-1-abc123" in out.output
+    assert api.requests == []
+
+
+def test_cli_reports_missing_crds(api, store_env):
+    api.mode = "no-crd"
+    out = _run(["status", "--host", api.url, "--token", api.token], store_env)
+    assert out.exit_code == 1
+    assert out.output.startswith("error: the KubeRay CRDs are not installed in this cluster")
+    assert out.output.count("\n") == 1

@@ -1,0 +1,187 @@
+"""Training on the real broker and a local Ray: a configuration of a PyTorch and a Keras
+model trained in parallel on one stream, learning curves, confusion matrices, reloaded
+weights, regression, stream reuse, bad kwargs, shape mismatches, stop, and Ray jobs."""
+
+import numpy as np
+import pytest
+
+from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray.ingest import RawSink
+from tests.conftest import running_listener, wait_until
+
+pytestmark = pytest.mark.integration
+EPOCHS = 10
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return x.astype(np.float32).reshape(-1, 8, 8), y.astype(np.int64)
+
+
+def _regression(n=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 26)).astype(np.float32)
+    w = rng.normal(size=26).astype(np.float32)
+    return x, (x @ w + 0.1 * rng.normal(size=n)).astype(np.float32)
+
+
+def _send(settings, topic, dep_id, x, y, **kw):
+    with RawSink(
+        settings.bootstrap_servers,
+        topic,
+        dep_id,
+        validation_rate=0.1,
+        test_rate=0.1,
+        control_topic=settings.control_topic,
+        **kw,
+    ) as sink:
+        sink.send_many(x, y)
+    return sink.announced
+
+
+@pytest.fixture
+def digits_models(ray_cluster, client, example):
+    from kafkaml_ray.demo import register_examples
+
+    return register_examples(client, ["digits-cnn-pytorch", "digits-cnn-keras"])
+
+
+def test_digits_in_both_frameworks_side_by_side(broker, client, settings, topic, digits_models):
+    config = client.create_configuration("digits", list(digits_models.values()))
+    dep = client.deploy_training(config.id, batch_size=32, kwargs=f"epochs={EPOCHS}")
+    assert [r.status for r in dep.results] == ["waiting", "waiting"]
+    x, y = _digits()
+    with running_listener(settings):
+        _send(settings, topic, dep.id, x, y)
+        dep = client.wait_for_deployment(dep.id, timeout=900)
+    n_test = int(0.1 * len(x))
+    for r in dep.results:
+        assert r.status == "finished", r.error
+        assert r.test_metrics["accuracy"] >= 0.9, (r.model_name, r.test_metrics)
+        assert [h["epoch"] for h in r.history] == list(range(1, EPOCHS + 1))
+        assert all(h["train"] and h["val"] for h in r.history)
+        assert {"accuracy", "loss"} <= set(r.history[-1]["val"])
+        m = np.asarray(r.confusion_matrix)
+        assert m.shape == (10, 10) and m.sum() == n_test
+        assert r.training_time_s > 0 and r.confusion_matrix_uri.endswith(".png")
+        # Reloaded weights predict exactly what the trained model predicted.
+        x_test, y_test = x[-n_test:], y[-n_test:]
+        preds = np.asarray(client.predict(r.id, x_test)).argmax(axis=1)
+        reloaded = np.bincount(y_test * 10 + preds, minlength=100).reshape(10, 10)
+        np.testing.assert_array_equal(reloaded, m)
+        name, blob = client.download_weights(r.id)
+        assert name == ("model.safetensors" if r.framework == "pytorch" else "model.keras")
+        assert len(blob) > 10_000
+    ds = client.get_datasource(dep.datasource_id)
+    assert (ds.status, ds.total_msg, ds.malformed_count) == ("accepted", len(x), 0)
+
+
+def test_regression_reports_mae_and_mse_and_the_stream_is_reused(
+    ray_cluster, broker, client, settings, topic, example
+):
+    from confluent_kafka import Consumer, TopicPartition
+
+    from kafkaml_ray.demo import register_examples
+
+    ids = register_examples(client, ["regression-mlp-pytorch", "regression-mlp-keras"])
+    config = client.create_configuration("regression", list(ids.values()))
+    first = client.deploy_training(config.id, batch_size=32, kwargs="epochs=15")
+    second = client.deploy_training(config.id, batch_size=64, kwargs="epochs=3")
+    x, y = _regression()
+    with running_listener(settings):
+        _send(settings, topic, first.id, x, y)
+        first = client.wait_for_deployment(first.id, timeout=900)
+        end = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "x"})
+        before = end.get_watermark_offsets(TopicPartition(topic, 0))[1]
+        client.resend_datasource(first.datasource_id, second.id)
+        second = client.wait_for_deployment(second.id, timeout=900)
+        assert end.get_watermark_offsets(TopicPartition(topic, 0))[1] == before  # no new data
+        end.close()
+    torch_r, keras_r = first.results
+    assert torch_r.status == keras_r.status == "finished", (torch_r.error, keras_r.error)
+    assert {"mae", "mse"} <= set(torch_r.test_metrics) and {"mae", "mse"} <= set(
+        keras_r.test_metrics
+    )
+    assert torch_r.test_metrics["mae"] < 0.5 * np.abs(y).mean()  # learned something
+    assert torch_r.confusion_matrix is None  # not a classifier
+    assert [r.status for r in second.results] == ["finished", "finished"]
+    assert second.datasource_id != first.datasource_id
+    assert (
+        client.get_datasource(second.datasource_id).topic
+        == client.get_datasource(first.datasource_id).topic
+    )
+    assert len(second.results[0].history) == 3
+
+
+def test_bad_kwargs_are_refused_at_deploy(ray_cluster, client, digits_models):
+    config = client.create_configuration("c", list(digits_models.values()))
+    for bad, error in [
+        ("epochs=five", "not a literal value"),
+        ("epochs=0", "epochs=0 is not valid"),
+        ("epochz=3", "unknown training argument 'epochz'"),
+        ("epochs=__import__('os').getcwd()", "not a literal value"),
+        ("epochs=3,,", "not of the form"),
+    ]:
+        with pytest.raises(InvalidInput, match=error):
+            client.deploy_training(config.id, kwargs=bad)
+    assert client.list_deployments() == []
+
+
+def test_a_shape_mismatch_fails_that_model_and_the_other_goes_on(
+    broker, client, settings, topic, digits_models
+):
+    from kafkaml_ray.demo import register_examples
+
+    mlp = register_examples(client, ["regression-mlp-keras"])["regression-mlp-keras"]
+    config = client.create_configuration("mixed", [digits_models["digits-cnn-pytorch"], mlp])
+    dep = client.deploy_training(config.id, kwargs="epochs=2")
+    x, y = _digits()
+    with running_listener(settings):
+        _send(settings, topic, dep.id, x[:500], y[:500])
+        dep = client.wait_for_deployment(dep.id, timeout=900)
+    cnn, bad = dep.results
+    assert cnn.status == "finished", cnn.error
+    assert bad.status == "failed"
+    assert (
+        "takes inputs of shape [26], but the data stream has samples of shape [8, 8]" in bad.error
+    )
+
+
+def test_stop_in_mid_run_frees_ray_resources(broker, client, settings, topic, digits_models):
+    import ray
+
+    config = client.create_configuration("slow", [digits_models["digits-cnn-pytorch"]])
+    dep = client.deploy_training(config.id, batch_size=4, kwargs="epochs=500")
+    total = ray.cluster_resources()["CPU"]
+    x, y = _digits()
+    with running_listener(settings):
+        _send(settings, topic, dep.id, x, y)
+        wait_until(lambda: client.get_deployment(dep.id).results[0].history, 300, "an epoch")
+        dep = client.stop_training(dep.id)
+    r = dep.results[0]
+    assert (r.status, r.error) == ("stopped", "stopped by the user")
+    wait_until(lambda: ray.available_resources().get("CPU", 0) == total, 60, "CPUs freed")
+    assert client.get_result(r.id).status == "stopped"  # the killed run wrote nothing after
+
+
+def test_submit_as_a_ray_job(broker, client, settings, topic, digits_models):
+    from kafkaml_ray.train.jobs import job_client
+
+    config = client.create_configuration("job", [digits_models["digits-cnn-pytorch"]])
+    dep = client.deploy_training(config.id, kwargs="epochs=2", submit=True)
+    assert dep.job_id and dep.job_id.startswith(f"kafkaml-training-{dep.id}-")
+    x, y = _digits()
+    with running_listener(settings):
+        _send(settings, topic, dep.id, x[:400], y[:400])
+        dep = client.wait_for_deployment(dep.id, timeout=900)
+    assert dep.results[0].status == "finished", dep.results[0].error
+    status = wait_until(
+        lambda: (
+            (s := job_client(settings).get_job_status(dep.job_id)) in ("SUCCEEDED", "FAILED") and s
+        ),
+        120,
+        "the job to end",
+    )
+    assert status == "SUCCEEDED"
