@@ -139,7 +139,7 @@ def _parts_text(parts) -> str:
 
 
 @cli.command()
-@click.option("--ui/--no-ui", default=False, help="Also serve the control panel.")
+@click.option("--ui/--no-ui", default=True, show_default=True, help="Also serve the control panel.")
 @json_option
 def up(ui: bool, as_json: bool) -> None:
     """Start the local stack: Kafka broker, Ray head, control listener (and UI)."""
@@ -440,11 +440,16 @@ def train_stop(deployment_id: int) -> None:
 @click.option("--interval", default=0.5, show_default=True, help="Seconds between updates.")
 def train_follow(deployment_id: int, interval: float) -> None:
     """Live progress bars per model (epoch, batches, latest metrics) until all are done."""
+    dep = follow(_client(), deployment_id, interval)
+    click.echo(_results_table(dep.results))
+
+
+def follow(client, deployment_id: int, interval: float = 0.5):
+    """Show a progress bar per model of a deployment until every model is done; return it."""
     import time
 
     from tqdm.auto import tqdm
 
-    client = _client()
     dep = client.get_deployment(deployment_id)
     bars = {
         r.id: tqdm(total=1, desc=r.model_name, position=i, leave=True, unit="batch")
@@ -467,7 +472,7 @@ def train_follow(deployment_id: int, interval: float) -> None:
         time.sleep(interval)
     for bar in bars.values():
         bar.close()
-    click.echo(_results_table(dep.results))
+    return dep
 
 
 # -- results -------------------------------------------------------------------------------
@@ -592,8 +597,12 @@ def demo(keep_running: bool) -> None:
 
 def _register_groups() -> None:
     from kafkaml_ray.kuberay.cli import k8s
+    from kafkaml_ray.serve.cli import infer
+    from ui.launch import ui_command
 
+    cli.add_command(infer)
     cli.add_command(k8s)
+    cli.add_command(ui_command)
 
 
 _register_groups()

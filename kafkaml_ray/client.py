@@ -23,14 +23,19 @@ from kafkaml_ray.schemas import (
     ConfigurationInfo,
     DatasourceInfo,
     DeploymentInfo,
+    InferenceInfo,
     ModelInfo,
+    Prediction,
     ResultInfo,
 )
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import (
     Configuration,
     Datasource,
+    Inference,
+    InferenceStatus,
     MLModel,
+    ReplicaStats,
     ResultStatus,
     Store,
     TrainingDeployment,
@@ -363,6 +368,192 @@ class Client:
         if producer.flush(30) or failures:
             raise InvalidInput(f"the control message was not delivered: {failures or 'timeout'}")
 
+    # -- inference ---------------------------------------------------------------------
+    def deploy_inference(
+        self,
+        result_id: int,
+        input_topic: str,
+        output_topic: str,
+        input_format: str | None = None,
+        input_config: Mapping[str, Any] | None = None,
+        replicas: int = 1,
+        min_replicas: int | None = None,
+        max_replicas: int | None = None,
+        gpu_fraction: float = 0.0,
+        batch_size: int = 64,
+        max_wait_ms: float = 5.0,
+        autoscaling: Mapping[str, Any] | None = None,
+    ) -> InferenceInfo:
+        """Serve a trained result: Kafka ingress replicas read ``input_topic`` (one consumer
+        group) and write ``{"values": [...]}`` to ``output_topic``; bad inputs go to
+        ``<output_topic>.dlq``. The input format and config default to those of the
+        result's data stream. ``min_replicas``/``max_replicas`` turn on lag-driven
+        autoscaling (``autoscaling`` overrides Serve's settings, e.g. shorter delays)."""
+        from kafkaml_ray.ingest.formats import get_format
+
+        r = self.get_result(result_id)
+        if r.status != "finished" or not r.weights_uri:
+            raise InvalidInput(f"result {result_id} is {r.status}: only a finished result serves")
+        if input_format is None or input_config is None:
+            with self.store.session() as s:
+                dep = s.get(TrainingDeployment, r.deployment_id) if r.deployment_id else None
+                ds = s.get(Datasource, dep.datasource_id) if dep and dep.datasource_id else None
+                input_format = input_format or (ds.input_format if ds else "RAW")
+                input_config = (
+                    input_config
+                    if input_config is not None
+                    else (
+                        {
+                            k: v
+                            for k, v in (ds.input_config if ds else {}).items()
+                            if not k.startswith("label_")
+                        }
+                    )
+                )
+        get_format(input_format, input_config)
+        for name, topic in (("input_topic", input_topic), ("output_topic", output_topic)):
+            if not topic or not all(c.isalnum() or c in "._-" for c in topic):
+                raise InvalidInput(f"{name} {topic!r} is not a valid Kafka topic name")
+        if input_topic == output_topic:
+            raise InvalidInput("input_topic and output_topic must differ")
+        if (min_replicas is None) != (max_replicas is None):
+            raise InvalidInput("autoscaling needs both min_replicas and max_replicas")
+        if min_replicas is not None and not 1 <= min_replicas <= max_replicas:
+            raise InvalidInput("need 1 <= min_replicas <= max_replicas")
+        if replicas < 1 or batch_size < 1 or max_wait_ms < 0 or gpu_fraction < 0:
+            raise InvalidInput(
+                "replicas and batch_size must be >= 1, max_wait_ms and gpu_fraction >= 0"
+            )
+        with self.store.session() as s:
+            inf = Inference(
+                result_id=result_id,
+                input_topic=input_topic,
+                output_topic=output_topic,
+                input_format=input_format.upper(),
+                input_config=dict(input_config),
+                replicas=min_replicas or replicas,
+                min_replicas=min_replicas,
+                max_replicas=max_replicas,
+                gpu_fraction=gpu_fraction,
+                batch_size=batch_size,
+                max_wait_ms=max_wait_ms,
+            )
+            s.add(inf)
+            s.flush()
+            inference_id = inf.id
+        self._start_inference(inference_id, autoscaling)
+        return self.get_inference(inference_id)
+
+    def _start_inference(self, inference_id: int, autoscaling=None) -> None:
+        from kafkaml_ray.serve.deploy import start_inference
+
+        try:
+            start_inference(self.settings, inference_id, autoscaling=dict(autoscaling or {}))
+        except Exception as e:
+            with self.store.session() as s:
+                row = s.get_one(Inference, inference_id)
+                row.status, row.error = InferenceStatus.FAILED, str(e)
+            raise
+        with self.store.session() as s:
+            row = s.get_one(Inference, inference_id)
+            row.status, row.error = InferenceStatus.RUNNING, None
+
+    def list_inferences(self) -> list[InferenceInfo]:
+        with self.store.session() as s:
+            ids = s.scalars(select(Inference.id).order_by(Inference.id)).all()
+        return [self.get_inference(i) for i in ids]
+
+    def get_inference(self, inference_id: int) -> InferenceInfo:
+        """An inference with the figures its ingress replicas reported lately."""
+        from datetime import UTC, datetime, timedelta
+
+        with self.store.session() as s:
+            inf = _get(s, Inference, inference_id, "inference")
+            since = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=30)
+            stats = s.scalars(select(ReplicaStats).where(ReplicaStats.inference_id == inf.id)).all()
+            live = [r for r in stats if r.updated_at >= since]
+            fields = {k: getattr(inf, k) for k in InferenceInfo.model_fields if hasattr(inf, k)}
+            fields.update(
+                status=inf.status.value,
+                model_name=inf.result.model.name,
+                live_replicas=len(live) if inf.status == InferenceStatus.RUNNING else 0,
+                consumed=sum(r.consumed for r in stats),
+                predicted=sum(r.predicted for r in stats),
+                dead_letters=sum(r.dead_letters for r in stats),
+                lag=sum(r.lag for r in live),
+                msgs_per_s=sum(r.msgs_per_s for r in live),
+            )
+            return InferenceInfo(**fields)
+
+    def stop_inference(self, inference_id: int) -> InferenceInfo:
+        """Stop serving; the consumer group keeps its committed offsets for a restart."""
+        from kafkaml_ray.serve.deploy import stop_inference
+
+        self.get_inference(inference_id)
+        stop_inference(self.settings, inference_id)
+        with self.store.session() as s:
+            s.get_one(Inference, inference_id).status = InferenceStatus.STOPPED
+        return self.get_inference(inference_id)
+
+    def restart_inference(self, inference_id: int) -> InferenceInfo:
+        """Serve again; it resumes from the consumer group's committed offsets."""
+        self.get_inference(inference_id)
+        self._start_inference(inference_id)
+        return self.get_inference(inference_id)
+
+    def delete_inference(self, inference_id: int) -> None:
+        from kafkaml_ray.serve.deploy import stop_inference
+
+        self.get_inference(inference_id)
+        stop_inference(self.settings, inference_id)
+        with self.store.session() as s:
+            s.delete(s.get_one(Inference, inference_id))
+
+    def tap(
+        self, inference_id: int, n: int = 20, dead_letters: bool = False, timeout: float = 5.0
+    ) -> list[Prediction]:
+        """The latest ``n`` predictions (or dead letters) of an inference, read without
+        joining its consumer group (nothing is committed)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        inf = self.get_inference(inference_id)
+        topic = inf.output_topic + (".dlq" if dead_letters else "")
+        consumer = Consumer(
+            self.settings.kafka_config(
+                **{
+                    "group.id": f"kafkaml-tap-{inference_id}",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                }
+            )
+        )
+        try:
+            md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            if md is None or md.error is not None:
+                return []
+            tps, wanted = [], 0
+            for p in md.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout)
+                start = max(low, high - n)
+                if high > start:
+                    tps.append(TopicPartition(topic, p, start))
+                    wanted += high - start
+            if not tps:
+                return []
+            consumer.assign(tps)
+            out: list[Prediction] = []
+            deadline = time.monotonic() + timeout
+            eofs = 0
+            while len(out) < wanted and eofs < len(tps) and time.monotonic() < deadline:
+                for m in consumer.consume(num_messages=wanted, timeout=0.5):
+                    if m.error() is not None:
+                        eofs += 1
+                        continue
+                    out.append(_prediction(m))
+            return sorted(out, key=lambda p: p.timestamp_ms)[-n:]
+        finally:
+            consumer.close()
+
 
 def _name(name: str, what: str) -> str:
     name = (name or "").strip()
@@ -394,6 +585,26 @@ def _predict(framework, code, imports, weights_uri, input_shape, data):
     from kafkaml_ray._private.trained import TrainedModel
 
     return TrainedModel(framework, code, imports, weights_uri, input_shape).predict(data)
+
+
+def _prediction(m) -> Prediction:
+    headers = {k: (v or b"").decode("utf-8", "replace") for k, v in (m.headers() or [])}
+    values, error = None, headers.get("error")
+    if error is None:
+        try:
+            values = json.loads(m.value())["values"]
+        except (ValueError, KeyError, TypeError) as e:
+            error = f"not a prediction: {e}"
+    key = m.key()
+    return Prediction(
+        partition=m.partition(),
+        offset=m.offset(),
+        timestamp_ms=m.timestamp()[1],
+        key=None if key is None else key.decode("utf-8", "replace"),
+        values=values,
+        error=error,
+        headers=headers,
+    )
 
 
 def _models(s, refs: Sequence[Ref]) -> list[MLModel]:

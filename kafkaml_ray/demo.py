@@ -1,7 +1,14 @@
 """The main job, end to end on embedded defaults (`kafkaml-ray demo`).
 
-Starts the local stack (embedded Kafka, local Ray, SQLite, a local artifact directory),
-registers the example models and shows what their validation found.
+1. starts the local stack (embedded Kafka, local Ray, SQLite, a local artifact directory);
+2. registers the example models (validated in Ray workers);
+3. deploys a configuration of the PyTorch and the Keras digits CNNs for training: it waits
+   for its data stream;
+4. streams scikit-learn's 8x8 digits through a `RawSink` (Kafka-ML's wire format): the
+   control message starts both trainings, in parallel, one Ray Train run each;
+5. prints their comparison (metrics per subset, training time);
+6. serves the better one as a Ray Serve application on Kafka topics, streams the held-out
+   test images to its input topic and measures the accuracy on its output topic.
 """
 
 from __future__ import annotations
@@ -9,10 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import numpy as np
+from tqdm.auto import tqdm
 
 from kafkaml_ray import stack
 from kafkaml_ray.client import Client
 from kafkaml_ray.errors import NotFound
+from kafkaml_ray.ingest import InferenceProducer, RawSink
 from kafkaml_ray.settings import Settings
 
 __all__ = ["run", "EXAMPLES"]
@@ -39,14 +49,17 @@ def register_examples(client: Client, names=tuple(EXAMPLES)) -> dict[str, int]:
     return ids
 
 
-def run(settings: Settings, keep_running: bool = True) -> None:
-    from kafkaml_ray.cli import _parts_text, table
+def run(settings: Settings, keep_running: bool = True, epochs: int = 10) -> dict[str, float]:
+    """The whole pipeline; returns the figures it printed (accuracies, throughput)."""
+    from kafkaml_ray.cli import _parts_text, _results_table, follow, table
 
+    figures: dict[str, float] = {}
     click.secho("1. starting the local stack", bold=True)
     click.echo(_parts_text(stack.up(settings)))
     client = Client(settings)
+
     click.secho("\n2. registering the example models (validated in Ray workers)", bold=True)
-    register_examples(client)
+    ids = register_examples(client)
     click.echo(
         table(
             [
@@ -56,5 +69,110 @@ def run(settings: Settings, keep_running: bool = True) -> None:
             ["id", "name", "framework", "input", "output", "params"],
         )
     )
-    if not keep_running:
+
+    click.secho("\n3. deploying the PyTorch and Keras digits CNNs for training", bold=True)
+    name = "digits-cnns"
+    try:
+        config = client.get_configuration(name)
+    except NotFound:
+        config = client.create_configuration(
+            name, [ids["digits-cnn-pytorch"], ids["digits-cnn-keras"]], "the demo's pair"
+        )
+    dep = client.deploy_training(config.id, batch_size=32, kwargs=f"epochs={epochs}")
+    click.echo(f"deployment {dep.id}: waiting for its data stream")
+
+    click.secho("\n4. streaming the digits data set through a RawSink", bold=True)
+    x, y = _digits()
+    with RawSink(
+        settings.bootstrap_servers,
+        f"demo-digits-{dep.id}",
+        dep.id,
+        validation_rate=0.1,
+        test_rate=0.2,
+        description="scikit-learn digits, 8x8",
+        control_topic=settings.control_topic,
+        progress=True,
+    ) as sink:
+        sink.send_many(x, y)
+    click.echo(f"sent {len(x)} images; the control message names deployment {dep.id}")
+    dep = follow(client, dep.id)
+
+    click.secho("\n5. comparison", bold=True)
+    click.echo(_results_table(dep.results))
+    finished = [r for r in dep.results if r.status == "finished"]
+    if not finished:
+        raise click.ClickException("no model finished training; see the errors above")
+    for r in finished:
+        figures[f"{r.model_name}_test_accuracy"] = float(r.test_metrics.get("accuracy", 0))
+    best = max(finished, key=lambda r: r.test_metrics.get("accuracy", 0))
+
+    click.secho(f"\n6. serving {best.model_name} (result {best.id}) on Kafka", bold=True)
+    inp, out = f"demo-in-{best.id}", f"demo-out-{best.id}"
+    inf = client.deploy_inference(best.id, inp, out)
+    click.echo(f"inference {inf.id}: {inp} -> {out}")
+    held_out = len(x) - int(len(x) * 0.8)  # the ordered split's test part: the newest 20%
+    x_test, y_test = x[-held_out:], y[-held_out:]
+    accuracy, rate = _stream_and_score(settings, inp, out, x_test, y_test)
+    figures.update(inference_accuracy=accuracy, inference_msgs_per_s=rate)
+    click.echo(
+        f"{held_out} held-out images -> {held_out} predictions on {out}: "
+        f"accuracy {accuracy:.1%} ({rate:.0f} images/s end to end, including start-up)"
+    )
+    if keep_running:
+        click.echo(
+            f"\nThe stack keeps running: `kafkaml-ray status`, `kafkaml-ray infer show {inf.id}`"
+            ", `kafkaml-ray ui` for the control panel, `kafkaml-ray down` to stop."
+        )
+    else:
+        client.delete_inference(inf.id)
         stack.down(settings)
+    return figures
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return x.astype(np.float32).reshape(-1, 8, 8), y.astype(np.int64)
+
+
+def _stream_and_score(
+    settings: Settings, inp: str, out: str, x: np.ndarray, y: np.ndarray, timeout: float = 120
+) -> tuple[float, float]:
+    """Send ``x`` keyed by index, read one prediction per input from ``out``; return the
+    accuracy against ``y`` and the images per second."""
+    import json
+    import time
+    import uuid
+
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        settings.kafka_config(
+            **{"group.id": f"demo-{uuid.uuid4().hex}", "auto.offset.reset": "latest"}
+        )
+    )
+    consumer.subscribe([out])
+    consumer.poll(1.0)  # joins the group before the inputs go out
+    start = time.monotonic()
+    producer = InferenceProducer(
+        settings.bootstrap_servers, inp, "RAW", {"data_type": "float32", "data_reshape": "8 8"}
+    )
+    for i, sample in enumerate(x):
+        producer.send(sample, key=str(i).encode())
+    producer.flush()
+    predicted: dict[int, int] = {}
+    deadline = start + timeout
+    with tqdm(total=len(x), desc="predictions", unit="msg") as bar:
+        while len(predicted) < len(x) and time.monotonic() < deadline:
+            for m in consumer.consume(num_messages=500, timeout=0.5):
+                if m.error() is None and m.key() is not None:
+                    values = json.loads(m.value())["values"]
+                    predicted[int(m.key())] = int(np.argmax(values))
+                    bar.update(1)
+    elapsed = time.monotonic() - start
+    consumer.close()
+    if len(predicted) < len(x):
+        raise click.ClickException(f"only {len(predicted)} of {len(x)} predictions came back")
+    right = sum(predicted[i] == int(label) for i, label in enumerate(y))
+    return right / len(x), len(x) / elapsed

@@ -8,7 +8,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
-    "ModelInfo", "ConfigurationInfo", "ResultInfo", "DeploymentInfo", "DatasourceInfo",
+    "ModelInfo",
+    "ConfigurationInfo",
+    "ResultInfo",
+    "DeploymentInfo",
+    "DatasourceInfo",
+    "InferenceInfo",
+    "Prediction",
 ]
 
 
@@ -136,3 +142,47 @@ class DatasourceInfo(_Record):
     source_offset: int
     message: dict[str, Any]
     created_at: datetime
+
+
+class InferenceInfo(_Record):
+    """A trained model served over Kafka topics (and HTTP), with its live figures."""
+
+    id: int
+    result_id: int
+    model_name: str
+    status: str
+    error: str | None
+    input_topic: str
+    output_topic: str
+    input_format: str
+    input_config: dict[str, Any]
+    replicas: int
+    min_replicas: int | None
+    max_replicas: int | None
+    gpu_fraction: float
+    batch_size: int
+    max_wait_ms: float
+    created_at: datetime
+    # Summed over the ingress replicas that reported in the last 30 s:
+    live_replicas: int = 0
+    consumed: int = 0
+    predicted: int = 0
+    dead_letters: int = 0
+    lag: int = 0
+    msgs_per_s: float = 0.0
+
+    @property
+    def route(self) -> str:
+        return f"/inference/{self.id}"
+
+
+class Prediction(_Record):
+    """One message of an inference's output topic (or dead-letter topic), as read by a tap."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str | None
+    values: Any = None
+    error: str | None = None
+    headers: dict[str, str]

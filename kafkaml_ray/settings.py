@@ -45,6 +45,8 @@ class Settings(BaseModel, frozen=True):
     """GCS port of the local Ray head (``KAFKAML_RAY_PORT``)."""
     dashboard_port: int = Field(8265, ge=1, le=65535)
     """Dashboard and job-server port of the local Ray head (``KAFKAML_DASHBOARD_PORT``)."""
+    serve_port: int = Field(8000, ge=1, le=65535)
+    """HTTP port of Ray Serve (inference requests) on 127.0.0.1 (``KAFKAML_SERVE_PORT``)."""
     ui_port: int = Field(8501, ge=1, le=65535)
     """Port of the Streamlit control panel (``KAFKAML_UI_PORT``)."""
     control_topic: str = "KAFKA_ML_CONTROL_TOPIC"
@@ -78,6 +80,7 @@ class Settings(BaseModel, frozen=True):
             "ray_address": "RAY_ADDRESS",
             "ray_port": "KAFKAML_RAY_PORT",
             "dashboard_port": "KAFKAML_DASHBOARD_PORT",
+            "serve_port": "KAFKAML_SERVE_PORT",
             "ui_port": "KAFKAML_UI_PORT",
             "control_topic": "KAFKAML_CONTROL_TOPIC",
             "validation_timeout_s": "KAFKAML_VALIDATION_TIMEOUT",
@@ -129,6 +132,7 @@ class Settings(BaseModel, frozen=True):
             "KAFKAML_ARTIFACTS": self.artifacts_uri,
             "KAFKAML_RAY_PORT": str(self.ray_port),
             "KAFKAML_DASHBOARD_PORT": str(self.dashboard_port),
+            "KAFKAML_SERVE_PORT": str(self.serve_port),
             "KAFKAML_UI_PORT": str(self.ui_port),
             "KAFKAML_CONTROL_TOPIC": self.control_topic,
             "KAFKAML_VALIDATION_TIMEOUT": str(self.validation_timeout_s),

@@ -228,13 +228,19 @@ def up(settings: Settings, with_ui: bool = False) -> list[Part]:
     if not settings.ray_address:
         start_ray(settings)
     start_listener(settings)
+    if with_ui:
+        from ui.launch import start_ui
+
+        start_ui(settings)
     return status(settings)
 
 
 def down(settings: Settings) -> list[Part]:
     """Stop every part that `up` started (in reverse order)."""
     from kafkaml_ray.ingest.listener import stop_listener
+    from ui.launch import stop_ui
 
+    stop_ui(settings)
     if settings.ray_address or local_ray_running(settings):
         stop_listener(settings)
     stop_ray(settings)
@@ -269,6 +275,9 @@ def status(settings: Settings) -> list[Part]:
         parts.append(_listener_part(settings))
     else:
         parts.append(Part("listener", False, "ray actor control-listener", "needs Ray"))
+    from ui.launch import ui_status
+
+    parts.append(ui_status(settings))
     return parts
 
 

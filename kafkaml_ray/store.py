@@ -58,6 +58,7 @@ __all__ = [
     "TrainingResult",
     "Datasource",
     "Inference",
+    "ReplicaStats",
     "TuneRun",
     "ResultStatus",
     "DatasourceStatus",
@@ -252,6 +253,23 @@ class Inference(_Stamped, Base):
     max_wait_ms: Mapped[float] = mapped_column(Float, default=10.0)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[TrainingResult] = relationship()
+
+
+class ReplicaStats(Base):
+    """What one Kafka ingress replica of an inference reports (upserted every few seconds)."""
+
+    __tablename__ = "replica_stats"
+    inference_id: Mapped[int] = mapped_column(
+        ForeignKey("inferences.id", ondelete="CASCADE"), primary_key=True
+    )
+    replica: Mapped[str] = mapped_column(String(200), primary_key=True)
+    consumed: Mapped[int] = mapped_column(Integer, default=0)
+    predicted: Mapped[int] = mapped_column(Integer, default=0)
+    dead_letters: Mapped[int] = mapped_column(Integer, default=0)
+    lag: Mapped[int] = mapped_column(Integer, default=0)
+    msgs_per_s: Mapped[float] = mapped_column(Float, default=0.0)
+    partitions: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
 
 
 class TuneRun(_Stamped, Base):

@@ -40,7 +40,7 @@ _lock_hash="$(sha256sum "$_root/requirements/lock.txt" | cut -c1-16)"
     echo "$_lock_hash" > "$KAFKAML_VENV/.lock-hash"
   fi
   # This checkout, editable, without dependencies (they come from the lock above).
-  "$KAFKAML_VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$_root" >/dev/null
+  PYTHONWARNINGS=ignore "$KAFKAML_VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$_root" >/dev/null
 )
 export KAFKAML_PYTHON="$KAFKAML_VENV/bin/python"
 export PATH="$KAFKAML_VENV/bin:$PATH"

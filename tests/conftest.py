@@ -59,6 +59,7 @@ def base_settings(session_home) -> Settings:
         broker_port=free_ports(2),
         ray_port=free_ports(3),
         dashboard_port=free_ports(1),
+        serve_port=free_ports(1),
         validation_timeout_s=60,
         validation_memory_mb=4096,
     )

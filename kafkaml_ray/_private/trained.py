@@ -17,8 +17,15 @@ __all__ = ["TrainedModel"]
 class TrainedModel:
     """A trained model ready to predict batches of numpy samples."""
 
-    def __init__(self, framework: str, code: str, imports: str, weights_uri: str,
-                 input_shape: list[int] | None = None, device: str | None = None):
+    def __init__(
+        self,
+        framework: str,
+        code: str,
+        imports: str,
+        weights_uri: str,
+        input_shape: list[int] | None = None,
+        device: str | None = None,
+    ):
         from kafkaml_ray._private.modelcode import build_model, import_tensorflow
 
         self.framework, self.input_shape = framework, input_shape

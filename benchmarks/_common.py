@@ -1,0 +1,224 @@
+"""What the benchmarks share: a private broker and Ray head, the digits data, producing it
+with `RawSink`, machine facts, and the statistics and files every benchmark writes."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kafkaml_ray.ingest import ControlMessage, RawSink
+from kafkaml_ray.settings import Settings
+
+__all__ = [
+    "free_ports",
+    "local_stack",
+    "digits",
+    "create_topic",
+    "produce_digits",
+    "machine_facts",
+    "settle",
+    "summary",
+    "write_json",
+]
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+
+_LIBRARIES = (
+    "kafkaml-ray",
+    "ray",
+    "confluent-kafka",
+    "numpy",
+    "pyarrow",
+    "torch",
+    "pytorch-ignite",
+    "tensorflow",
+    "keras",
+)
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports on 127.0.0.1."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count > 65000:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free ports")
+
+
+@contextlib.contextmanager
+def local_stack(num_cpus: int) -> Iterator[Settings]:
+    """An embedded Kafka broker and a Ray head (``num_cpus`` logical CPUs) under a fresh
+    temporary KAFKAML_HOME, on free ports, with this process connected to Ray; all of it is
+    stopped and removed on exit. Yields the settings (time to start is in ``startup_s``)."""
+    import ray
+
+    from kafkaml_ray._private.rayutil import ensure_ray
+    from kafkaml_ray.broker import EmbeddedKafka
+    from kafkaml_ray.stack import start_ray, stop_ray
+
+    # Short path: Ray's unix sockets live under it and have a length limit.
+    home = Path(tempfile.mkdtemp(prefix="kmlb-"))
+    settings = Settings(
+        home=home,
+        broker_port=free_ports(2),
+        ray_port=free_ports(3),
+        dashboard_port=free_ports(1),
+        serve_port=free_ports(1),
+        validation_timeout_s=300,
+    )
+    kafka = EmbeddedKafka(settings)
+    try:
+        kafka.start()
+        start_ray(settings, num_cpus=num_cpus)
+        ensure_ray(settings)
+        yield settings
+    finally:
+        ray.shutdown()
+        stop_ray(settings)
+        kafka.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def digits(n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as float32 8x8 images and int64 labels, tiled to ``n`` samples
+    (all 1,797 once when ``n`` is None)."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x, y = x.astype(np.float32).reshape(-1, 8, 8), y.astype(np.int64)
+    if n is None:
+        return x, y
+    idx = np.arange(n) % len(x)
+    return x[idx], y[idx]
+
+
+def create_topic(settings: Settings, topic: str, partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(settings.kafka_config())
+    for f in admin.create_topics([NewTopic(topic, partitions)]).values():
+        f.result(30)
+
+
+def produce_digits(
+    settings: Settings,
+    topic: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    partitions: int,
+    deployment_id: int = 0,
+    validation_rate: float = 0.0,
+    test_rate: float = 0.0,
+    control_topic: str | None = None,
+) -> ControlMessage:
+    """Send ``x``/``y`` with `RawSink` to a new topic of ``partitions`` partitions and return
+    the control message it announced (to ``control_topic``, default the settings' one).
+    With several partitions the ``random`` partitioner spreads the samples evenly (the
+    labels, as keys, would put only 10 distinct keys on the partitions)."""
+    create_topic(settings, topic, partitions)
+    config = {"partitioner": "random"} if partitions > 1 else None
+    with RawSink(
+        settings.bootstrap_servers,
+        topic,
+        deployment_id,
+        validation_rate=validation_rate,
+        test_rate=test_rate,
+        control_topic=control_topic or settings.control_topic,
+        config=config,
+    ) as sink:
+        sink.send_many(x, y)
+    return sink.announced
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_facts() -> dict[str, Any]:
+    """The machine and software a result was measured on."""
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kib / 2**20:.1f} GiB"
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory": mem,
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {name: _version(name) for name in _LIBRARIES},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _cpu_busy(interval: float) -> float:
+    """The share of all cores busy over ``interval`` seconds (from /proc/stat)."""
+
+    def snap() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    total0, idle0 = snap()
+    time.sleep(interval)
+    total1, idle1 = snap()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def settle(max_s: float = 15.0, busy_below: float = 0.5) -> None:
+    """Wait until the CPUs are mostly idle (two 0.5 s samples under ``busy_below``), e.g.
+    while Ray replaces the worker processes of a finished run, so that no timed step pays
+    for the previous one; gives up after ``max_s`` (other jobs may keep the machine busy)."""
+    start = time.monotonic()
+    quiet = 0
+    while quiet < 2 and time.monotonic() - start < max_s:
+        quiet = quiet + 1 if _cpu_busy(0.5) < busy_below else 0
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    """Median, min, max and spread ((max - min) / median) of repeated measurements."""
+    med = statistics.median(values)
+    return {
+        "median": med,
+        "min": min(values),
+        "max": max(values),
+        "spread": (max(values) - min(values)) / med if med else 0.0,
+        "values": list(values),
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")

@@ -1,0 +1,415 @@
+"""An inference as a Ray Serve application: Kafka ingress replicas feeding a batched predictor.
+
+``KafkaIngress`` replicas form one consumer group on the input topic (each gets at least one
+partition). Each one takes what is waiting (up to ``batch_size`` messages, without waiting
+when the topic is quiet), decodes it with the inference's input format, asks the
+``Predictor`` (``@serve.batch``: concurrent chunks from several replicas and HTTP requests
+are predicted together) and produces one ``{"values": [...]}`` message per input to the
+output topic, with the input's key and headers and provenance headers. Inputs that cannot
+be decoded or predicted go to ``<output_topic>.dlq`` with their original bytes and an
+``error`` header. An input offset is committed only after its prediction (or dead letter)
+is acknowledged by the broker: delivery is at least once.
+
+The ingress replicas report their consumer lag to Serve (``record_autoscaling_stats``) for
+the lag-driven autoscaling policy in `kafkaml_ray.serve.autoscale`, and answer HTTP: POST
+``{"data": [sample, ...]}`` to the application's route returns ``{"values": [...]}``.
+
+On Kubernetes the same application is built from its import path
+(``kafkaml_ray.serve.app:build_app`` with ``{"inference_id": N}``), reading the inference
+from the store named by ``KAFKAML_DB``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from kafkaml_ray.settings import Settings
+
+__all__ = ["InferenceSpec", "KafkaIngress", "Predictor", "build_app", "app_for", "HEADERS"]
+
+logger = logging.getLogger(__name__)
+
+#: Provenance headers added to every prediction (and dead letter).
+HEADERS = ("kafkaml-result-id", "kafkaml-input-partition", "kafkaml-input-offset")
+
+
+@dataclass
+class InferenceSpec:
+    """Everything the replicas need; built from the store by `spec_from_store`."""
+
+    inference_id: int
+    result_id: int
+    framework: str
+    code: str
+    imports: str
+    weights_uri: str
+    input_shape: list[int] | None
+    input_topic: str
+    output_topic: str
+    input_format: str
+    input_config: dict[str, Any]
+    settings: Settings
+    batch_size: int = 64
+    max_wait_ms: float = 5.0
+    stats_interval_s: float = 2.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group_id(self) -> str:
+        return f"kafkaml-inference-{self.inference_id}"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.output_topic}.dlq"
+
+
+@serve.deployment(name="Predictor", max_ongoing_requests=64)
+class Predictor:
+    """The trained model; predicts chunks of samples, batched across callers."""
+
+    def __init__(self, spec: InferenceSpec):
+        from kafkaml_ray._private.trained import TrainedModel
+
+        self.spec = spec
+        self.model = TrainedModel(
+            spec.framework, spec.code, spec.imports, spec.weights_uri, spec.input_shape
+        )
+        self.predict.set_max_batch_size(max(1, spec.batch_size))
+        self.predict.set_batch_wait_timeout_s(spec.max_wait_ms / 1000)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def predict(self, chunks: list[np.ndarray]) -> list[Any]:
+        """Each call brings a chunk (n samples); the chunks are predicted as one batch."""
+        sizes = [len(c) for c in chunks]
+        try:
+            out = self.model.predict(np.concatenate(chunks))
+        except Exception as e:  # noqa: BLE001 - each chunk retried alone by its caller
+            return [e] * len(chunks)
+        return np.split(out, np.cumsum(sizes)[:-1])
+
+    async def predict_one_by_one(self, chunk: np.ndarray) -> list[Any]:
+        """Predict samples separately; a failing sample gets its error instead."""
+        out: list[Any] = []
+        for x in chunk:
+            try:
+                out.append(self.model.predict(x[None])[0])
+            except Exception as e:  # noqa: BLE001
+                out.append(f"{type(e).__name__}: {e}")
+        return out
+
+
+@dataclass
+class _Batch:
+    """Produced messages of one consumed chunk, waiting for the broker's acks."""
+
+    remaining: int
+    offsets: dict[tuple[str, int], int]
+    failed: str | None = None
+
+
+@serve.deployment(name="KafkaIngress", max_ongoing_requests=16)
+class KafkaIngress:
+    """Consumes the input topic in the inference's consumer group and produces predictions."""
+
+    def __init__(self, spec: InferenceSpec, predictor: Any):
+        from confluent_kafka import Consumer, Producer
+
+        from kafkaml_ray.ingest.formats import get_format
+        from kafkaml_ray.ingest.sinks import producer_config
+
+        self.spec, self.predictor = spec, predictor
+        self.format = get_format(spec.input_format, _unlabelled(spec.input_config))
+        settings = spec.settings
+        self.consumer = Consumer(
+            settings.kafka_config(
+                **{
+                    "group.id": spec.group_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "max.poll.interval.ms": 300000,
+                    # A killed replica's partitions move to the others within seconds.
+                    "session.timeout.ms": 10000,
+                    "heartbeat.interval.ms": 2000,
+                }
+            )
+        )
+        self.producer = Producer(
+            producer_config(
+                settings.bootstrap_servers,
+                {
+                    **settings.kafka,
+                    "linger.ms": 2,
+                    "compression.type": "lz4",
+                },
+            )
+        )
+        self.pending: deque[_Batch] = deque()
+        self.counts = {"consumed": 0, "predicted": 0, "dead_letters": 0}
+        self.lag, self.assigned = 0, []
+        self._rate = (time.monotonic(), 0)
+        self.msgs_per_s = 0.0
+        self._stop = threading.Event()
+        self.consumer.subscribe(
+            [spec.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        self._thread = threading.Thread(target=self._run, name="kafka-ingress", daemon=True)
+        self._thread.start()
+        try:
+            self.replica = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # noqa: BLE001 - outside Serve (tests)
+            self.replica = "local"
+
+    # -- the consume loop (its own thread) ---------------------------------------------
+    def _run(self) -> None:
+        last_stats = 0.0
+        while not self._stop.is_set():
+            try:
+                msgs = self._take()
+                if msgs:
+                    self._process(msgs)
+                self.producer.poll(0)
+                self._commit_acked()
+                now = time.monotonic()
+                if now - last_stats > self.spec.stats_interval_s:
+                    last_stats = now
+                    self._refresh_lag()
+                    self._write_stats()
+            except Exception:  # noqa: BLE001 - keep consuming; at-least-once covers it
+                logger.exception("inference %d: ingress loop error", self.spec.inference_id)
+                time.sleep(0.5)
+        self._drain()
+
+    def _take(self) -> list:
+        """What is waiting, up to batch_size; blocks briefly only when nothing is."""
+        n = self.spec.batch_size
+        msgs = self.consumer.consume(num_messages=n, timeout=0)
+        if not msgs:
+            first = self.consumer.poll(0.1)
+            if first is None:
+                return []
+            msgs = [first] + self.consumer.consume(num_messages=n - 1, timeout=0)
+        good = []
+        for m in msgs:
+            if m.error() is None:
+                good.append(m)
+            else:
+                logger.warning("inference %d: %s", self.spec.inference_id, m.error())
+        return good
+
+    def _process(self, msgs: list) -> None:
+        batch = _Batch(remaining=len(msgs), offsets={})
+        for m in msgs:
+            tp = (m.topic(), m.partition())
+            batch.offsets[tp] = max(batch.offsets.get(tp, 0), m.offset() + 1)
+        self.pending.append(batch)
+        self.counts["consumed"] += len(msgs)
+        decoded = self.format.decode_batch([m.value() for m in msgs], None, on_error="skip")
+        for err in decoded.errors:
+            self._dead_letter(msgs[err.index], str(err), batch)
+        if len(decoded):
+            preds = self._predict(decoded.data)
+            for i, pred in zip(decoded.index.tolist(), preds, strict=True):
+                if isinstance(pred, str):
+                    self._dead_letter(msgs[i], f"prediction failed: {pred}", batch)
+                else:
+                    self._produce(
+                        self.spec.output_topic,
+                        msgs[i],
+                        json.dumps({"values": np.asarray(pred).tolist()}).encode(),
+                        batch,
+                    )
+                    self.counts["predicted"] += 1
+        now = time.monotonic()
+        t0, n0 = self._rate
+        if now - t0 >= 2.0:
+            self.msgs_per_s = (self.counts["consumed"] - n0) / (now - t0)
+            self._rate = (now, self.counts["consumed"])
+
+    def _predict(self, data: np.ndarray) -> list[Any]:
+        out = self.predictor.predict.remote(data).result()
+        if isinstance(out, Exception):  # the whole batch failed: find the bad samples
+            return self.predictor.predict_one_by_one.remote(data).result()
+        return list(out)
+
+    def _headers(self, msg, extra: list | None = None) -> list:
+        return (
+            list(msg.headers() or [])
+            + [
+                (HEADERS[0], str(self.spec.result_id).encode()),
+                (HEADERS[1], str(msg.partition()).encode()),
+                (HEADERS[2], str(msg.offset()).encode()),
+            ]
+            + (extra or [])
+        )
+
+    def _dead_letter(self, msg, error: str, batch: _Batch) -> None:
+        self.counts["dead_letters"] += 1
+        self._produce(
+            self.spec.dlq_topic,
+            msg,
+            msg.value(),
+            batch,
+            [("error", error.encode("utf-8", "replace")[:4000])],
+        )
+
+    def _produce(
+        self, topic: str, msg, value: bytes | None, batch: _Batch, extra: list | None = None
+    ) -> None:
+        def delivered(err, _msg, batch=batch):
+            if err is not None:
+                batch.failed = str(err)
+            batch.remaining -= 1
+
+        while True:
+            try:
+                self.producer.produce(
+                    topic,
+                    value,
+                    msg.key(),
+                    headers=self._headers(msg, extra),
+                    on_delivery=delivered,
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _commit_acked(self, wait: bool = False) -> None:
+        """Commit the offsets of every consumed chunk whose outputs are all acknowledged."""
+        from confluent_kafka import TopicPartition
+
+        offsets: dict[tuple[str, int], int] = {}
+        while self.pending and self.pending[0].remaining == 0:
+            batch = self.pending.popleft()
+            if batch.failed:  # never commit past an unacknowledged output: redo from here
+                raise RuntimeError(f"a prediction was not delivered: {batch.failed}")
+            offsets.update(batch.offsets)
+        if offsets:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=not wait,
+            )
+
+    def _on_assign(self, consumer, partitions) -> None:
+        self.assigned = sorted({*self.assigned, *((p.topic, p.partition) for p in partitions)})
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        # Before the partitions move: deliver what was produced and commit it (no duplicates).
+        self.producer.flush(30)
+        self._commit_acked(wait=True)
+        gone = {(p.topic, p.partition) for p in partitions}
+        self.assigned = [tp for tp in self.assigned if tp not in gone]
+
+    def _refresh_lag(self) -> None:
+        from confluent_kafka import TopicPartition
+
+        tps = [TopicPartition(t, p) for t, p in self.assigned]
+        lag = 0
+        if tps:
+            positions = self.consumer.position(tps)
+            # A partition just assigned has no position until its first fetch: it resumes
+            # from the group's committed offset (or the start), so count from there.
+            unknown = [tp for tp in positions if tp.offset < 0]
+            committed = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in (self.consumer.committed(unknown, timeout=5) if unknown else [])
+            }
+            for tp in positions:
+                low, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+                pos = tp.offset if tp.offset >= 0 else committed.get((tp.topic, tp.partition), -1)
+                lag += max(0, high - (pos if pos >= 0 else low))
+        self.lag = lag
+
+    def _write_stats(self) -> None:
+        from kafkaml_ray.store import ReplicaStats, Store
+
+        store = getattr(self, "_store", None) or Store(self.spec.settings.db_url)
+        self._store = store
+        with store.session() as s:
+            row = s.get(ReplicaStats, (self.spec.inference_id, self.replica))
+            if row is None:
+                row = ReplicaStats(inference_id=self.spec.inference_id, replica=self.replica)
+                s.add(row)
+            row.consumed, row.predicted = self.counts["consumed"], self.counts["predicted"]
+            row.dead_letters, row.lag = self.counts["dead_letters"], self.lag
+            row.msgs_per_s, row.partitions = self.msgs_per_s, [list(tp) for tp in self.assigned]
+
+    def _drain(self) -> None:
+        try:
+            self.producer.flush(30)
+            self._commit_acked(wait=True)
+        finally:
+            self.consumer.close()
+
+    # -- Serve hooks -------------------------------------------------------------------
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Consumer lag and partition count, for the lag-driven autoscaling policy."""
+        partitions = 0
+        try:
+            md = self.consumer.list_topics(self.spec.input_topic, timeout=2)
+            partitions = len(md.topics[self.spec.input_topic].partitions)
+        except Exception:  # noqa: BLE001
+            pass
+        return {"lag": float(self.lag), "partitions": float(partitions)}
+
+    async def __call__(self, request) -> dict[str, Any]:
+        """HTTP: POST {"data": [sample, ...]} -> {"values": [prediction, ...]}."""
+        from starlette.responses import JSONResponse
+
+        try:
+            body = await request.json()
+            samples = body["data"] if isinstance(body, dict) else body
+            data = np.asarray(samples, dtype=np.float32)
+            if data.ndim == 0 or data.dtype == object:
+                raise ValueError("'data' must be a list of samples")
+        except Exception as e:  # noqa: BLE001
+            return JSONResponse({"error": f"bad request: {e}"}, status_code=400)
+        out = await self.predictor.predict.remote(data)
+        if isinstance(out, Exception):
+            return JSONResponse({"error": f"prediction failed: {out}"}, status_code=422)
+        return {"values": np.asarray(out).tolist()}
+
+    async def check_health(self) -> None:
+        if not self._thread.is_alive():
+            raise RuntimeError("the Kafka consume loop stopped")
+
+    def __del__(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+
+def _unlabelled(config: dict[str, Any]) -> dict[str, Any]:
+    """An input config for inference: the samples only, no labels."""
+    return {k: v for k, v in (config or {}).items() if not k.startswith("label_")}
+
+
+def app_for(
+    spec: InferenceSpec,
+    ingress: dict[str, Any] | None = None,
+    predictor: dict[str, Any] | None = None,
+):
+    """The Serve application of an inference; the dicts are deployment options."""
+    pred = Predictor.options(**(predictor or {})).bind(spec)
+    return KafkaIngress.options(**(ingress or {})).bind(spec, pred)
+
+
+def build_app(args: dict[str, Any]):
+    """Import-path builder (``kafkaml_ray.serve.app:build_app``) for serve configs and
+    KubeRay RayServices: the inference is read from the store named by ``KAFKAML_DB``."""
+    from kafkaml_ray.serve.deploy import spec_from_store
+
+    settings = Settings.from_env()
+    return app_for(spec_from_store(settings, int(args["inference_id"])))

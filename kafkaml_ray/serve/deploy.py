@@ -1,0 +1,208 @@
+"""Starting, stopping and inspecting inference applications on Ray Serve."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from kafkaml_ray.errors import InvalidInput, NotFound, Unavailable
+from kafkaml_ray.serve.app import InferenceSpec, app_for
+from kafkaml_ray.serve.autoscale import POLICY
+from kafkaml_ray.settings import Settings
+from kafkaml_ray.store import Inference, Store
+
+__all__ = [
+    "spec_from_store",
+    "deployment_options",
+    "start_inference",
+    "stop_inference",
+    "app_name",
+    "route_prefix",
+    "app_status",
+    "ensure_topics",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def app_name(inference_id: int) -> str:
+    return f"inference-{inference_id}"
+
+
+def route_prefix(inference_id: int) -> str:
+    return f"/inference/{inference_id}"
+
+
+def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
+    with Store(settings.db_url).session() as s:
+        inf = s.get(Inference, inference_id)
+        if inf is None:
+            raise NotFound(f"no inference with id {inference_id}")
+        r, m = inf.result, inf.result.model
+        if not r.weights_uri:
+            raise InvalidInput(f"result {r.id} has no trained weights (status {r.status})")
+        return InferenceSpec(
+            inference_id=inf.id,
+            result_id=r.id,
+            framework=m.framework,
+            code=m.code,
+            imports=m.imports,
+            weights_uri=r.weights_uri,
+            input_shape=m.input_shape,
+            input_topic=inf.input_topic,
+            output_topic=inf.output_topic,
+            input_format=inf.input_format,
+            input_config=dict(inf.input_config),
+            settings=settings,
+            batch_size=inf.batch_size,
+            max_wait_ms=inf.max_wait_ms,
+        )
+
+
+def deployment_options(
+    inf: Any, target_lag: float = 1000.0, autoscaling: dict[str, Any] | None = None
+) -> tuple[dict, dict]:
+    """Serve options of (KafkaIngress, Predictor) for an inference row."""
+    ingress: dict[str, Any] = {"ray_actor_options": {"num_cpus": 0.25}}
+    predictor: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": 0.5, "num_gpus": inf.gpu_fraction},
+        "max_ongoing_requests": max(16, 2 * inf.batch_size),
+    }
+    if inf.min_replicas is not None and inf.max_replicas is not None:
+        ingress["autoscaling_config"] = {
+            "min_replicas": inf.min_replicas,
+            "max_replicas": inf.max_replicas,
+            "initial_replicas": inf.min_replicas,
+            "metrics_interval_s": 2.0,
+            "look_back_period_s": 10.0,
+            "upscale_delay_s": 5.0,
+            "downscale_delay_s": 30.0,
+            "policy": {"policy_function": POLICY, "policy_kwargs": {"target_lag": target_lag}},
+            **(autoscaling or {}),
+        }
+        predictor["autoscaling_config"] = {
+            "min_replicas": inf.min_replicas,
+            "max_replicas": inf.max_replicas,
+            "initial_replicas": inf.min_replicas,
+            "target_ongoing_requests": 2,
+        }
+    else:
+        ingress["num_replicas"] = predictor["num_replicas"] = inf.replicas
+    return ingress, predictor
+
+
+def ensure_topics(settings: Settings, inf: Any) -> None:
+    """Create the input (with a partition per possible replica), output and DLQ topics;
+    refuse more replicas than the input topic has partitions."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(settings.kafka_config())
+    needed = max(inf.replicas, inf.max_replicas or 0, 1)
+    topics = admin.list_topics(timeout=10).topics
+    new = []
+    if inf.input_topic in topics:
+        have = len(topics[inf.input_topic].partitions)
+        if have < needed:
+            raise InvalidInput(
+                f"input topic {inf.input_topic!r} has {have} partitions, fewer than the "
+                f"{needed} replicas asked for (each needs a partition): add partitions or ask "
+                "for fewer replicas"
+            )
+    else:
+        new.append(NewTopic(inf.input_topic, needed))
+    for t in (inf.output_topic, f"{inf.output_topic}.dlq"):
+        if t not in topics:
+            new.append(NewTopic(t, 1))
+    if new:
+        for topic, f in admin.create_topics(new).items():
+            try:
+                f.result(30)
+            except Exception as e:  # noqa: BLE001 - created meanwhile
+                if "TOPIC_ALREADY_EXISTS" not in str(e):
+                    raise Unavailable(f"cannot create topic {topic!r}: {e}") from None
+
+
+def _name(status: Any) -> str:
+    """An enum member's value ("RUNNING"), whatever enum flavour Serve uses."""
+    return str(getattr(status, "value", status))
+
+
+_started: set[str] = set()
+
+
+def _serve(settings: Settings):
+    """Ray Serve, started once per cluster with HTTP on 127.0.0.1:serve_port."""
+    from ray import serve
+
+    from kafkaml_ray._private.rayutil import ensure_ray
+
+    ensure_ray(settings)
+    import ray
+
+    cluster = ray.get_runtime_context().gcs_address
+    if cluster not in _started:
+        serve.start(http_options={"host": "127.0.0.1", "port": settings.serve_port})
+        _started.add(cluster)
+    return serve
+
+
+def start_inference(
+    settings: Settings,
+    inference_id: int,
+    timeout: float = 300.0,
+    autoscaling: dict[str, Any] | None = None,
+) -> str:
+    """Deploy (or redeploy) the inference's Serve application and wait until it runs.
+
+    Returns ``"running"``, or raises with the reason Serve gives."""
+    with Store(settings.db_url).session() as s:
+        inf = s.get_one(Inference, inference_id)
+        ensure_topics(settings, inf)
+        ingress, predictor = deployment_options(inf, autoscaling=autoscaling)
+    spec = spec_from_store(settings, inference_id)
+    serve = _serve(settings)
+    serve.run(
+        app_for(spec, ingress, predictor),
+        name=app_name(inference_id),
+        route_prefix=route_prefix(inference_id),
+        blocking=False,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, message = app_status(settings, inference_id)
+        if status == "RUNNING":
+            return "running"
+        if status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise Unavailable(f"inference {inference_id} failed to deploy: {message}")
+        time.sleep(0.5)
+    raise Unavailable(f"inference {inference_id} did not start in {timeout:.0f}s")
+
+
+def stop_inference(settings: Settings, inference_id: int) -> None:
+    serve = _serve(settings)
+    serve.delete(app_name(inference_id), _blocking=True)
+
+
+def app_status(settings: Settings, inference_id: int) -> tuple[str, str]:
+    """Serve's status of the application (``NOT_STARTED`` when there is none) and message."""
+    serve = _serve(settings)
+    app = serve.status().applications.get(app_name(inference_id))
+    if app is None:
+        return "NOT_STARTED", ""
+    message = app.message or ""
+    for name, dep in app.deployments.items():
+        if dep.message and _name(dep.status) != "HEALTHY":
+            message += f" {name}: {dep.message}"
+    return _name(app.status), message.strip()
+
+
+def running_replicas(settings: Settings, inference_id: int) -> dict[str, int]:
+    serve = _serve(settings)
+    app = serve.status().applications.get(app_name(inference_id))
+    if app is None:
+        return {}
+    return {
+        name: sum(n for state, n in dep.replica_states.items() if _name(state) == "RUNNING")
+        for name, dep in app.deployments.items()
+    }

@@ -1,0 +1,256 @@
+"""Inference on the real broker, a local Ray and Ray Serve: predictions equal the model's,
+keys and headers kept, dead letters for bad input, at least once across a killed replica,
+stop/restart, lag-driven autoscaling, HTTP and the tap."""
+
+import json
+import time
+import uuid
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer
+
+from kafkaml_ray.ingest import InferenceProducer, RawSink
+from tests.conftest import running_listener, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def trained(ray_cluster, broker, base_settings, tmp_path_factory):
+    """A digits CNN trained once for the module; returns (client, result, test images)."""
+    from sklearn.datasets import load_digits
+
+    from kafkaml_ray import Client
+    from kafkaml_ray.demo import register_examples
+
+    home = tmp_path_factory.mktemp("inference")
+    settings = base_settings.model_copy(
+        update={
+            "db": f"sqlite:///{home / 'kafkaml.db'}",
+            "artifacts": str(home / "artifacts"),
+            "control_topic": f"control-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    client = Client(settings)
+    ids = register_examples(client, ["digits-cnn-pytorch"])
+    config = client.create_configuration("digits", list(ids.values()))
+    dep = client.deploy_training(config.id, kwargs="epochs=3")
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32).reshape(-1, 8, 8)
+    with running_listener(settings):
+        with RawSink(
+            settings.bootstrap_servers,
+            f"train-{uuid.uuid4().hex[:6]}",
+            dep.id,
+            validation_rate=0.1,
+            test_rate=0.1,
+            control_topic=settings.control_topic,
+        ) as sink:
+            sink.send_many(x, y)
+        dep = client.wait_for_deployment(dep.id, timeout=600)
+    result = dep.results[0]
+    assert result.status == "finished", result.error
+    yield client, result, x
+    for inf in client.list_inferences():
+        client.delete_inference(inf.id)
+
+
+def _topics():
+    tag = uuid.uuid4().hex[:6]
+    return f"in-{tag}", f"out-{tag}"
+
+
+def _provenance(m) -> tuple[bytes, bytes]:
+    h = dict(m.headers())
+    return h["kafkaml-input-partition"], h["kafkaml-input-offset"]
+
+
+def _read_all(settings, topic, n, timeout=120, distinct=False):
+    """Messages of ``topic`` until ``n`` (distinct input offsets when ``distinct``) or timeout."""
+    c = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": uuid.uuid4().hex,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+    )
+    c.subscribe([topic])
+    out, seen, deadline = [], set(), time.monotonic() + timeout
+    while (len(seen) if distinct else len(out)) < n and time.monotonic() < deadline:
+        for m in c.consume(num_messages=1000, timeout=0.5):
+            if m.error() is None:
+                out.append(m)
+                if distinct:
+                    seen.add(_provenance(m))
+    c.close()
+    return out
+
+
+def _send(settings, topic, data, partitions=None, bad=()):
+    p = InferenceProducer(
+        settings.bootstrap_servers, topic, "RAW", {"data_type": "float32", "data_reshape": "8 8"}
+    )
+    for i, x in enumerate(data):
+        part = None if partitions is None else i % partitions
+        p.send(x, key=f"k{i}".encode(), headers=[("trace", f"t{i}".encode())], partition=part)
+    for j, raw in enumerate(bad):
+        p.send_raw(raw, key=f"bad{j}".encode(), partition=None if partitions is None else 0)
+    p.flush()
+
+
+def test_every_input_gets_its_prediction_keys_and_headers_kept(trained):
+    client, result, x = trained
+    settings = client.settings
+    inp, out = _topics()
+    inf = client.deploy_inference(result.id, inp, out, replicas=2, batch_size=128)
+    assert inf.status == "running" and inf.input_format == "RAW"
+    assert inf.input_config == {"data_type": "float32", "data_reshape": "8 8"}  # from its stream
+    data = np.concatenate([x] * 3)[:5000]
+    bad = [b"garbage", b"\0" * 7] * 50  # 100 malformed inputs among them
+    _send(settings, inp, data, partitions=2, bad=bad)
+    got = _read_all(settings, out, 5000)
+    dlq = _read_all(settings, out + ".dlq", 100)
+    assert len(got) == 5000 and len(dlq) == 100
+    direct = np.asarray(client.predict(result.id, data))
+    by_key = {m.key().decode(): m for m in got}
+    assert len(by_key) == 5000
+    for i in range(0, 5000, 7):
+        m = by_key[f"k{i}"]
+        np.testing.assert_allclose(json.loads(m.value())["values"], direct[i], rtol=1e-4, atol=1e-5)
+        headers = dict(m.headers())
+        assert headers["trace"] == f"t{i}".encode()
+        assert headers["kafkaml-result-id"] == str(result.id).encode()
+        assert {"kafkaml-input-partition", "kafkaml-input-offset"} <= set(headers)
+    for m in dlq:
+        headers = dict(m.headers())
+        assert m.value() in (b"garbage", b"\0" * 7) and m.key().startswith(b"bad")
+        assert b"RAW data: message" in headers["error"]
+    info = wait_until(
+        lambda: (i := client.get_inference(inf.id)).predicted >= 5000 and i, 30, "replica stats"
+    )
+    assert (info.dead_letters, info.live_replicas) == (100, 2)
+    # The tap reads the latest predictions without joining the consumer group.
+    tapped = client.tap(inf.id, n=10)
+    assert len(tapped) == 10 and all(len(t.values) == 10 for t in tapped)
+    assert [t.error for t in client.tap(inf.id, n=3, dead_letters=True)][0].startswith("RAW")
+    client.delete_inference(inf.id)
+
+
+def test_http_requests_use_the_same_predictor(trained):
+    import requests
+
+    client, result, x = trained
+    inp, out = _topics()
+    inf = client.deploy_inference(result.id, inp, out)
+    url = f"http://127.0.0.1:{client.settings.serve_port}{inf.route}"
+    r = requests.post(url, json={"data": x[:4].tolist()}, timeout=60)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(
+        r.json()["values"], client.predict(result.id, x[:4]), rtol=1e-4, atol=1e-5
+    )
+    bad = requests.post(url, json={"data": "nope"}, timeout=60)
+    assert bad.status_code == 400 and "bad request" in bad.json()["error"]
+    client.delete_inference(inf.id)
+
+
+def test_a_killed_ingress_replica_loses_nothing(trained):
+    import ray
+
+    client, result, x = trained
+    settings = client.settings
+    inp, out = _topics()
+    inf = client.deploy_inference(result.id, inp, out, replicas=2, batch_size=32)
+    data = np.concatenate([x] * 3)[:4000]
+    _send(settings, inp, data, partitions=2)
+    time.sleep(1.0)  # mid-stream
+    victims = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if "KafkaIngress" in a["name"] and f"inference-{inf.id}" in a["name"]
+    ]
+    assert victims
+    ray.kill(ray.get_actor(victims[0]["name"], namespace=victims[0]["namespace"]), no_restart=True)
+    _read_all(settings, out, 4000, timeout=240, distinct=True)
+    got = _read_all(settings, out, 10**9, timeout=10)  # again, late duplicates included
+    seen: dict[tuple[bytes, bytes], int] = {}
+    for m in got:
+        seen[_provenance(m)] = seen.get(_provenance(m), 0) + 1
+    assert len(seen) == 4000  # every input offset has a prediction
+    duplicates = sum(n - 1 for n in seen.values())
+    print(f"duplicates after killing a replica: {duplicates}")  # counted, reported
+    assert len(got) == 4000 + duplicates
+    client.delete_inference(inf.id)
+
+
+def test_stop_then_restart_resumes_where_it_stopped(trained):
+    client, result, x = trained
+    settings = client.settings
+    inp, out = _topics()
+    inf = client.deploy_inference(result.id, inp, out)
+    _send(settings, inp, x[:300])
+    assert len(_read_all(settings, out, 300)) == 300
+    assert client.stop_inference(inf.id).status == "stopped"
+    _send(settings, inp, x[300:500])  # arrives while stopped
+    time.sleep(2)
+    assert len(_read_all(settings, out, 301, timeout=5)) == 300
+    assert client.restart_inference(inf.id).status == "running"
+    got = _read_all(settings, out, 500)
+    offsets = sorted(int(dict(m.headers())["kafkaml-input-offset"]) for m in got)
+    assert offsets == list(range(500))  # resumed at 300, nothing twice, nothing lost
+    client.delete_inference(inf.id)
+
+
+def test_lag_driven_autoscaling_up_under_backlog_and_down_when_idle(trained):
+    client, result, x = trained
+    settings = client.settings
+    inp, out = _topics()
+    fast = {
+        "metrics_interval_s": 0.5,
+        "look_back_period_s": 2.0,
+        "upscale_delay_s": 1.0,
+        "downscale_delay_s": 5.0,
+        "policy": {
+            "policy_function": "kafkaml_ray.serve.autoscale:LagPolicy",
+            "policy_kwargs": {"target_lag": 200},
+        },
+    }
+    inf = client.deploy_inference(
+        result.id, inp, out, min_replicas=1, max_replicas=3, batch_size=8, autoscaling=fast
+    )
+    from kafkaml_ray.serve.deploy import running_replicas
+
+    assert running_replicas(settings, inf.id)["KafkaIngress"] == 1
+    _send(settings, inp, np.concatenate([x] * 12), partitions=3)  # a backlog of ~21,000
+    wait_until(
+        lambda: running_replicas(settings, inf.id).get("KafkaIngress", 0) >= 2, 120, "a scale-up"
+    )
+    _read_all(settings, out, len(x) * 12, timeout=300)
+    wait_until(
+        lambda: running_replicas(settings, inf.id).get("KafkaIngress") == 1,
+        180,
+        "a scale-down when idle",
+    )
+    client.delete_inference(inf.id)
+
+
+def test_bad_deploy_arguments(trained):
+    from kafkaml_ray.errors import InvalidInput
+
+    client, result, _ = trained
+    inp, out = _topics()
+    with pytest.raises(InvalidInput, match="must differ"):
+        client.deploy_inference(result.id, inp, inp)
+    with pytest.raises(InvalidInput, match="both min_replicas and max_replicas"):
+        client.deploy_inference(result.id, inp, out, min_replicas=1)
+    with pytest.raises(InvalidInput, match="unknown input_format"):
+        client.deploy_inference(result.id, inp, out, input_format="XML", input_config={})
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(client.settings.kafka_config())
+    for f in admin.create_topics([NewTopic(inp, 1)]).values():
+        f.result(30)
+    with pytest.raises(InvalidInput, match="has 1 partitions, fewer than the 2 replicas"):
+        client.deploy_inference(result.id, inp, out, replicas=2)

@@ -1,0 +1,104 @@
+"""The kafkaml-ray control panel: ``kafkaml-ray ui`` serves this script.
+
+Settings come from the environment (``Settings.from_env()``), as for the CLI. Off
+127.0.0.1 the panel asks for the password of ``KAFKAML_UI_PASSWORD`` or Streamlit secrets
+(``password``), and shows nothing else without one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+# Streamlit runs this file as a script: make the `ui` package importable from a checkout.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from kafkaml_ray.errors import KafkaMLError  # noqa: E402
+from ui import common  # noqa: E402
+from ui.launch import PASSWORD_ENV, is_loopback  # noqa: E402
+
+# (section, script under pages/, title, icon). A new page: one script in pages/, one row
+# here; e.g. ("Train", "pages/training.py", "Training", ":material/model_training:").
+PAGES = [
+    ("Build", "pages/models.py", "Models", ":material/code:"),
+    ("Build", "pages/configurations.py", "Configurations", ":material/stacks:"),
+    ("Operate", "pages/cluster.py", "Cluster", ":material/hub:"),
+]
+
+_AUTHENTICATED = "_kml_authenticated"
+
+
+def _password() -> str:
+    """The configured password ('' when there is none)."""
+    from_env = os.environ.get(PASSWORD_ENV, "")
+    if from_env:
+        return from_env
+    try:
+        return str(st.secrets.get("password", ""))
+    except FileNotFoundError:  # no secrets file
+        return ""
+
+
+def _refused() -> None:
+    st.title("kafkaml-ray")
+    st.error(
+        f"This panel listens on {st.get_option('server.address') or 'every interface'}, "
+        f"not 127.0.0.1, and no password is set: set {PASSWORD_ENV} or a 'password' in "
+        "Streamlit secrets, then restart it."
+    )
+
+
+def _login() -> None:
+    st.title("kafkaml-ray")
+    entered = st.text_input("Password", type="password", key="_kml_password")
+    if st.button("Sign in", type="primary"):
+        if hmac.compare_digest(entered.encode(), _password().encode()):
+            st.session_state[_AUTHENTICATED] = True
+            st.session_state.pop("_kml_password", None)
+            st.rerun()
+        st.error("wrong password")
+
+
+def _gate() -> st.Page | None:
+    """The login (or refusal) page when this session may not see the panel yet."""
+    if is_loopback(st.get_option("server.address")) or st.session_state.get(_AUTHENTICATED):
+        return None
+    return st.Page(_login if _password() else _refused, title="Sign in", url_path="signin")
+
+
+def _sidebar() -> None:
+    with st.sidebar:
+        st.subheader("Stack")
+        for part in common.stack_parts():
+            icon = ":green[●]" if part.running else ":red[●]"
+            state = "running" if part.running else "stopped"
+            st.markdown(f"{icon} **{part.name}** {state}  \n`{part.address}`")
+            if part.detail:
+                st.caption(part.detail)
+
+
+def main() -> None:
+    st.set_page_config(page_title="kafkaml-ray", page_icon=":material/hub:", layout="wide")
+    gate = _gate()
+    if gate is not None:
+        # Only this page exists for the session: every other URL lands on it.
+        st.navigation([gate], position="hidden").run()
+        return
+    sections: dict[str, list] = {}
+    for section, script, title, icon in PAGES:
+        sections.setdefault(section, []).append(st.Page(script, title=title, icon=icon))
+    page = st.navigation(sections)
+    try:
+        _sidebar()
+        page.run()
+    except KafkaMLError as e:
+        st.error(str(e))
+
+
+main()

@@ -1,0 +1,7 @@
+"""Pages of the control panel: one Streamlit script each, registered in ``ui/app.py``'s
+``PAGES``. A page imports what it shares from :mod:`ui.common` and acts only through
+``common.client()`` (a :class:`kafkaml_ray.Client`).
+
+To add a page (training, results, charts, datasources, inference, tuning): write
+``pages/<name>.py`` and add one row to ``PAGES`` in ``ui/app.py``.
+"""
