@@ -611,6 +611,3 @@ _register_groups()
 def main() -> None:
     cli(prog_name="kafkaml-ray")
 
-
-if __name__ == "__main__":
-    main()

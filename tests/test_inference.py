@@ -254,3 +254,37 @@ def test_bad_deploy_arguments(trained):
         f.result(30)
     with pytest.raises(InvalidInput, match="has 1 partitions, fewer than the 2 replicas"):
         client.deploy_inference(result.id, inp, out, replicas=2)
+
+
+def test_the_infer_commands(trained):
+    from click.testing import CliRunner
+
+    from kafkaml_ray.cli import cli
+
+    client, result, x = trained
+    settings = client.settings
+    inp, out = _topics()
+    env = {k: v for k, v in settings.env().items() if v is not None}
+
+    def run(*args: str) -> str:
+        r = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    deployed = json.loads(
+        run(
+            "infer", "deploy", str(result.id), "--input-topic", inp, "--output-topic", out, "--json"
+        )
+    )
+    assert deployed["status"] == "running" and deployed["input_format"] == "RAW"
+    _send(settings, inp, x[:20])
+    assert len(_read_all(settings, out, 20)) == 20
+    listed = json.loads(run("infer", "list", "--json"))
+    assert [i["id"] for i in listed if i["output_topic"] == out] == [deployed["id"]]
+    tapped = run("infer", "tap", str(deployed["id"]), "-n", "3")
+    assert tapped.count("class ") == 3  # class and confidence of each latest prediction
+    assert "stopped" in run("infer", "stop", str(deployed["id"]))
+    assert "running" in run("infer", "restart", str(deployed["id"]))
+    assert "deleted" in run("infer", "delete", str(deployed["id"]))
+    bad = CliRunner().invoke(cli, ["infer", "show", "9999"], env=env)
+    assert bad.exit_code == 1 and "no inference with id 9999" in bad.output

@@ -221,6 +221,19 @@ def read_ranges(
     )
 
 
+#: Streams up to this size are sorted for the ordered split in one task.
+_SORT_IN_ONE_TASK_BYTES = 2 * 1024**3
+
+
+def _sort_blocks(*blocks):
+    import pyarrow as pa
+
+    table = pa.concat_tables(blocks) if len(blocks) > 1 else blocks[0]
+    return table.sort_by(
+        [("timestamp", "ascending"), ("partition", "ascending"), ("offset", "ascending")]
+    )
+
+
 def split_sizes(n: int, validation_rate: float, test_rate: float) -> tuple[int, int, int]:
     """``(n_train, n_val, n_test)`` for ``n`` samples (see the module docstring)."""
     n_test = math.floor(test_rate * n)
@@ -235,9 +248,16 @@ def split_dataset(
     shuffle_seed: int | None = None,
 ) -> tuple[Any, Any, Any]:
     """Train, validation and test Datasets of exactly `split_sizes` rows each."""
+    import ray
+
     n_train, n_val, _ = split_sizes(data.count, validation_rate, test_rate)
     ds = data.dataset
-    if shuffle_seed is None:
+    if shuffle_seed is None and ds.size_bytes() <= _SORT_IN_ONE_TASK_BYTES:
+        # One task sorting the Arrow blocks together: seconds faster than a distributed sort
+        # (which starts map and reduce tasks) for anything that fits one worker's memory.
+        sort = ray.remote(num_cpus=1, max_retries=0)(_sort_blocks)
+        ds = ray.data.from_arrow_refs([sort.remote(*ds.to_arrow_refs())])
+    elif shuffle_seed is None:
         ds = ds.sort(["timestamp", "partition", "offset"])
     else:
         ds = ds.random_shuffle(seed=shuffle_seed)
