@@ -4,74 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import click
-from pydantic import BaseModel
 
-from kafkaml_ray.errors import KafkaMLError
-from kafkaml_ray.settings import Settings
+from kafkaml_ray._private.clikit import (
+    UserErrorGroup,
+    client_from_env,
+    emit,
+    json_option,
+    settings_from_env,
+    table,
+)
 
 __all__ = ["main", "cli"]
 
 
-def _settings() -> Settings:
-    return Settings.from_env()
-
-
-def _client():
-    from kafkaml_ray.client import Client
-
-    return Client(_settings())
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, list | tuple):
-        return [_jsonable(o) for o in obj]
-    if hasattr(obj, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(obj)
-    return obj
-
-
-def emit(obj: Any, as_json: bool, text: Callable[[Any], str]) -> None:
-    """Print ``obj`` as JSON (for scripts) or as text for people."""
-    if as_json:
-        click.echo(json.dumps(_jsonable(obj), indent=2, default=str))
-    else:
-        click.echo(text(obj))
-
-
-def table(rows: Iterable[Sequence[Any]], header: Sequence[str]) -> str:
-    """A plain text table."""
-    cells = [[str(c) for c in header]] + [["" if c is None else str(c) for c in r] for r in rows]
-    if len(cells) == 1:
-        return "(none)"
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-class _Group(click.Group):
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except KafkaMLError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=_Group)
+@click.group(cls=UserErrorGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens.")
 @click.version_option(package_name="kafkaml-ray")
 def cli(verbose: bool) -> None:
@@ -97,7 +46,7 @@ def broker() -> None:
 def _broker():
     from kafkaml_ray.broker import EmbeddedKafka
 
-    settings = _settings()
+    settings = settings_from_env()
     if not settings.embedded_broker:
         raise click.UsageError(
             f"KAFKAML_BOOTSTRAP is set ({settings.bootstrap}): the embedded broker is not used"
@@ -145,7 +94,7 @@ def up(ui: bool, as_json: bool) -> None:
     """Start the local stack: Kafka broker, Ray head, control listener (and UI)."""
     from kafkaml_ray import stack
 
-    emit(stack.up(_settings(), with_ui=ui), as_json, _parts_text)
+    emit(stack.up(settings_from_env(), with_ui=ui), as_json, _parts_text)
 
 
 @cli.command()
@@ -154,7 +103,7 @@ def down(as_json: bool) -> None:
     """Stop the local stack."""
     from kafkaml_ray import stack
 
-    emit(stack.down(_settings()), as_json, _parts_text)
+    emit(stack.down(settings_from_env()), as_json, _parts_text)
 
 
 @cli.command()
@@ -163,7 +112,7 @@ def status(as_json: bool) -> None:
     """Each part of the stack, whether it runs, and its address."""
     from kafkaml_ray import stack
 
-    emit(stack.status(_settings()), as_json, _parts_text)
+    emit(stack.status(settings_from_env()), as_json, _parts_text)
 
 
 # -- models --------------------------------------------------------------------------------
@@ -201,7 +150,9 @@ def _model_text(m) -> str:
 def model_add(name, framework, code_file, imports_file, description, as_json) -> None:
     """Validate model code in a Ray worker and register it as NAME."""
     imports = Path(imports_file).read_text() if imports_file else ""
-    m = _client().add_model(name, framework, Path(code_file).read_text(), imports, description)
+    m = client_from_env().add_model(
+        name, framework, Path(code_file).read_text(), imports, description
+    )
     emit(m, as_json, _model_text)
 
 
@@ -210,7 +161,7 @@ def model_add(name, framework, code_file, imports_file, description, as_json) ->
 def model_list(as_json: bool) -> None:
     """Registered models."""
     emit(
-        _client().list_models(),
+        client_from_env().list_models(),
         as_json,
         lambda ms: table(
             [(m.id, m.name, m.framework, m.input_shape, m.output_shape, m.param_count) for m in ms],
@@ -225,7 +176,7 @@ def model_list(as_json: bool) -> None:
 @json_option
 def model_show(ref: str, code: bool, as_json: bool) -> None:
     """One model by id or name."""
-    m = _client().get_model(ref)
+    m = client_from_env().get_model(ref)
     emit(m, as_json, lambda m: _model_text(m) + (f"\n\n{m.imports}\n{m.code}" if code else ""))
 
 
@@ -233,7 +184,7 @@ def model_show(ref: str, code: bool, as_json: bool) -> None:
 @click.argument("ref")
 def model_delete(ref: str) -> None:
     """Delete a model (refused while a configuration uses it)."""
-    _client().delete_model(ref)
+    client_from_env().delete_model(ref)
     click.echo(f"deleted model {ref}")
 
 
@@ -262,7 +213,11 @@ def _config_text(c) -> str:
 @json_option
 def config_create(name, models, description, as_json) -> None:
     """Create configuration NAME from models of either framework."""
-    emit(_client().create_configuration(name, list(models), description), as_json, _config_text)
+    emit(
+        client_from_env().create_configuration(name, list(models), description),
+        as_json,
+        _config_text,
+    )
 
 
 @config.command("list")
@@ -270,7 +225,7 @@ def config_create(name, models, description, as_json) -> None:
 def config_list(as_json: bool) -> None:
     """Configurations."""
     emit(
-        _client().list_configurations(),
+        client_from_env().list_configurations(),
         as_json,
         lambda cs: table(
             [(c.id, c.name, ", ".join(c.model_names)) for c in cs], ["id", "name", "models"]
@@ -283,14 +238,14 @@ def config_list(as_json: bool) -> None:
 @json_option
 def config_show(ref: str, as_json: bool) -> None:
     """One configuration by id or name."""
-    emit(_client().get_configuration(ref), as_json, _config_text)
+    emit(client_from_env().get_configuration(ref), as_json, _config_text)
 
 
 @config.command("delete")
 @click.argument("ref")
 def config_delete(ref: str) -> None:
     """Delete a configuration."""
-    _client().delete_configuration(ref)
+    client_from_env().delete_configuration(ref)
     click.echo(f"deleted configuration {ref}")
 
 
@@ -384,7 +339,7 @@ def train_deploy(
 ):
     """Deploy CONFIGURATION for training: its models wait for a data stream, announced by a
     control message naming this deployment's id."""
-    dep = _client().deploy_training(
+    dep = client_from_env().deploy_training(
         configuration,
         batch_size=batch_size,
         kwargs={"pytorch": pytorch_kwargs or both, "tensorflow": tensorflow_kwargs or both},
@@ -403,7 +358,7 @@ def train_deploy(
 def train_list(as_json: bool) -> None:
     """Training deployments and the state of their models."""
     emit(
-        _client().list_deployments(),
+        client_from_env().list_deployments(),
         as_json,
         lambda ds: table(
             [
@@ -425,14 +380,14 @@ def train_list(as_json: bool) -> None:
 @json_option
 def train_show(deployment_id: int, as_json: bool) -> None:
     """One deployment with its results (metrics, time, errors)."""
-    emit(_client().get_deployment(deployment_id), as_json, _deployment_text)
+    emit(client_from_env().get_deployment(deployment_id), as_json, _deployment_text)
 
 
 @train.command("stop")
 @click.argument("deployment_id", type=int)
 def train_stop(deployment_id: int) -> None:
     """Stop a deployment's training (frees its Ray resources)."""
-    click.echo(_deployment_text(_client().stop_training(deployment_id)))
+    click.echo(_deployment_text(client_from_env().stop_training(deployment_id)))
 
 
 @train.command("follow")
@@ -440,7 +395,7 @@ def train_stop(deployment_id: int) -> None:
 @click.option("--interval", default=0.5, show_default=True, help="Seconds between updates.")
 def train_follow(deployment_id: int, interval: float) -> None:
     """Live progress bars per model (epoch, batches, latest metrics) until all are done."""
-    dep = follow(_client(), deployment_id, interval)
+    dep = follow(client_from_env(), deployment_id, interval)
     click.echo(_results_table(dep.results))
 
 
@@ -486,7 +441,7 @@ def result() -> None:
 @json_option
 def result_list(deployment_id, as_json) -> None:
     """Results side by side: model, metrics, training time, status."""
-    emit(_client().list_results(deployment_id), as_json, _results_table)
+    emit(client_from_env().list_results(deployment_id), as_json, _results_table)
 
 
 @result.command("show")
@@ -503,7 +458,7 @@ def result_show(result_id: int, as_json: bool) -> None:
         extra = f"\nweights: {r.weights_uri}" if r.weights_uri else ""
         return _results_table([r]) + "\n\nlearning curve:\n" + curve + extra
 
-    emit(_client().get_result(result_id), as_json, text)
+    emit(client_from_env().get_result(result_id), as_json, text)
 
 
 @result.command("download")
@@ -511,7 +466,7 @@ def result_show(result_id: int, as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="File to write.")
 def result_download(result_id: int, output: str | None) -> None:
     """Download trained weights (safetensors for PyTorch, .keras for Keras)."""
-    name, blob = _client().download_weights(result_id)
+    name, blob = client_from_env().download_weights(result_id)
     path = Path(output or f"result-{result_id}-{name}")
     path.write_bytes(blob)
     click.echo(f"wrote {path} ({len(blob):,} bytes)")
@@ -521,7 +476,7 @@ def result_download(result_id: int, output: str | None) -> None:
 @click.argument("result_id", type=int)
 def result_delete(result_id: int) -> None:
     """Delete a result and its artifacts."""
-    _client().delete_result(result_id)
+    client_from_env().delete_result(result_id)
     click.echo(f"deleted result {result_id}")
 
 
@@ -547,7 +502,7 @@ def _datasource_text(d) -> str:
 def datasource_list(as_json: bool) -> None:
     """Stored control messages, accepted or refused."""
     emit(
-        _client().list_datasources(),
+        client_from_env().list_datasources(),
         as_json,
         lambda ds: table(
             [
@@ -573,7 +528,7 @@ def datasource_list(as_json: bool) -> None:
 @json_option
 def datasource_show(datasource_id: int, as_json: bool) -> None:
     """One datasource."""
-    emit(_client().get_datasource(datasource_id), as_json, _datasource_text)
+    emit(client_from_env().get_datasource(datasource_id), as_json, _datasource_text)
 
 
 @datasource.command("resend")
@@ -581,7 +536,7 @@ def datasource_show(datasource_id: int, as_json: bool) -> None:
 @click.option("-d", "--deployment", "deployment_id", type=int, required=True)
 def datasource_resend(datasource_id: int, deployment_id: int) -> None:
     """Train DEPLOYMENT on a stored stream without sending its data again."""
-    _client().resend_datasource(datasource_id, deployment_id)
+    client_from_env().resend_datasource(datasource_id, deployment_id)
     click.echo(f"re-sent datasource {datasource_id} to deployment {deployment_id}")
 
 
@@ -592,7 +547,7 @@ def demo(keep_running: bool) -> None:
     """The main job, end to end on embedded defaults."""
     from kafkaml_ray.demo import run
 
-    run(_settings(), keep_running=keep_running)
+    run(settings_from_env(), keep_running=keep_running)
 
 
 def _register_groups() -> None:
@@ -610,4 +565,3 @@ _register_groups()
 
 def main() -> None:
     cli(prog_name="kafkaml-ray")
-

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
 
 import click
 
-from kafkaml_ray.errors import Conflict, KafkaMLError, NotFound
+from kafkaml_ray._private.clikit import UserErrorGroup
+from kafkaml_ray.errors import Conflict, NotFound
 from kafkaml_ray.kuberay import (
     CLUSTER_NAME,
     ClusterSpec,
@@ -36,18 +35,7 @@ _KINDS = {"cluster": "RayCluster", "training": "RayJob", "inference": "RayServic
 _WHAT = click.Choice(list(_KINDS))
 
 
-class _Group(click.Group):
-    """Errors meant for users as one line, also when the group runs on its own."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except KafkaMLError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=_Group)
+@click.group(cls=UserErrorGroup)
 def k8s() -> None:
     """KubeRay on Kubernetes: RayCluster, RayJob (training), RayService (inference).
 

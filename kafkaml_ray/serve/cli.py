@@ -7,7 +7,7 @@ import time
 
 import click
 
-from kafkaml_ray.cli import _client, emit, json_option, table
+from kafkaml_ray._private.clikit import client_from_env, emit, json_option, table
 
 __all__ = ["infer"]
 
@@ -93,7 +93,7 @@ def infer_deploy(
         config = None if input_config is None else json.loads(input_config)
     except ValueError as e:
         raise click.BadParameter(f"not JSON: {e}", param_hint="--input-config") from None
-    inf = _client().deploy_inference(
+    inf = client_from_env().deploy_inference(
         result_id,
         input_topic,
         output_topic,
@@ -113,7 +113,7 @@ def infer_deploy(
 @json_option
 def infer_list(as_json: bool) -> None:
     """Inferences with status, replicas, lag, throughput and errors."""
-    rows = _client().list_inferences()
+    rows = client_from_env().list_inferences()
     emit(
         rows,
         as_json,
@@ -156,28 +156,28 @@ def infer_list(as_json: bool) -> None:
 @json_option
 def infer_show(inference_id: int, as_json: bool) -> None:
     """One inference in detail."""
-    emit(_client().get_inference(inference_id), as_json, _inference_text)
+    emit(client_from_env().get_inference(inference_id), as_json, _inference_text)
 
 
 @infer.command("stop")
 @click.argument("inference_id", type=int)
 def infer_stop(inference_id: int) -> None:
     """Stop serving (committed offsets are kept: `restart` resumes there)."""
-    click.echo(_inference_text(_client().stop_inference(inference_id)))
+    click.echo(_inference_text(client_from_env().stop_inference(inference_id)))
 
 
 @infer.command("restart")
 @click.argument("inference_id", type=int)
 def infer_restart(inference_id: int) -> None:
     """Serve a stopped inference again, from its committed offsets."""
-    click.echo(_inference_text(_client().restart_inference(inference_id)))
+    click.echo(_inference_text(client_from_env().restart_inference(inference_id)))
 
 
 @infer.command("delete")
 @click.argument("inference_id", type=int)
 def infer_delete(inference_id: int) -> None:
     """Stop and forget an inference (its topics stay)."""
-    _client().delete_inference(inference_id)
+    client_from_env().delete_inference(inference_id)
     click.echo(f"deleted inference {inference_id}")
 
 
@@ -189,7 +189,7 @@ def infer_delete(inference_id: int) -> None:
 @json_option
 def infer_tap(inference_id: int, n: int, dead_letters: bool, follow: bool, as_json: bool) -> None:
     """The latest predictions (or dead letters), read without joining the consumer group."""
-    client, last = _client(), (-1, -1)
+    client, last = client_from_env(), (-1, -1)
     while True:
         rows = client.tap(inference_id, n=n, dead_letters=dead_letters)
         new = [p for p in rows if (p.timestamp_ms, p.offset) > last]
