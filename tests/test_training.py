@@ -154,7 +154,8 @@ def test_stop_in_mid_run_frees_ray_resources(broker, client, settings, topic, di
 
     config = client.create_configuration("slow", [digits_models["digits-cnn-pytorch"]])
     dep = client.deploy_training(config.id, batch_size=4, kwargs="epochs=500")
-    total = ray.cluster_resources()["CPU"]
+    # What this run takes must come back (other tests' Serve actors may hold some CPUs).
+    free = ray.available_resources().get("CPU", 0)
     x, y = _digits()
     with running_listener(settings):
         _send(settings, topic, dep.id, x, y)
@@ -162,7 +163,7 @@ def test_stop_in_mid_run_frees_ray_resources(broker, client, settings, topic, di
         dep = client.stop_training(dep.id)
     r = dep.results[0]
     assert (r.status, r.error) == ("stopped", "stopped by the user")
-    wait_until(lambda: ray.available_resources().get("CPU", 0) == total, 60, "CPUs freed")
+    wait_until(lambda: ray.available_resources().get("CPU", 0) >= free, 60, "CPUs freed")
     assert client.get_result(r.id).status == "stopped"  # the killed run wrote nothing after
 
 
