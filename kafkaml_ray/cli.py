@@ -553,10 +553,12 @@ def demo(keep_running: bool) -> None:
 def _register_groups() -> None:
     from kafkaml_ray.kuberay.cli import k8s
     from kafkaml_ray.serve.cli import infer
+    from kafkaml_ray.train.tune_cli import tune
     from ui.launch import ui_command
 
     cli.add_command(infer)
     cli.add_command(k8s)
+    cli.add_command(tune)
     cli.add_command(ui_command)
 
 

@@ -27,11 +27,13 @@ from kafkaml_ray.schemas import (
     ModelInfo,
     Prediction,
     ResultInfo,
+    TuneInfo,
 )
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import (
     Configuration,
     Datasource,
+    DatasourceStatus,
     Inference,
     InferenceStatus,
     MLModel,
@@ -40,6 +42,7 @@ from kafkaml_ray.store import (
     Store,
     TrainingDeployment,
     TrainingResult,
+    TuneRun,
 )
 
 __all__ = ["Client"]
@@ -396,8 +399,14 @@ class Client:
             raise InvalidInput(f"result {result_id} is {r.status}: only a finished result serves")
         if input_format is None or input_config is None:
             with self.store.session() as s:
-                dep = s.get(TrainingDeployment, r.deployment_id) if r.deployment_id else None
-                ds = s.get(Datasource, dep.datasource_id) if dep and dep.datasource_id else None
+                # The stream it trained on: its deployment's, or its Tune search's.
+                owner = (
+                    s.get(TrainingDeployment, r.deployment_id)
+                    if r.deployment_id
+                    else (s.get(TuneRun, r.tune_id) if r.tune_id else None)
+                )
+                ds_id = owner.datasource_id if owner else None
+                ds = s.get(Datasource, ds_id) if ds_id else None
                 input_format = input_format or (ds.input_format if ds else "RAW")
                 input_config = (
                     input_config
@@ -553,6 +562,89 @@ class Client:
             return sorted(out, key=lambda p: p.timestamp_ms)[-n:]
         finally:
             consumer.close()
+
+    # -- hyper-parameter search --------------------------------------------------------
+    def tune(
+        self,
+        model: Ref,
+        datasource_id: int,
+        space: Mapping[str, Any],
+        metric: str,
+        mode: str = "max",
+        num_samples: int = 4,
+        max_concurrent_trials: int = 2,
+    ) -> TuneInfo:
+        """Search a model's hyper-parameters with Ray Tune on a stored datasource.
+
+        ``space`` maps training arguments to samplers or fixed values, e.g.
+        ``{"lr": {"loguniform": [1e-4, 1e-1]}, "batch_size": {"choice": [16, 32]},
+        "epochs": 2}`` (choice, grid, uniform, loguniform, randint; see
+        `kafkaml_ray.train.tune`). ``metric`` is a metric the model reports, ``val_<name>``
+        for validation (``val_accuracy``, ``val_loss``); ``mode`` is "max" or "min".
+        ``num_samples`` configurations are sampled (each over every ``grid`` value),
+        ``max_concurrent_trials`` of them train at once, one CPU each. It returns once the
+        search has started: every trial is stored as a result with ``tune_id`` set, and the
+        best one is marked when the search ends (`wait_for_tune`).
+        """
+        import re
+
+        from kafkaml_ray.train.tune import check_space, start_tune
+
+        checked = check_space(space)
+        if mode not in ("max", "min"):
+            raise InvalidInput(f"mode must be 'max' or 'min', not {mode!r}")
+        if not isinstance(metric, str) or not re.fullmatch(r"[A-Za-z_][\w.-]{0,99}", metric):
+            raise InvalidInput(f"metric {metric!r} is not a metric name such as 'val_accuracy'")
+        for what, n in (
+            ("num_samples", num_samples),
+            ("max_concurrent_trials", max_concurrent_trials),
+        ):
+            if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10_000:
+                raise InvalidInput(f"{what} must be a whole number from 1 to 10000, not {n!r}")
+        with self.store.session() as s:
+            m = _find(s, MLModel, model, "model")
+            ds = _get(s, Datasource, datasource_id, "datasource")
+            if ds.status == DatasourceStatus.REFUSED or not ds.topic:
+                raise InvalidInput(f"datasource {ds.id} was refused: it names no data to tune on")
+            run = TuneRun(
+                model_id=m.id,
+                datasource_id=ds.id,
+                space=checked,
+                metric=metric,
+                mode=mode,
+                num_samples=num_samples,
+            )
+            s.add(run)
+            s.flush()
+            tune_id = run.id
+        try:
+            start_tune(self.settings, tune_id, max_concurrent_trials)
+        except Exception as e:
+            with self.store.session() as s:
+                row = s.get_one(TuneRun, tune_id)
+                row.status, row.error = "failed", f"the search did not start: {e}"
+            raise
+        return self.get_tune(tune_id)
+
+    def list_tunes(self) -> list[TuneInfo]:
+        with self.store.session() as s:
+            return [TuneInfo.of(t) for t in s.scalars(select(TuneRun).order_by(TuneRun.id))]
+
+    def get_tune(self, tune_id: int) -> TuneInfo:
+        """A search with its trials (as results) and its best result's id once done."""
+        with self.store.session() as s:
+            return TuneInfo.of(_get(s, TuneRun, tune_id, "tune run"))
+
+    def wait_for_tune(self, tune_id: int, timeout: float = 600) -> TuneInfo:
+        """Block until the search is finished or failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.get_tune(tune_id)
+            if run.done:
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"tune run {tune_id} is not done after {timeout:.0f}s")
+            time.sleep(1.0)
 
 
 def _name(name: str, what: str) -> str:

@@ -15,6 +15,7 @@ __all__ = [
     "DatasourceInfo",
     "InferenceInfo",
     "Prediction",
+    "TuneInfo",
 ]
 
 
@@ -186,3 +187,34 @@ class Prediction(_Record):
     values: Any = None
     error: str | None = None
     headers: dict[str, str]
+
+
+class TuneInfo(_Record):
+    """A Ray Tune search over one model's hyper-parameters, with its trials as results."""
+
+    id: int
+    model_id: int
+    model_name: str
+    datasource_id: int
+    space: dict[str, Any]
+    metric: str
+    mode: str
+    num_samples: int
+    status: str
+    error: str | None
+    best_result_id: int | None
+    trials: list[ResultInfo]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, t: Any) -> TuneInfo:
+        fields = {k: getattr(t, k) for k in cls.model_fields if hasattr(t, k)}
+        trials = [ResultInfo.of(r) for r in t.results]
+        best = next((r.id for r in trials if r.best), None)
+        fields.update(model_name=t.model.name, trials=trials, best_result_id=best)
+        return cls(**fields)
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"

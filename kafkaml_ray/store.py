@@ -285,6 +285,7 @@ class TuneRun(_Stamped, Base):
     num_samples: Mapped[int] = mapped_column(Integer, default=4)
     status: Mapped[str] = mapped_column(String(20), default="running")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model: Mapped[MLModel] = relationship()
     results: Mapped[list[TrainingResult]] = relationship(order_by=TrainingResult.id)
 
 

@@ -1,0 +1,386 @@
+"""Hyper-parameter search with Ray Tune over one registered model on a stored datasource.
+
+A search space is a JSON object: each key a training argument (``lr``, ``epochs``,
+``batch_size``, ``seed``, ``shuffle``), each value a sampler or a fixed value:
+
+- ``{"choice": [16, 32]}``: one of the values, at random
+- ``{"grid": [1, 2, 3]}``: every value (multiplies the number of trials)
+- ``{"uniform": [lo, hi]}``, ``{"loguniform": [lo, hi]}``: a float between the bounds
+- ``{"randint": [lo, hi]}``: a whole number, ``lo`` included, ``hi`` excluded (as in Ray Tune)
+- a plain value (``2``, ``true``): the same in every trial
+
+>>> check_space({"learning_rate": {"loguniform": [1e-4, 1e-1]}, "epochs": 2})
+{'lr': {'loguniform': [0.0001, 0.1]}, 'epochs': 2}
+>>> check_space({"epochs": {"normal": [1, 3]}})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+kafkaml_ray.errors.InvalidInput: search space 'epochs': {'normal': [1, 3]} is not one sampler...
+
+`run_tune` reads the datasource once, then runs one Tune trial per sampled configuration,
+one CPU each, in the existing training loops. Every trial is stored as a `TrainingResult`
+(``tune_id`` set, its hyper-parameters, learning curve, metrics and weights); when the search
+ends the best finished trial by ``metric``/``mode`` is marked ``best``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray.settings import Settings
+from kafkaml_ray.store import Datasource, MLModel, ResultStatus, Store, TrainingResult, TuneRun
+from kafkaml_ray.train._loops import RunSpec
+from kafkaml_ray.train.kwargs import _ALIASES, TRAIN_ARGS, parse_kwargs
+
+__all__ = [
+    "check_space",
+    "run_tune",
+    "start_tune",
+    "best_of",
+    "metric_value",
+    "TuneStatus",
+    "SAMPLERS",
+]
+
+logger = logging.getLogger(__name__)
+
+TuneStatus = Literal["running", "finished", "failed"]
+SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")
+_TUNABLE = sorted({*TRAIN_ARGS, "batch_size"} - {"num_workers"})
+
+
+# -- the search space ---------------------------------------------------------------------
+def _check_value(key: str, name: str, value: Any) -> None:
+    if name == "batch_size":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidInput(
+                f"search space {key!r}: batch_size={value!r} is not a whole number >= 1"
+            )
+        return
+    try:
+        parse_kwargs({name: value}, "train")
+    except InvalidInput as e:
+        raise InvalidInput(f"search space {key!r}: {e}") from None
+
+
+def _bounds(key: str, kind: str, args: Any) -> list[Any]:
+    """The values a ranged sampler can give at its ends (checked like any value)."""
+    if not (
+        isinstance(args, list | tuple)
+        and len(args) == 2
+        and all(isinstance(a, int | float) and not isinstance(a, bool) for a in args)
+        and math.isfinite(args[0])
+        and math.isfinite(args[1])
+        and args[0] < args[1]
+    ):
+        raise InvalidInput(f"search space {key!r}: {kind} takes [low, high] numbers, low < high")
+    lo, hi = args
+    if kind == "randint":
+        if not all(isinstance(a, int) for a in args):
+            raise InvalidInput(f"search space {key!r}: randint takes whole numbers")
+        return [lo, hi - 1]
+    if kind == "loguniform" and lo <= 0:
+        raise InvalidInput(f"search space {key!r}: loguniform needs low > 0")
+    return [float(lo), float(hi)]
+
+
+def check_space(space: Any) -> dict[str, Any]:
+    """The space with canonical keys (``lr`` for ``learning_rate``), checked without Ray;
+    :class:`InvalidInput` names the key that is wrong."""
+    if not isinstance(space, Mapping) or not space:
+        raise InvalidInput(
+            'a search space is a non-empty JSON object, e.g. {"lr": {"loguniform": [1e-4, 1e-1]}}'
+        )
+    out: dict[str, Any] = {}
+    for key, spec in space.items():
+        name = _ALIASES.get(key, key)
+        if name not in _TUNABLE:
+            raise InvalidInput(
+                f"search space {key!r}: not a tunable argument; tunable: {', '.join(_TUNABLE)}"
+            )
+        if name in out:
+            raise InvalidInput(f"search space {key!r}: {name} is given twice")
+        if isinstance(spec, Mapping):
+            kind = next(iter(spec)) if len(spec) == 1 else None
+            if kind not in SAMPLERS:
+                raise InvalidInput(
+                    f"search space {key!r}: {dict(spec)!r} is not one sampler of "
+                    f'{", ".join(SAMPLERS)} (e.g. {{"choice": [16, 32]}})'
+                )
+            args = spec[kind]
+            if kind in ("choice", "grid"):
+                if not isinstance(args, list | tuple) or not args:
+                    raise InvalidInput(
+                        f"search space {key!r}: {kind} takes a non-empty list of values"
+                    )
+                values = list(args)
+            else:
+                values = _bounds(key, kind, args)
+            for v in values:
+                _check_value(key, name, v)
+            out[name] = {kind: list(args)}
+        elif isinstance(spec, list | tuple):
+            raise InvalidInput(
+                f'search space {key!r}: a list needs a sampler, e.g. {{"choice": {list(spec)!r}}}'
+            )
+        else:
+            _check_value(key, name, spec)
+            out[name] = spec
+    return out
+
+
+def _tune_space(space: Mapping[str, Any]) -> dict[str, Any]:
+    """A checked space as Ray Tune's ``param_space``."""
+    from ray import tune
+
+    samplers = {
+        "choice": tune.choice,
+        "grid": tune.grid_search,
+        "uniform": lambda a: tune.uniform(*a),
+        "loguniform": lambda a: tune.loguniform(*a),
+        "randint": lambda a: tune.randint(*a),
+    }
+    out = {}
+    for name, spec in space.items():
+        if isinstance(spec, Mapping):
+            ((kind, args),) = spec.items()
+            out[name] = samplers[kind](list(args))
+        else:
+            out[name] = spec
+    return out
+
+
+def metric_value(result: Any, metric: str) -> float | None:
+    """A result's final ``metric`` (``val_x``: validation ``x``, else training), if finite."""
+    val, train = result.val_metrics or {}, result.train_metrics or {}
+    v = (
+        val.get(metric[4:])
+        if metric.startswith("val_") and metric[4:] in val
+        else train.get(metric)
+    )
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def best_of(results: list[TrainingResult], metric: str, mode: str) -> TrainingResult | None:
+    """The finished result with the best final ``metric``; the first one on a tie."""
+    sign = 1 if mode == "min" else -1
+    scored = [
+        (sign * v, r.id, r)
+        for r in results
+        if r.status == ResultStatus.FINISHED and (v := metric_value(r, metric)) is not None
+    ]
+    return min(scored, key=lambda t: t[:2])[2] if scored else None
+
+
+# -- a trial ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Split:
+    """One split held in memory; iterates like a Ray Dataset for the training loops."""
+
+    data: np.ndarray
+    label: np.ndarray | None
+
+    def iter_batches(self, **_: Any):
+        yield {"data": self.data} | ({} if self.label is None else {"label": self.label})
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _trial(
+    config: dict[str, Any],
+    template: RunSpec,
+    model_id: int,
+    tune_id: int,
+    shards: dict[str, _Split],
+) -> None:
+    """One Tune trial: its own result row, trained by the framework's loop."""
+    from kafkaml_ray.train._loops import Reporter, train_keras, train_torch
+    from kafkaml_ray.train.runner import _error_text
+
+    params = {k: _plain(v) for k, v in config.items()}
+    store = Store(template.settings.db_url)
+    with store.session() as s:
+        row = TrainingResult(
+            model_id=model_id,
+            tune_id=tune_id,
+            status=ResultStatus.TRAINING,
+            hyperparameters=params,
+            progress={"phase": "starting"},
+        )
+        s.add(row)
+        s.flush()
+        result_id = row.id
+    train_args = {k: v for k, v in params.items() if k != "batch_size"}
+    spec = dataclasses.replace(
+        template,
+        result_id=result_id,
+        batch_size=params.get("batch_size", template.batch_size),
+        train_args=train_args,
+    )
+    loop = train_torch if spec.framework == "pytorch" else train_keras
+    status, error = ResultStatus.FAILED, "the trial was interrupted"
+    try:
+        loop(spec, shards, reporter=Reporter(spec, enabled=True, tune=True))
+        status, error = ResultStatus.FINISHED, None
+    except Exception as e:
+        error = _error_text(e)
+        raise  # Tune records the trial as failed; the other trials go on
+    finally:
+        with store.session() as s:
+            row = s.get(TrainingResult, result_id)
+            if row is not None and row.status == ResultStatus.TRAINING:
+                row.status, row.error = status, error
+        store.dispose()
+
+
+# -- the search ---------------------------------------------------------------------------
+def _read(settings: Settings, ds: Datasource) -> dict[str, _Split]:
+    """The datasource read once from Kafka, split, in memory."""
+    from kafkaml_ray.ingest.control import parse_ranges
+    from kafkaml_ray.ingest.dataset import read_ranges, split_dataset
+    from kafkaml_ray.train._loops import to_numpy
+
+    on_malformed = "skip" if ds.malformed_count else "fail"
+    data = read_ranges(
+        settings.kafka_config(),
+        parse_ranges(ds.topic),
+        ds.input_format,
+        ds.input_config,
+        on_malformed,
+    )
+    splits = split_dataset(data, ds.validation_rate, ds.test_rate)
+    return {
+        name: _Split(*to_numpy(d)) for name, d in zip(("train", "val", "test"), splits, strict=True)
+    }
+
+
+def _finish(store: Store, tune_id: int, errors: dict[str, str], failure: str | None) -> None:
+    """Close unfinished trials, mark the best, and record the search's status."""
+    with store.session() as s:
+        run = s.get_one(TuneRun, tune_id)
+        for r in run.results:
+            if r.status == ResultStatus.TRAINING:
+                key = repr(sorted(r.hyperparameters.items()))
+                r.status = ResultStatus.FAILED
+                r.error = errors.get(key) or failure or "the trial ended without a result"
+        best = best_of(run.results, run.metric, run.mode)
+        for r in run.results:
+            r.best = r is best
+        if failure:
+            run.status, run.error = "failed", failure
+        elif best is not None:
+            run.status, run.error = "finished", None
+        elif not run.results or all(r.status == ResultStatus.FAILED for r in run.results):
+            first = next((r.error for r in run.results if r.error), "no trial ran")
+            run.status, run.error = "failed", f"every trial failed; the first: {first}"
+        else:
+            seen = sorted(
+                {*(f"val_{k}" for r in run.results for k in r.val_metrics or {})}
+                | {k for r in run.results for k in r.train_metrics or {}}
+            )
+            run.status = "failed"
+            run.error = (
+                f"no trial reported metric {run.metric!r}; reported: {', '.join(seen) or 'none'}"
+            )
+
+
+def run_tune(settings: Settings, tune_id: int, max_concurrent_trials: int = 2) -> None:
+    """Run the search of TuneRun ``tune_id`` to its end; everything is recorded in the store."""
+    from ray import tune
+
+    from kafkaml_ray.train.runner import _error_text
+
+    store = Store(settings.db_url)
+    with store.session() as s:
+        run = s.get_one(TuneRun, tune_id)
+        model = s.get_one(MLModel, run.model_id)
+        ds = s.get_one(Datasource, run.datasource_id)
+        template = RunSpec(
+            result_id=0,  # each trial stores its own result
+            model_name=model.name,
+            framework=model.framework,
+            code=model.code,
+            imports=model.imports,
+            batch_size=32,
+            settings=settings,
+            input_shape=model.input_shape,
+        )
+        space, num_samples = dict(run.space), run.num_samples
+    errors: dict[str, str] = {}
+    failure = None
+    try:
+        shards = _read(settings, ds)
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                _trial, template=template, model_id=model.id, tune_id=tune_id, shards=shards
+            ),
+            {"cpu": 1},
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_tune_space(space),
+            tune_config=tune.TuneConfig(
+                num_samples=num_samples,
+                max_concurrent_trials=max_concurrent_trials,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=f"kafkaml-tune-{tune_id}",
+                storage_path=str(settings.home / "ray_results"),
+                failure_config=tune.FailureConfig(max_failures=0),
+                verbose=0,
+            ),
+        )
+        for r in tuner.fit():
+            if r.error is not None:
+                params = {k: _plain(v) for k, v in (r.config or {}).items()}
+                errors[repr(sorted(params.items()))] = _error_text(r.error)
+    except Exception as e:  # noqa: BLE001 - recorded on the search
+        logger.exception("tune run %d failed", tune_id)
+        failure = _error_text(e)
+    _finish(store, tune_id, errors, failure)
+    store.dispose()
+    logger.info("tune run %d: done", tune_id)
+
+
+class _TuneDriver:
+    """A search's driver, in a detached actor: it outlives the process that started it."""
+
+    def run(self, settings: Settings, tune_id: int, max_concurrent_trials: int) -> None:
+        import ray
+
+        try:
+            run_tune(settings, tune_id, max_concurrent_trials)
+        except Exception as e:  # noqa: BLE001 - recorded on the search
+            logger.exception("tune run %d failed", tune_id)
+            _finish(Store(settings.db_url), tune_id, {}, f"{type(e).__name__}: {e}")
+        ray.actor.exit_actor()
+
+
+def start_tune(settings: Settings, tune_id: int, max_concurrent_trials: int = 2) -> None:
+    """Start the search of TuneRun ``tune_id`` in a detached Ray actor and return."""
+    import ray
+
+    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
+
+    ensure_ray(settings)
+    actor = (
+        ray.remote(_TuneDriver)
+        .options(
+            name=f"tune-{tune_id}",
+            namespace=NAMESPACE,
+            lifetime="detached",
+            num_cpus=0,
+            max_restarts=0,
+        )
+        .remote()
+    )
+    actor.run.remote(settings, tune_id, max_concurrent_trials)
