@@ -133,12 +133,18 @@ _started: set[str] = set()
 
 def _serve(settings: Settings):
     """Ray Serve, started once per cluster with HTTP on 127.0.0.1:serve_port."""
+    import ray
     from ray import serve
 
-    from kafkaml_ray._private.rayutil import ensure_ray
+    from kafkaml_ray._private.rayutil import ensure_ray, ray_address
 
+    if not ray.is_initialized() and ray_address(settings) is None:
+        # A Ray started inside this process would take the inference down when it exits.
+        raise Unavailable(
+            "no Ray cluster to serve on: start the local stack (`kafkaml-ray up`) or set "
+            "RAY_ADDRESS"
+        )
     ensure_ray(settings)
-    import ray
 
     cluster = ray.get_runtime_context().gcs_address
     if cluster not in _started:
