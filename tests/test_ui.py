@@ -7,8 +7,12 @@ address is set to 127.0.0.1 (Streamlit's config) except in the password tests.
 
 from __future__ import annotations
 
+import json
+import math
+import random
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -19,7 +23,8 @@ from kafkaml_ray import Settings
 from kafkaml_ray.errors import InvalidInput
 from ui.launch import is_loopback, serve_ui, start_ui, stop_ui, ui_command, ui_status
 
-APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "ui" / "app.py")
 BAD_CODE = "class Net(nn.Module):\n    def __init__(self)\n        pass\n"
 
 
@@ -38,6 +43,16 @@ def served_at(monkeypatch):
 
 
 @pytest.fixture
+def no_backend(monkeypatch, tmp_path):
+    """Point the app at a home where no broker nor Ray runs (ports where nothing listens)."""
+    from conftest import free_ports
+
+    monkeypatch.setenv("KAFKAML_HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("KAFKAML_BROKER_PORT", str(free_ports(1)))
+    monkeypatch.setenv("KAFKAML_RAY_PORT", str(free_ports(1)))
+
+
+@pytest.fixture
 def open_page(settings, monkeypatch, served_at):
     """Open a page of the app (``None``: the first) with the test's settings."""
     for key, value in settings.env().items():
@@ -46,7 +61,7 @@ def open_page(settings, monkeypatch, served_at):
     def open_(page: str | None = None) -> AppTest:
         at = AppTest.from_file(APP, default_timeout=180).run()
         if page:
-            at.switch_page(f"pages/{page}.py").run()
+            at.switch_page(f"views/{page}.py").run()
         assert not at.exception, at.exception
         return at
 
@@ -55,6 +70,168 @@ def open_page(settings, monkeypatch, served_at):
 
 def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
+
+
+def charts(at: AppTest) -> list[dict]:
+    """The Vega-Lite specs of the page's Altair charts."""
+    return [json.loads(e.proto.spec) for e in at.get("vega_lite_chart")]
+
+
+# -- a store as training leaves it, without training ----------------------------------------
+DIGITS_CONFIG = {
+    "data_type": "float32",
+    "label_type": "int64",
+    "data_reshape": "8 8",
+    "label_reshape": "",
+}
+
+
+def _curve(epochs: int, start: float, end: float, rng: random.Random) -> list[float]:
+    return [
+        round(end + (start - end) * math.exp(-3.0 * e / epochs) + rng.uniform(-0.01, 0.01), 4)
+        for e in range(1, epochs + 1)
+    ]
+
+
+def _matrix(accuracy: float, rng: random.Random, classes: int = 10, per: int = 18) -> list:
+    rows = []
+    for true in range(classes):
+        row = [0] * classes
+        for _ in range(per):
+            hit = rng.random() < accuracy
+            row[true if hit else rng.choice([c for c in range(classes) if c != true])] += 1
+        rows.append(row)
+    return rows
+
+
+def finish(r, settings, epochs: int, accuracy: float, rng: random.Random) -> None:
+    """Fill a result row as a finished run leaves it (`Reporter.epoch` and `finish`)."""
+    from kafkaml_ray import artifacts
+    from kafkaml_ray.store import ResultStatus
+
+    gap = 0.97 - accuracy
+    loss = {
+        "train": _curve(epochs, 2.2, 0.08 + gap, rng),
+        "val": _curve(epochs, 2.1, 0.12 + gap, rng),
+    }
+    acc = {
+        "train": _curve(epochs, 0.25, accuracy + 0.015, rng),
+        "val": _curve(epochs, 0.3, accuracy, rng),
+    }
+    r.history = [
+        {
+            "epoch": e + 1,
+            "train": {"loss": loss["train"][e], "accuracy": acc["train"][e]},
+            "val": {"loss": loss["val"][e], "accuracy": acc["val"][e]},
+        }
+        for e in range(epochs)
+    ]
+    r.status = ResultStatus.FINISHED
+    r.train_metrics = dict(r.history[-1]["train"])
+    r.val_metrics = dict(r.history[-1]["val"])
+    r.test_metrics = {"loss": loss["val"][-1] + 0.01, "accuracy": round(accuracy - 0.01, 4)}
+    r.confusion_matrix = _matrix(accuracy - 0.01, rng)
+    r.training_time_s = round(40.0 + 400 * gap, 1)
+    r.progress = {"epoch": epochs, "epochs": epochs, "metrics": r.val_metrics}
+    r.weights_uri = artifacts.put(
+        settings.artifacts_uri, f"results/{r.id}/model.safetensors", b"weights of result %d" % r.id
+    )
+
+
+def seed_training(
+    client,
+    models: tuple[tuple[str, str], ...] = (("digits-cnn-pytorch", "pytorch"),),
+    epochs: int = 8,
+    status: str = "finished",
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Rows as a finished training of the digits leaves them, written directly: the models
+    (unvalidated), a configuration, the accepted datasource, the deployment and one result
+    per model with its per-epoch history, metrics, confusion matrix and weights file.
+
+    Returns the ids: ``{"models": [...], "configuration", "datasource", "deployment",
+    "results": [...]}``."""
+    from kafkaml_ray.store import (
+        Configuration,
+        Datasource,
+        DatasourceStatus,
+        MLModel,
+        ResultStatus,
+        TrainingDeployment,
+        TrainingResult,
+        select,
+    )
+
+    rng = random.Random(len(models) * 100 + epochs)
+    with client.store.session() as s:
+        rows = []
+        for model_name, framework in models:
+            m = s.scalar(select(MLModel).where(MLModel.name == model_name))
+            if m is None:
+                m = MLModel(
+                    name=model_name,
+                    framework=framework,
+                    code="...",
+                    input_shape=[8, 8],
+                    output_shape=[10],
+                    param_count=38_282,
+                )
+                s.add(m)
+            rows.append(m)
+        s.flush()
+        n = s.scalar(select(Datasource.id).order_by(Datasource.id.desc())) or 0
+        config = Configuration(name=name or f"digits-{uuid.uuid4().hex[:6]}", models=rows)
+        message = {
+            "topic": "digits:0:0:1797",
+            "input_format": "RAW",
+            "input_config": DIGITS_CONFIG,
+            "description": "digits",
+            "validation_rate": 0.1,
+            "test_rate": 0.1,
+            "total_msg": 1797,
+        }
+        ds = Datasource(
+            source_topic="KAFKA_ML_CONTROL_TOPIC",
+            source_partition=0,
+            source_offset=n,
+            status=DatasourceStatus.ACCEPTED,
+            topic=message["topic"],
+            input_format="RAW",
+            input_config=DIGITS_CONFIG,
+            description="digits",
+            validation_rate=0.1,
+            test_rate=0.1,
+            total_msg=1797,
+            message=message,
+        )
+        s.add_all([config, ds])
+        s.flush()
+        dep = TrainingDeployment(
+            configuration=config,
+            batch_size=32,
+            kwargs={
+                fw: {"train": {"epochs": epochs}, "val": {}} for fw in ("pytorch", "tensorflow")
+            },
+            datasource_id=ds.id,
+        )
+        s.add(dep)
+        s.flush()
+        ds.deployment_id = dep.id
+        results = []
+        for i, m in enumerate(rows):
+            r = TrainingResult(deployment=dep, model=m, status=ResultStatus(status))
+            s.add(r)
+            s.flush()
+            if status == "finished":
+                finish(r, client.settings, epochs, 0.97 - 0.03 * i, rng)
+            results.append(r.id)
+        return {
+            "models": [m.id for m in rows],
+            "configuration": config.id,
+            "datasource": ds.id,
+            "deployment": dep.id,
+            "results": results,
+        }
 
 
 def table(at: AppTest, column: str) -> list[dict]:
@@ -139,6 +316,432 @@ def test_configurations_need_a_model_first(settings, open_page):
     assert at.info[1].value == "Register a model on the Models page first."
 
 
+def seed_tune(client, status: str = "finished", on: dict | None = None) -> dict[str, Any]:
+    """A finished Ray Tune search as `run_tune` leaves it: three trials (one failed), the
+    best one marked, on the first model and the datasource of ``on`` (`seed_training`'s
+    ids; a new waiting deployment by default). Returns its id, its datasource and the
+    trials' result ids."""
+    from kafkaml_ray.store import ResultStatus, TrainingResult, TuneRun
+
+    ids = on or seed_training(client, status="waiting")
+    rng = random.Random(3)
+    space = {"lr": {"loguniform": [0.0001, 0.01]}, "batch_size": {"choice": [16, 32]}, "epochs": 4}
+    trials = [
+        ({"lr": 0.003, "batch_size": 16, "epochs": 4}, 0.95),
+        ({"lr": 0.0002, "batch_size": 32, "epochs": 4}, 0.81),
+    ]
+    with client.store.session() as s:
+        run = TuneRun(
+            model_id=ids["models"][0],
+            datasource_id=ids["datasource"],
+            space=space,
+            metric="val_accuracy",
+            mode="max",
+            num_samples=3,
+            status=status,
+        )
+        s.add(run)
+        s.flush()
+        results = []
+        for params, accuracy in trials:
+            r = TrainingResult(model_id=run.model_id, tune_id=run.id, hyperparameters=params)
+            s.add(r)
+            s.flush()
+            finish(r, client.settings, 4, accuracy, rng)
+            results.append(r)
+        results[0].best = status == "finished"
+        failed = TrainingResult(
+            model_id=run.model_id,
+            tune_id=run.id,
+            hyperparameters={"lr": 0.009, "batch_size": 32, "epochs": 4},
+            status=ResultStatus.FAILED,
+            error="RuntimeError: loss is nan",
+        )
+        s.add(failed)
+        s.flush()
+        return {
+            "tune": run.id,
+            "datasource": ids["datasource"],
+            "model": ids["models"][0],
+            "results": [r.id for r in results] + [failed.id],
+        }
+
+
+# -- training ------------------------------------------------------------------------------
+def test_training_deploys_a_configuration_and_shows_its_waiting_results(client, open_page):
+    from conftest import add_model_unvalidated
+
+    torch_id = add_model_unvalidated(client, "torch-digits", "pytorch")
+    keras_id = add_model_unvalidated(client, "keras-digits", "tensorflow")
+    client.create_configuration("pair", [torch_id, keras_id])
+    at = open_page("training")
+    assert at.info[0].value == "No deployments yet: deploy a configuration above."
+    at.number_input(key="train_batch").set_value(16)
+    at.text_input(key="train_kwargs_pytorch").input("epochs=five")
+    button(at, "Deploy").click().run()
+    assert at.error[0].value.startswith("training argument epochs: five is not a literal")
+    assert client.list_deployments() == []
+
+    at.text_input(key="train_kwargs_pytorch").input("epochs=3, lr=0.01")
+    at.text_input(key="train_val_tensorflow").input("batch_size=256")
+    at.checkbox(key="train_matrix").uncheck()
+    at.toggle(key="train_follow")  # exists; left off
+    button(at, "Deploy").click().run()
+    assert not at.exception and not at.error
+    [dep] = client.list_deployments()
+    assert at.success[0].value == (
+        f"Deployed 'pair' as deployment {dep.id}: 2 model(s) wait for a control message "
+        f"with deployment_id {dep.id}."
+    )
+    assert (dep.batch_size, dep.confusion_matrix) == (16, False)
+    assert dep.kwargs["pytorch"]["train"] == {"epochs": 3, "lr": 0.01}
+    assert dep.kwargs["tensorflow"]["val"] == {"batch_size": 256}
+    [row] = table(at, "configuration")
+    assert (row["deployment"], row["state"], row["batch size"]) == (dep.id, "2 waiting", 16)
+    assert "pytorch: epochs=3, lr=0.01" in row["training arguments"]
+    results = table(at, "epoch")
+    assert [(r["model"], r["status"]) for r in results] == [
+        ("torch-digits", "waiting"),
+        ("keras-digits", "waiting"),
+    ]
+    assert f"deployment_id {dep.id}" in at.info[0].value
+
+
+def test_training_shows_progress_and_the_stored_error(client, open_page):
+    from kafkaml_ray.store import ResultStatus, TrainingResult
+
+    ids = seed_training(
+        client, (("torch-digits", "pytorch"), ("keras-digits", "tensorflow")), status="waiting"
+    )
+    with client.store.session() as s:
+        training, failed = (s.get_one(TrainingResult, i) for i in ids["results"])
+        training.status = ResultStatus.TRAINING
+        training.progress = {"epoch": 2, "epochs": 4, "batch": 5, "batches": 10, "metrics": {}}
+        failed.status, failed.error = ResultStatus.FAILED, "reading the data stream failed: boom"
+    at = open_page("training")
+    assert not at.exception
+    [bar] = at.get("progress")
+    assert bar.proto.value == 37  # (2 - 1 + 5/10) of 4 epochs
+    assert bar.proto.text == "torch-digits: epoch 2 of 4, batch 5 of 10"
+    assert at.error[0].value == "keras-digits: reading the data stream failed: boom"
+    assert "Stop this deployment" in [b.label for b in at.button]
+
+
+# -- results -------------------------------------------------------------------------------
+def test_results_table_compare_download_delete_and_deploy(client, open_page):
+    ids = seed_training(client, (("torch-digits", "pytorch"), ("keras-digits", "tensorflow")))
+    first, second = ids["results"]
+    at = open_page("results")
+    rows = {r["result"]: r for r in table(at, "test accuracy")}
+    assert set(rows) == {first, second}
+    r = client.get_result(first)
+    assert rows[first]["test accuracy"] == pytest.approx(r.test_metrics["accuracy"])
+    assert rows[first]["val loss"] == pytest.approx(r.val_metrics["loss"])
+    assert (rows[first]["model"], rows[first]["status"]) == ("torch-digits", "finished")
+    assert rows[second]["training time (s)"] == pytest.approx(52.0)
+
+    at.multiselect(key="results_compare").select(first).select(second).run()
+    compared = next(d.value for d in at.dataframe if d.value.index.name == "metric")
+    assert list(compared.columns) == [f"{first} · torch-digits", f"{second} · keras-digits"]
+    assert compared.loc["test accuracy"].tolist() == [
+        pytest.approx(client.get_result(i).test_metrics["accuracy"]) for i in (first, second)
+    ]
+    [download] = at.get("download_button")
+    assert download.proto.label == "Download weights"
+    assert download.proto.deferred_file_id  # read when clicked (the browser test fetches it)
+    assert not download.proto.disabled
+
+    at.selectbox(key="results_act").select(second).run()
+    at.button(key="results_delete").click().run()
+    assert at.success[0].value == f"Deleted result {second} (keras-digits)."
+    assert [r.id for r in client.list_results()] == [first]
+
+    at.button(key="results_deploy").click().run()  # opens the inference form for it
+    assert not at.exception
+    assert at.title[0].value == "Inference"
+    assert at.selectbox(key="infer_result").value == first
+    assert json.loads(at.text_area(key="infer_config").value) == {
+        "data_type": "float32",
+        "data_reshape": "8 8",
+    }
+    assert at.text_input(key="infer_input").value == f"inference-{first}-in"
+
+
+# -- charts --------------------------------------------------------------------------------
+def test_charts_draw_learning_curves_and_the_confusion_matrix(client, open_page):
+    ids = seed_training(
+        client, (("torch-digits", "pytorch"), ("keras-digits", "tensorflow")), epochs=6
+    )
+    first, second = ids["results"]
+    at = open_page("charts")  # the latest deployment's results
+    assert sorted(at.multiselect(key="charts_results").value) == [first, second]
+    at.multiselect(key="charts_results").unselect(first).run()
+    specs = charts(at)
+    titles = [s.get("title") for s in specs]
+    assert titles[:2] == ["loss", "accuracy"]
+    curve = specs[0]
+    assert curve["mark"]["type"] == "line" and curve["mark"]["point"] is True
+    assert curve["encoding"]["strokeDash"]["field"] == "subset"
+    matrix = specs[2]
+    assert [layer["mark"]["type"] for layer in matrix["layer"]] == ["rect", "text"]
+    assert matrix["title"] == f"{second} · keras-digits: test set"
+
+    at.multiselect(key="charts_results").select(first).run()
+    assert sorted(at.multiselect(key="charts_results").value) == [first, second]
+    at.selectbox(key="charts_matrix").select(first).run()
+    at.toggle(key="charts_normalize").set_value(True).run()
+    matrix = charts(at)[2]
+    assert matrix["title"] == f"{first} · torch-digits: test set"
+    assert matrix["layer"][1]["encoding"]["text"]["format"] == ".0%"
+    assert not at.exception
+
+
+def test_charts_without_results_say_so(settings, open_page):
+    assert open_page("charts").info[0].value.startswith("No result has a learning curve yet")
+
+
+# -- datasources ---------------------------------------------------------------------------
+@pytest.mark.integration
+def test_datasources_list_and_resend_to_another_deployment(broker, client, settings, open_page):
+    from confluent_kafka import Consumer
+
+    from kafkaml_ray.store import Datasource, DatasourceStatus
+
+    ids = seed_training(client)
+    again = client.deploy_training(ids["configuration"], kwargs="epochs=2")
+    with client.store.session() as s:
+        s.add(
+            Datasource(
+                source_topic=settings.control_topic,
+                source_partition=0,
+                source_offset=99,
+                status=DatasourceStatus.REFUSED,
+                error="topic range 'digits:x:0:10' has a part that is not a number",
+                message={"topic": "digits:x:0:10"},
+            )
+        )
+    at = open_page("datasources")
+    rows = {r["datasource"]: r for r in table(at, "ranges")}
+    ds = rows[ids["datasource"]]
+    assert (ds["ranges"], ds["messages"], ds["skipped (malformed)"]) == (
+        "digits[0] 0-1797",
+        1797,
+        0,
+    )
+    assert (ds["status"], ds["deployment"], ds["format"]) == ("accepted", ids["deployment"], "RAW")
+    refused = "Refused: topic range 'digits:x:0:10' has a part that is not a number"
+    assert [e.value for e in at.error] == [refused]  # the newest is shown first
+
+    assert at.selectbox(key="ds_deployment").value == again.id  # the waiting one first
+    button(at, "Re-send").click().run()
+    assert not at.exception and [e.value for e in at.error] == [refused]
+    assert at.success[0].value == (
+        f"Re-sent datasource {ids['datasource']} to deployment {again.id}: it trains when "
+        "the control listener reads it."
+    )
+    consumer = Consumer(
+        settings.kafka_config(**{"group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
+    )
+    consumer.subscribe([settings.control_topic])
+    try:
+        message = None
+        for _ in range(60):
+            message = consumer.poll(1.0)
+            if message is not None and not message.error():
+                break
+        assert message is not None and not message.error()
+        assert int.from_bytes(message.key(), "big") == again.id
+        assert json.loads(message.value())["topic"] == "digits:0:0:1797"
+    finally:
+        consumer.close()
+
+
+def test_datasources_resend_without_kafka_says_so(client, open_page, no_backend):
+    seed_training(client)
+    at = open_page("datasources")
+    button(at, "Re-send").click().run()
+    assert at.error[0].value.startswith("Cannot send the control message: kafka is not running")
+    assert not at.exception
+
+
+# -- inference -----------------------------------------------------------------------------
+def test_inference_form_checks_its_input_before_any_back_end(client, open_page, no_backend):
+    ids = seed_training(client)
+    at = open_page("inference")
+    (result,) = ids["results"]
+    assert at.selectbox(key="infer_result").value == result
+    assert at.selectbox(key="infer_format").value == "RAW"
+    at.text_input(key="infer_output").input(f"inference-{result}-in")
+    at.button(key="infer_deploy").click().run()
+    assert at.error[0].value == "The input and output topics must differ."
+
+    at.text_input(key="infer_output").input("predictions")
+    at.text_area(key="infer_config").input('{"data_type": "float32",')
+    at.button(key="infer_deploy").click().run()
+    assert at.error[0].value.startswith("The input config is not valid JSON")
+
+    at.text_area(key="infer_config").input('{"data_type": "float32"}')
+    at.radio(key="infer_scaling").set_value("auto").run()
+    at.number_input(key="infer_min").set_value(3)
+    at.number_input(key="infer_max").set_value(2)
+    at.button(key="infer_deploy").click().run()
+    assert at.error[0].value == "Min replicas (3) is more than max replicas (2)."
+
+    at.number_input(key="infer_max").set_value(4)
+    at.button(key="infer_deploy").click().run()
+    assert at.error[0].value.startswith("Cannot deploy the inference: kafka is not running")
+    assert client.list_inferences() == []
+    assert not at.exception
+
+
+def seed_inference(
+    client, result_id: int, output_topic: str, status: str = "running", error: str | None = None
+) -> int:
+    """An inference row as a running one leaves it, with a replica's recent figures."""
+    from kafkaml_ray.store import Inference, InferenceStatus, ReplicaStats
+
+    with client.store.session() as s:
+        inf = Inference(
+            result_id=result_id,
+            input_topic=f"{output_topic}-in",
+            output_topic=output_topic,
+            input_config={"data_type": "float32", "data_reshape": "8 8"},
+            replicas=2,
+            status=InferenceStatus(status),
+            error=error,
+        )
+        s.add(inf)
+        s.flush()
+        for n, lag in enumerate((3, 4)):
+            s.add(
+                ReplicaStats(
+                    inference_id=inf.id,
+                    replica=f"replica-{n}",
+                    consumed=100,
+                    predicted=99,
+                    dead_letters=1,
+                    lag=lag,
+                    msgs_per_s=20.5,
+                )
+            )
+        return inf.id
+
+
+def produce_predictions(settings, topic: str, count: int, classes: int = 10) -> None:
+    """Predictions as the ingress writes them, and one dead letter."""
+    from confluent_kafka import Producer
+
+    rng = random.Random(7)
+    producer = Producer(settings.kafka_config())
+    for n in range(count):
+        scores = [rng.random() * 0.1 for _ in range(classes)]
+        scores[n % classes] = 1.0
+        total = sum(scores)
+        value = json.dumps({"values": [v / total for v in scores]})
+        producer.produce(topic, value.encode(), f"sample-{n}".encode())
+    producer.produce(
+        f"{topic}.dlq", b"\x00\x01", b"bad", headers=[("error", b"cannot reshape 2 bytes")]
+    )
+    assert producer.flush(30) == 0
+
+
+@pytest.mark.integration
+def test_inference_lists_and_shows_the_latest_predictions(broker, client, settings, open_page):
+    ids = seed_training(client)
+    topic = f"predictions-{uuid.uuid4().hex[:8]}"
+    inference = seed_inference(client, ids["results"][0], topic)
+    produce_predictions(settings, topic, 12)
+
+    at = open_page("inference")
+    [row] = table(at, "dead letters")
+    assert (row["inference"], row["status"], row["replicas"]) == (
+        inference,
+        "running",
+        "2 live of 2",
+    )
+    assert (row["lag"], row["msgs/s"], row["consumed"], row["dead letters"]) == (7, 41.0, 200, 2)
+    at.number_input(key="tap_n").set_value(5).run()
+    assert not at.exception, at.exception
+    live = table(at, "confidence")
+    assert [r["key"] for r in live] == [f"sample-{n}" for n in (11, 10, 9, 8, 7)]
+    assert [r["class"] for r in live] == [1, 0, 9, 8, 7]
+    assert all(0.5 < r["confidence"] < 1 for r in live)
+    assert charts(at)[0]["title"] == "predicted classes"
+
+    at.toggle(key="tap_dead").set_value(True).run()
+    [dead] = table(at, "offset")
+    assert (dead["key"], dead["error"]) == ("bad", "cannot reshape 2 bytes")
+    at.button(key="tap_refresh").click().run()
+    assert not at.exception
+
+
+def test_inference_actions_without_ray_say_so(client, open_page, no_backend):
+    ids = seed_training(client)
+    seed_inference(client, ids["results"][0], "out", "failed", "replica died: out of memory")
+    at = open_page("inference")
+    assert at.error[0].value == "Failed: replica died: out of memory"
+    at.button(key="infer_restart").click().run()
+    assert at.error[-1].value.startswith("Cannot restart the inference: ray is not running")
+    assert at.warning[0].value == "Kafka is not running: no predictions to read."
+
+
+# -- tuning --------------------------------------------------------------------------------
+def test_tuning_checks_the_search_before_any_back_end(client, open_page, no_backend):
+    seed_training(client)
+    at = open_page("tuning")
+    assert at.info[-1].value == "No searches yet: start one above."
+    at.text_area(key="tune_space").input('{"lr": ')
+    button(at, "Start the search").click().run()
+    assert at.error[0].value.startswith("The search space is not valid JSON")
+    at.text_area(key="tune_space").input('{"epochs": {"normal": [1, 3]}}')
+    button(at, "Start the search").click().run()
+    assert at.error[0].value.startswith(
+        "search space 'epochs': {'normal': [1, 3]} is not one sampler of choice, grid"
+    )
+    at.text_area(key="tune_space").input('{"learning_rate": {"loguniform": [0.001, 0.01]}}')
+    button(at, "Start the search").click().run()
+    assert at.error[0].value.startswith("Cannot start the search: ray is not running")
+    assert client.list_tunes() == []
+    assert not at.exception
+
+
+def test_tuning_shows_the_trials_best_first_and_deploys_the_best(client, open_page):
+    ids = seed_tune(client)
+    best, second, failed = ids["results"]
+    at = open_page("tuning")
+    [run] = table(at, "trials")
+    assert (run["search"], run["status"], run["trials"]) == (ids["tune"], "finished", "3 done of 3")
+    assert run["best"].startswith(f"result {best}: val_accuracy 0.9")
+    trials = table(at, "epochs done")
+    assert [(t["best"], t["result"], t["status"]) for t in trials] == [
+        ("★", best, "finished"),
+        ("", second, "finished"),
+        ("", failed, "failed"),
+    ]
+    assert (trials[0]["lr"], trials[0]["batch_size"], trials[0]["epochs done"]) == (0.003, 16, 4)
+    assert trials[0]["val_accuracy"] > trials[1]["val_accuracy"]
+    assert trials[2]["error"] == "RuntimeError: loss is nan"
+    [curves] = charts(at)
+    assert curves["title"] == "val_accuracy"
+
+    button(at, "Deploy the best for inference").click().run()
+    assert at.title[0].value == "Inference"
+    assert at.selectbox(key="infer_result").value == best
+    assert json.loads(at.text_area(key="infer_config").value)["data_reshape"] == "8 8"
+    assert not at.exception
+
+
+def test_tuning_shows_why_a_search_failed(client, open_page):
+    from kafkaml_ray.store import TuneRun
+
+    ids = seed_tune(client, status="failed")
+    with client.store.session() as s:
+        s.get_one(TuneRun, ids["tune"]).error = "no trial reported metric 'val_f1'"
+    at = open_page("tuning")
+    assert at.error[0].value == "Failed: no trial reported metric 'val_f1'"
+    assert table(at, "trials")[0]["best"] == ""
+
+
 # -- cluster -------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_cluster_shows_a_topic_of_the_broker_and_ray(broker, ray_cluster, settings, open_page):
@@ -161,6 +764,44 @@ def test_cluster_shows_a_topic_of_the_broker_and_ray(broker, ray_cluster, settin
 
 
 # -- the sidebar, the password rule and the command ----------------------------------------
+def test_no_pages_directory_beside_the_app():
+    """Streamlit runs the scripts of a ``pages/`` directory beside the entry script by
+    themselves (multipage v1) until a session has called ``st.navigation``: on a fresh
+    server ``/models`` would skip ``app.py`` and its password gate."""
+    assert not (Path(APP).parent / "pages").exists()
+
+
+def test_the_panel_imports_no_model_framework():
+    """No model code in the Streamlit process: what the panel's scripts import leaves
+    PyTorch and TensorFlow out (the Client runs them in Ray workers)."""
+    import ast
+    import subprocess
+    import sys
+
+    modules = set()
+    for path in Path(APP).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules.add(node.module)  # and names that are modules (from ui import common)
+                modules.update(f"{node.module}.{a.name}" for a in node.names)
+    code = (
+        "import importlib, importlib.util, sys\n"
+        f"for m in {sorted(modules)!r}:\n"
+        "    try:\n"
+        "        importlib.import_module(m)\n"
+        "    except ModuleNotFoundError:\n"
+        "        pass  # a name, not a module\n"
+        "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"
+    assert {"ui.common", "ui.charts", "kafkaml_ray.train.tune"} <= modules
+
+
 def test_sidebar_shows_the_stack_state(settings, open_page):
     text = " ".join(m.value for m in open_page().sidebar.markdown)
     assert "**kafka**" in text and "**ray**" in text

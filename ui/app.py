@@ -23,12 +23,18 @@ from kafkaml_ray.errors import KafkaMLError  # noqa: E402
 from ui import common  # noqa: E402
 from ui.launch import PASSWORD_ENV, is_loopback  # noqa: E402
 
-# (section, script under pages/, title, icon). A new page: one script in pages/, one row
-# here; e.g. ("Train", "pages/training.py", "Training", ":material/model_training:").
+# (section, script under views/, title, icon). A new page: one script in views/, one row
+# here; e.g. ("Train", "views/training.py", "Training", ":material/model_training:").
 PAGES = [
-    ("Build", "pages/models.py", "Models", ":material/code:"),
-    ("Build", "pages/configurations.py", "Configurations", ":material/stacks:"),
-    ("Operate", "pages/cluster.py", "Cluster", ":material/hub:"),
+    ("Build", "views/models.py", "Models", ":material/code:"),
+    ("Build", "views/configurations.py", "Configurations", ":material/stacks:"),
+    ("Train", "views/training.py", "Training", ":material/model_training:"),
+    ("Train", "views/datasources.py", "Datasources", ":material/database:"),
+    ("Train", "views/results.py", "Results", ":material/leaderboard:"),
+    ("Train", "views/charts.py", "Charts", ":material/show_chart:"),
+    ("Train", "views/tuning.py", "Tuning", ":material/tune:"),
+    ("Operate", "views/inference.py", "Inference", ":material/bolt:"),
+    ("Operate", "views/cluster.py", "Cluster", ":material/hub:"),
 ]
 
 _AUTHENTICATED = "_kml_authenticated"

@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import streamlit as st
 
-from kafkaml_ray import Client, ModelCodeError, Settings
+from kafkaml_ray import Client, KafkaMLError, ModelCodeError, Settings
 from kafkaml_ray.stack import Part
 
 __all__ = [
     "client",
     "settings",
     "stack_parts",
+    "running",
+    "need",
     "header",
     "done",
+    "call",
+    "prefill",
+    "take_prefill",
     "show_code_error",
+    "metrics_text",
+    "metric_names",
+    "when",
+    "seconds",
     "EXAMPLES",
+    "pick",
+    "FRAMEWORK_NAMES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -27,7 +40,11 @@ logger = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 """Example model files (in a source checkout; absent in an installed wheel)."""
 
+FRAMEWORK_NAMES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow / Keras"}
+
 _CLIENT, _FLASH, _RESET = "_kml_client", "_kml_flash", "_kml_reset"
+_PREFILL = "_kml_prefill_"
+T = TypeVar("T")
 
 
 def client() -> Client:
@@ -54,6 +71,27 @@ def stack_parts() -> list[Part]:
     return _stack_parts(s.model_dump_json(), s)
 
 
+def running(part: str) -> bool:
+    """Whether a part of the stack (``"kafka"``, ``"ray"``, ``"listener"``) runs."""
+    return any(p.name == part and p.running for p in stack_parts())
+
+
+def need(part: str, action: str) -> bool:
+    """Check that ``part`` runs before ``action``; if not, say so (and how to start it).
+
+    Ray actions are refused rather than attempted: Ray would start a cluster inside this
+    process, and Kafka actions would wait for a broker that is not there."""
+    if running(part):
+        return True
+    where = next((p.address for p in stack_parts() if p.name == part), "")
+    how = {
+        "ray": "start the stack with `kafkaml-ray up`, or set RAY_ADDRESS",
+        "kafka": "start the stack with `kafkaml-ray up`, or set KAFKAML_BOOTSTRAP",
+    }.get(part, "start the stack with `kafkaml-ray up`")
+    st.error(f"Cannot {action}: {part} is not running at {where}; {how}.", icon=":material/error:")
+    return False
+
+
 def header(title: str, caption: str = "") -> None:
     """Start a page: apply what the last action reset, then show the title and the message
     the action left (see `done`). Every page calls it first."""
@@ -72,6 +110,35 @@ def done(message: str, reset: Mapping[str, Any] | None = None) -> None:
     st.session_state[_FLASH] = message
     st.session_state[_RESET] = dict(reset or {})
     st.rerun()
+
+
+def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[bool, T | None]:
+    """Run a Client action under a spinner saying ``what``; ``(True, its value)``, or
+    ``(False, None)`` after showing its error: one line, never a traceback."""
+    try:
+        with st.spinner(what):
+            return True, fn(*args, **kwargs)
+    except KafkaMLError as e:
+        st.error(str(e), icon=":material/error:")
+    except Exception as e:  # noqa: BLE001 - a back end's own error (Kafka, Ray): shown, logged
+        logger.exception("%s failed", what)
+        st.error(f"{what.rstrip('.')} failed: {type(e).__name__}: {e}", icon=":material/error:")
+    return False, None
+
+
+def prefill(page: str, **values: Any) -> None:
+    """Leave values for the widgets of another page (``page``: its script name) and open it;
+    that page applies them with `take_prefill` before drawing its widgets."""
+    st.session_state[_PREFILL + page] = values
+    st.switch_page(f"views/{page}.py")
+
+
+def take_prefill(page: str) -> dict[str, Any]:
+    """Apply (and return) what another page left for this one with `prefill`."""
+    values = st.session_state.pop(_PREFILL + page, {})
+    for key, value in values.items():
+        st.session_state[key] = value
+    return values
 
 
 def _apply_reset() -> None:
@@ -101,3 +168,52 @@ def show_code_error(e: ModelCodeError, code: str, imports: str = "") -> None:
     )
     st.caption(f"line {e.line} of the {'imports' if in_imports else 'model code'}:")
     st.code(excerpt, language="text")
+
+
+# -- formatting ----------------------------------------------------------------------------
+def metric_names(*metrics: Mapping[str, Any]) -> list[str]:
+    """The metric names of some metric dicts, loss first, then by name."""
+    names = {k for m in metrics for k in m}
+    return sorted(names, key=lambda k: (k != "loss", k))
+
+
+def metrics_text(metrics: Mapping[str, Any] | None) -> str:
+    """``{"loss": 0.1234, "accuracy": 0.9567}`` as ``"loss 0.123 · accuracy 0.957"``."""
+    if not metrics:
+        return ""
+    return " · ".join(f"{k} {_number(metrics[k])}" for k in metric_names(metrics))
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+def when(moment: datetime | None) -> str:
+    """A stored time (UTC) as text."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def seconds(value: float | None) -> str:
+    """A duration: ``"42.1 s"``, ``"3 min 5 s"``."""
+    if value is None:
+        return ""
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, rest = divmod(round(value), 60)
+    return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def pick(
+    label: str, items: Sequence[Any], key: str, label_of: Callable[[Any], str], **kwargs: Any
+) -> Any | None:
+    """A selectbox over records with an ``id``: keeps the id in the widget state (so it
+    survives reruns as the records change) and returns the chosen record."""
+    by_id = {i.id: i for i in items}
+    if key in st.session_state and st.session_state[key] not in by_id:
+        st.session_state.pop(key)
+    chosen = st.selectbox(
+        label, list(by_id), format_func=lambda i: label_of(by_id[i]), key=key, **kwargs
+    )
+    return by_id.get(chosen)

@@ -128,6 +128,8 @@ def serve_ui(
         "none",
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "minimal",  # no Streamlit "Deploy" button beside the panel's own actions
     ]
     env = {**os.environ, **settings.env(), "KAFKAML_UI_PORT": str(port)}
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"

@@ -2,6 +2,6 @@
 ``PAGES``. A page imports what it shares from :mod:`ui.common` and acts only through
 ``common.client()`` (a :class:`kafkaml_ray.Client`).
 
-To add a page (training, results, charts, datasources, inference, tuning): write
-``pages/<name>.py`` and add one row to ``PAGES`` in ``ui/app.py``.
+To add a page: write ``views/<name>.py`` and add one row to ``PAGES`` in ``ui/app.py``
+(never a ``pages/`` directory: see :mod:`ui`).
 """

@@ -13,7 +13,7 @@ from kafkaml_ray.registry import FRAMEWORKS
 from kafkaml_ray.schemas import ModelInfo
 from ui import common
 
-FRAMEWORK_NAMES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow / Keras"}
+FRAMEWORK_NAMES = common.FRAMEWORK_NAMES
 ADD_DEFAULTS = {"add_name": "", "add_description": "", "add_imports": "", "add_code": ""}
 VALIDATING = "Validating the model code in a Ray worker..."
 

@@ -1,0 +1,180 @@
+"""Altair charts of the control panel: learning curves, confusion matrices, predictions.
+
+Pure functions from Client records to charts (no Streamlit), so they are tested alone.
+
+>>> from ui.charts import confusion_frame
+>>> confusion_frame([[3, 1], [0, 4]]).to_dict("records")[1]
+{'true': 0, 'predicted': 1, 'count': 1, 'share': 0.25}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+from kafkaml_ray.schemas import ResultInfo
+
+__all__ = [
+    "SUBSETS",
+    "curve_frame",
+    "curve_chart",
+    "confusion_frame",
+    "confusion_chart",
+    "class_chart",
+    "classify",
+    "result_label",
+]
+
+SUBSETS = {"train": "training", "val": "validation"}
+"""History keys and how the charts name them."""
+
+
+def result_label(r: ResultInfo) -> str:
+    """How a result is named in legends and lists: ``"3 · digits-cnn (finished)"``."""
+    return f"{r.id} · {r.model_name}"
+
+
+def curve_frame(results: Sequence[ResultInfo]) -> pd.DataFrame:
+    """The learning curves of ``results`` in long form: one row per result, metric, subset
+    (training, validation) and epoch, with its ``value``."""
+    rows = [
+        {
+            "result": result_label(r),
+            "metric": metric,
+            "subset": SUBSETS[subset],
+            "epoch": int(entry.get("epoch", n + 1)),
+            "value": float(value),
+        }
+        for r in results
+        for n, entry in enumerate(r.history)
+        for subset in SUBSETS
+        for metric, value in (entry.get(subset) or {}).items()
+        if isinstance(value, int | float)
+    ]
+    return pd.DataFrame(rows, columns=["result", "metric", "subset", "epoch", "value"])
+
+
+def curve_chart(frame: pd.DataFrame, metric: str) -> alt.Chart:
+    """One metric's learning curves: a line per result and subset, a point per epoch."""
+    data = frame[frame["metric"] == metric]
+    return (
+        alt.Chart(data, title=metric)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "result:N",
+                title="result",
+                scale=alt.Scale(scheme="tableau10"),
+                legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=3),
+            ),
+            # Solid training, dashed validation (the page says so; a dash legend is unclear).
+            strokeDash=alt.StrokeDash(
+                "subset:N",
+                scale=alt.Scale(domain=list(SUBSETS.values()), range=[[1, 0], [6, 3]]),
+                legend=None,
+            ),
+            tooltip=[
+                alt.Tooltip("result:N"),
+                alt.Tooltip("subset:N"),
+                alt.Tooltip("epoch:Q", format="d"),
+                alt.Tooltip("value:Q", format=".4f"),
+            ],
+        )
+        .properties(height=280)
+    )
+
+
+def confusion_frame(matrix: Sequence[Sequence[int]]) -> pd.DataFrame:
+    """A confusion matrix (rows: true class, columns: predicted) in long form, with each
+    cell's ``share`` of its row (the recall on the diagonal)."""
+    rows = []
+    for true, row in enumerate(matrix):
+        total = sum(row) or 1
+        for predicted, count in enumerate(row):
+            rows.append(
+                {"true": true, "predicted": predicted, "count": int(count), "share": count / total}
+            )
+    return pd.DataFrame(rows, columns=["true", "predicted", "count", "share"])
+
+
+def confusion_chart(
+    matrix: Sequence[Sequence[int]], title: str = "", normalize: bool = False
+) -> alt.LayerChart:
+    """A heat map of a confusion matrix with the counts (or row shares) written in."""
+    frame = confusion_frame(matrix)
+    field, fmt = ("share", ".0%") if normalize else ("count", "d")
+    high = float(frame[field].max() or 0) / 2
+    size = max(240, min(560, 42 * len(matrix)))
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:O", title="predicted class", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("true:O", title="true class"),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color(
+            f"{field}:Q",
+            title="share of row" if normalize else "count",
+            scale=alt.Scale(scheme="blues"),
+        ),
+        tooltip=[
+            alt.Tooltip("true:O", title="true"),
+            alt.Tooltip("predicted:O", title="predicted"),
+            alt.Tooltip("count:Q", format="d"),
+            alt.Tooltip("share:Q", format=".1%", title="share of row"),
+        ],
+    )
+    text = base.mark_text(baseline="middle", fontSize=12).encode(
+        text=alt.Text(f"{field}:Q", format=fmt),
+        color=alt.condition(alt.datum[field] > high, alt.value("white"), alt.value("black")),
+    )
+    return alt.layer(cells, text).properties(title=title, width=size, height=size)
+
+
+def class_chart(classes: Sequence[Any]) -> alt.Chart:
+    """How often each class was predicted among some predictions."""
+    frame = pd.Series(list(classes), name="class").value_counts().rename_axis("class")
+    data = frame.reset_index(name="predictions")
+    return (
+        alt.Chart(data, title="predicted classes")
+        .mark_bar()
+        .encode(
+            x=alt.X("class:O", title="class", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("predictions:Q", title="predictions", axis=alt.Axis(tickMinStep=1, format="d")),
+            tooltip=["class:O", "predictions:Q"],
+        )
+        .properties(height=220)
+    )
+
+
+def classify(values: Any) -> dict[str, Any]:
+    """What a prediction says: for a classifier's scores (a flat list of two or more
+    numbers) the ``class`` (argmax) and its ``confidence`` (the score itself when the
+    scores are probabilities, else its softmax); ``values`` otherwise.
+
+    >>> classify([0.1, 0.7, 0.2])
+    {'class': 1, 'confidence': 0.7}
+    >>> round(classify([[2.0, 0.0]])["confidence"], 3)
+    0.881
+    >>> classify([3.5])
+    {'values': '[3.5]'}
+    """
+    flat = values
+    if isinstance(flat, list) and len(flat) == 1 and isinstance(flat[0], list):
+        flat = flat[0]  # a batch of one
+    numbers = isinstance(flat, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in flat
+    )
+    if not numbers or len(flat) < 2:
+        return {"values": json.dumps(values)[:300]}
+    best = max(range(len(flat)), key=flat.__getitem__)
+    if all(0 <= v <= 1 for v in flat) and abs(sum(flat) - 1) < 1e-3:
+        return {"class": best, "confidence": float(flat[best])}
+    top = max(flat)
+    exps = [math.exp(v - top) for v in flat]
+    return {"class": best, "confidence": exps[best] / sum(exps)}

@@ -1,0 +1,145 @@
+"""Datasources: the data streams that control messages announced (their Kafka ranges and
+counts, or why they were refused), and re-sending one to another deployment."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from kafkaml_ray.schemas import DatasourceInfo, DeploymentInfo
+from ui import common
+
+
+def ranges_text(topic: str) -> str:
+    """``"digits:0:0:700,digits:1:0:690"`` as ``"digits[0] 0-700, digits[1] 0-690"``."""
+    out = []
+    for entry in filter(None, (e.strip() for e in topic.split(","))):
+        parts = entry.split(":")
+        if len(parts) == 4:
+            out.append(f"{parts[0]}[{parts[1]}] {parts[2]}-{parts[3]}")
+        elif len(parts) == 3:
+            out.append(f"{parts[0]}[{parts[1]}] {parts[2]} (empty)")
+        else:
+            out.append(entry)
+    return ", ".join(out)
+
+
+def _table(sources: list[DatasourceInfo]) -> None:
+    st.dataframe(
+        [
+            {
+                "datasource": d.id,
+                "deployment": d.deployment_id,
+                "status": d.status,
+                "description": d.description,
+                "format": d.input_format,
+                "ranges": ranges_text(d.topic),
+                "messages": d.total_msg,
+                "validation": d.validation_rate,
+                "test": d.test_rate,
+                "skipped (malformed)": d.malformed_count,
+                "error": d.error or "",
+                "control message": f"{d.source_topic}[{d.source_partition}]@{d.source_offset}",
+                "received": common.when(d.created_at),
+            }
+            for d in reversed(sources)
+        ],
+        hide_index=True,
+        column_config={
+            "validation": st.column_config.NumberColumn(format="percent"),
+            "test": st.column_config.NumberColumn(format="percent"),
+        },
+    )
+
+
+def _detail(sources: list[DatasourceInfo]) -> None:
+    d = common.pick(
+        "Datasource",
+        list(reversed(sources)),
+        "ds_detail",
+        lambda d: f"{d.id} · {d.description or ranges_text(d.topic) or 'no ranges'} ({d.status})",
+    )
+    if d is None:
+        return
+    if d.status in ("refused", "failed"):
+        st.error(f"{d.status.capitalize()}: {d.error}", icon=":material/error:")
+    elif d.status == "unknown_deployment":
+        st.warning(f"No deployment {d.deployment_id} existed: re-send it to one below.")
+    elif d.malformed_count:
+        st.warning(d.error or f"{d.malformed_count} malformed messages were skipped.")
+    left, right = st.columns(2)
+    with left:
+        st.caption("Input config")
+        st.json(d.input_config, expanded=True)
+    with right:
+        st.caption("Control message as received")
+        st.json(d.message, expanded=False)
+
+
+def _resend(sources: list[DatasourceInfo], deps: list[DeploymentInfo]) -> None:
+    st.subheader("Re-send to another deployment")
+    st.caption(
+        "The stored control message goes to the chosen deployment: it trains on the same "
+        "Kafka ranges, and the data is not sent again."
+    )
+    usable = [d for d in sources if d.status != "refused" and d.topic]
+    if not usable:
+        st.info("No stored stream can be re-sent: every control message was refused.")
+        return
+    if not deps:
+        st.info("Deploy a configuration on the Training page first.")
+        return
+    with st.form("resend"):
+        d = common.pick(
+            "Datasource",
+            list(reversed(usable)),
+            "ds_resend",
+            lambda d: f"{d.id} · {d.description or ranges_text(d.topic)} ({d.total_msg} messages)",
+        )
+        dep = common.pick(
+            "Deployment",
+            sorted(deps, key=lambda x: (not _waiting(x), -x.id)),
+            "ds_deployment",
+            lambda x: (
+                f"{x.id} · {x.configuration_name}"
+                + (" (waiting for data)" if _waiting(x) else " (not waiting: it will refuse it)")
+            ),
+        )
+        send = st.form_submit_button("Re-send", type="primary", icon=":material/send:")
+    if not send or d is None or dep is None:
+        return
+    if not common.need("kafka", "send the control message"):
+        return
+    ok, _ = common.call(
+        "Sending the control message to Kafka...",
+        common.client().resend_datasource,
+        d.id,
+        dep.id,
+    )
+    if ok:
+        common.done(
+            f"Re-sent datasource {d.id} to deployment {dep.id}: it trains when the control "
+            "listener reads it."
+        )
+
+
+def _waiting(dep: DeploymentInfo) -> bool:
+    return any(r.status == "waiting" for r in dep.results)
+
+
+def render() -> None:
+    common.header("Datasources", "The data streams announced by control messages.")
+    client = common.client()
+    sources = client.list_datasources()
+    if not sources:
+        st.info(
+            "No data streams yet: send training data with a kafkaml_ray.ingest sink (or any "
+            f"Kafka-ML client), then its control message to {common.settings().control_topic!r}."
+        )
+        return
+    st.button("Refresh", key="ds_refresh")
+    _table(sources)
+    _detail(sources)
+    _resend(sources, client.list_deployments())
+
+
+render()

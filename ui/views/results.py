@@ -1,0 +1,166 @@
+"""Results: every trained model (as Kafka-ML lists them) with its metrics, training time and
+status; compare several; stop, delete, download the weights, deploy for inference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from kafkaml_ray.schemas import ResultInfo
+from ui import common
+from ui.charts import result_label
+
+SUBSETS = {"train": "training", "val": "validation", "test": "test"}
+LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse")
+
+
+def _metrics(r: ResultInfo) -> dict[str, dict[str, Any]]:
+    return {"train": r.train_metrics, "val": r.val_metrics, "test": r.test_metrics}
+
+
+def _columns(results: list[ResultInfo]) -> list[tuple[str, str]]:
+    """(subset, metric) pairs that some result has, by subset then metric."""
+    return [
+        (subset, name)
+        for subset in SUBSETS
+        for name in common.metric_names(*(_metrics(r)[subset] for r in results))
+    ]
+
+
+def _table(results: list[ResultInfo]) -> None:
+    columns = _columns(results)
+    rows = []
+    for r in reversed(results):
+        row: dict[str, Any] = {"result": r.id, "model": r.model_name, "status": r.status}
+        for subset, name in columns:
+            row[f"{subset} {name}"] = _metrics(r)[subset].get(name)
+        row.update(
+            {
+                "training time (s)": r.training_time_s,
+                "last change": common.when(r.updated_at),
+                "framework": common.FRAMEWORK_NAMES.get(r.framework, r.framework),
+                "deployment": r.deployment_id if r.tune_id is None else f"tune {r.tune_id}",
+                "error": r.error or "",
+            }
+        )
+        rows.append(row)
+    config = {
+        f"{s} {n}": st.column_config.NumberColumn(f"{s} {n}", format="%.4f") for s, n in columns
+    }
+    config["training time (s)"] = st.column_config.NumberColumn(format="%.1f")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=config)
+
+
+def _compare(results: list[ResultInfo]) -> None:
+    st.subheader("Compare")
+    by_id = {r.id: r for r in results}
+    chosen = st.multiselect(
+        "Results to compare",
+        list(by_id),
+        format_func=lambda i: f"{result_label(by_id[i])} ({by_id[i].status})",
+        key="results_compare",
+        placeholder="Choose two or more results",
+    )
+    if not chosen:
+        return
+    picked = [by_id[i] for i in chosen]
+    rows = {
+        f"{SUBSETS[subset]} {name}": {
+            result_label(r): _metrics(r)[subset].get(name) for r in picked
+        }
+        for subset, name in _columns(picked)
+    }
+    rows["training time (s)"] = {result_label(r): r.training_time_s for r in picked}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "metric"
+    st.dataframe(_best(frame).format(precision=4, na_rep=""))
+    st.caption("The best value of each row is marked; lower is better for losses and times.")
+    if st.button("Learning curves of these", key="results_charts", icon=":material/show_chart:"):
+        common.prefill("charts", charts_results=list(chosen))
+
+
+def _best(frame: pd.DataFrame) -> Any:
+    """The comparison with the best value of each row highlighted."""
+
+    def mark(row: pd.Series) -> list[str]:
+        values = pd.to_numeric(row, errors="coerce")
+        if values.count() < 2:
+            return [""] * len(row)
+        lower = any(word in str(row.name) for word in (*LOWER_IS_BETTER, "time"))
+        best = values.min() if lower else values.max()
+        return ["font-weight: bold; background-color: #d4edda" if v == best else "" for v in values]
+
+    return frame.style.apply(mark, axis=1)
+
+
+def _act(results: list[ResultInfo]) -> None:
+    st.subheader("Act on a result")
+    r = common.pick(
+        "Result",
+        list(reversed(results)),
+        "results_act",
+        lambda r: f"{result_label(r)} ({r.status})",
+    )
+    if r is None:
+        return
+    if r.status == "failed":
+        st.error(f"Failed: {r.error}", icon=":material/error:")
+    elif r.error:
+        st.warning(r.error)
+    if r.hyperparameters:
+        st.caption("Hyper-parameters: " + common.metrics_text(r.hyperparameters))
+    stop, delete, download, deploy = st.columns(4)
+    can_stop = not r.done and r.deployment_id is not None
+    stopping = stop.button(
+        "Stop",
+        key="results_stop",
+        disabled=not can_stop,
+        help=f"Stops every model of deployment {r.deployment_id}.",
+        icon=":material/stop_circle:",
+    )
+    if stopping and common.need("ray", "stop the training"):
+        ok, _ = common.call(
+            "Stopping the training...", common.client().stop_training, r.deployment_id
+        )
+        if ok:
+            common.done(f"Stopped deployment {r.deployment_id}.")
+    if delete.button("Delete", key="results_delete", icon=":material/delete:"):
+        ok, _ = common.call("Deleting...", common.client().delete_result, r.id)
+        if ok:
+            common.done(f"Deleted result {r.id} ({r.model_name}).", {"results_act": None})
+    name = r.weights_uri.rsplit("/", 1)[-1] if r.weights_uri else "weights"
+    download.download_button(
+        "Download weights",
+        data=lambda: common.client().download_weights(r.id)[1],
+        file_name=f"result-{r.id}-{name}",
+        mime="application/octet-stream",
+        key="results_download",
+        disabled=not r.weights_uri,
+        on_click="ignore",
+        icon=":material/download:",
+    )
+    if deploy.button(
+        "Deploy for inference",
+        key="results_deploy",
+        disabled=r.status != "finished",
+        type="primary",
+        icon=":material/rocket_launch:",
+    ):
+        common.prefill("inference", infer_result=r.id)
+
+
+def render() -> None:
+    common.header("Results", "Every trained model: metrics, training time and status.")
+    results = common.client().list_results()
+    if not results:
+        st.info("No results yet: deploy a configuration on the Training page.")
+        return
+    st.button("Refresh", key="results_refresh")
+    _table(results)
+    _compare(results)
+    _act(results)
+
+
+render()
