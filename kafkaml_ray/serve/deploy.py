@@ -99,7 +99,10 @@ def ensure_topics(settings: Settings, inf: Any) -> None:
 
     admin = AdminClient(settings.kafka_config())
     needed = max(inf.replicas, inf.max_replicas or 0, 1)
-    topics = admin.list_topics(timeout=10).topics
+    try:
+        topics = admin.list_topics(timeout=10).topics
+    except Exception as e:  # noqa: BLE001 - KafkaException and friends
+        raise Unavailable(f"cannot reach Kafka at {settings.bootstrap_servers}: {e}") from None
     new = []
     if inf.input_topic in topics:
         have = len(topics[inf.input_topic].partitions)
