@@ -26,6 +26,7 @@ __all__ = [
     "free_ports",
     "local_stack",
     "digits",
+    "regression",
     "create_topic",
     "produce_digits",
     "machine_facts",
@@ -115,11 +116,25 @@ def digits(n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     return x[idx], y[idx]
 
 
-def create_topic(settings: Settings, topic: str, partitions: int) -> None:
+def regression(n: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` float32 samples of 26 features (the example regression MLP's input) and a
+    float32 linear target with a little noise, as the training tests make them."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 26)).astype(np.float32)
+    w = rng.normal(size=26).astype(np.float32)
+    return x, (x @ w + 0.1 * rng.normal(size=n)).astype(np.float32)
+
+
+def create_topic(
+    settings: Settings, topic: str, partitions: int, config: dict[str, str] | None = None
+) -> None:
+    """Create ``topic`` with ``partitions`` partitions (and topic ``config``, e.g.
+    ``{"message.timestamp.type": "LogAppendTime"}``)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient(settings.kafka_config())
-    for f in admin.create_topics([NewTopic(topic, partitions)]).values():
+    new = NewTopic(topic, partitions, config=dict(config or {}))
+    for f in admin.create_topics([new]).values():
         f.result(30)
 
 

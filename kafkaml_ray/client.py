@@ -383,8 +383,8 @@ class Client:
         min_replicas: int | None = None,
         max_replicas: int | None = None,
         gpu_fraction: float = 0.0,
-        batch_size: int = 64,
-        max_wait_ms: float = 5.0,
+        batch_size: int = 512,
+        max_wait_ms: float = 0.0,
         autoscaling: Mapping[str, Any] | None = None,
     ) -> InferenceInfo:
         """Serve a trained result: Kafka ingress replicas read ``input_topic`` (one consumer

@@ -235,6 +235,8 @@ class Inference(_Stamped, Base):
     """A training result deployed as a Ray Serve application over Kafka topics."""
 
     __tablename__ = "inferences"
+    # Never reuse a deleted inference's id: the id names its Serve app and consumer group.
+    __table_args__ = {"sqlite_autoincrement": True}
     id: Mapped[int] = mapped_column(primary_key=True)
     result_id: Mapped[int] = mapped_column(ForeignKey("results.id"))
     status: Mapped[InferenceStatus] = mapped_column(
@@ -249,7 +251,7 @@ class Inference(_Stamped, Base):
     min_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     gpu_fraction: Mapped[float] = mapped_column(Float, default=0.0)
-    batch_size: Mapped[int] = mapped_column(Integer, default=64)
+    batch_size: Mapped[int] = mapped_column(Integer, default=512)
     max_wait_ms: Mapped[float] = mapped_column(Float, default=10.0)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[TrainingResult] = relationship()

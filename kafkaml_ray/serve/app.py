@@ -58,8 +58,8 @@ class InferenceSpec:
     input_format: str
     input_config: dict[str, Any]
     settings: Settings
-    batch_size: int = 64
-    max_wait_ms: float = 5.0
+    batch_size: int = 512
+    max_wait_ms: float = 0.0
     stats_interval_s: float = 2.0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -65,11 +65,11 @@ def _inference_text(i) -> str:
     show_default=True,
     help="GPU fraction per predictor replica, e.g. 0.25.",
 )
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=512, show_default=True)
 @click.option(
     "--max-wait-ms",
     type=float,
-    default=5.0,
+    default=0.0,
     show_default=True,
     help="How long a batch waits to fill.",
 )

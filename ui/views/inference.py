@@ -102,7 +102,7 @@ def _deploy(results: list[ResultInfo]) -> None:
         low = cols[0].number_input("Min replicas", 1, 256, 1, key="infer_min")
         high = cols[1].number_input("Max replicas", 1, 256, 4, key="infer_max")
     gpu = cols[2].number_input("GPU per replica", 0.0, 8.0, 0.0, step=0.05, key="infer_gpu")
-    batch = cols[3].number_input("Batch size", 1, 100_000, 64, key="infer_batch")
+    batch = cols[3].number_input("Batch size", 1, 100_000, 512, key="infer_batch")
     if not st.button("Deploy", type="primary", key="infer_deploy", icon=":material/rocket_launch:"):
         return
     config = _config(config_text)
