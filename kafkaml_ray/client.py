@@ -281,11 +281,12 @@ class Client:
         dep = self.get_deployment(deployment_id)
         if dep.done:
             return dep
-        stop_runner(self.settings, deployment_id, dep.job_id)
+        # Stopped first: a run being stopped writes nothing more.
         with self.store.session() as s:
             for r in s.get_one(TrainingDeployment, deployment_id).results:
                 if not r.status.done:
                     r.status, r.error = ResultStatus.STOPPED, "stopped by the user"
+        stop_runner(self.settings, deployment_id, dep.job_id)
         return self.get_deployment(deployment_id)
 
     def list_results(self, deployment_id: int | None = None) -> list[ResultInfo]:

@@ -5,8 +5,10 @@ partition). Each one takes what is waiting (up to ``batch_size`` messages, witho
 when the topic is quiet), decodes it with the inference's input format, asks the
 ``Predictor`` (``@serve.batch``: concurrent chunks from several replicas and HTTP requests
 are predicted together) and produces one ``{"values": [...]}`` message per input to the
-output topic, with the input's key and headers and provenance headers. Inputs that cannot
-be decoded or predicted go to ``<output_topic>.dlq`` with their original bytes and an
+output topic. Up to ``in_flight`` chunks per replica wait for the predictor at once, so
+the consume loop decodes and produces while the predictor works; outputs keep the input
+order. Each output keeps the input's key and headers and gets provenance headers. Inputs
+that cannot be decoded or predicted go to ``<output_topic>.dlq`` with their original bytes and an
 ``error`` header. An input offset is committed only after its prediction (or dead letter)
 is acknowledged by the broker: delivery is at least once.
 
@@ -60,6 +62,8 @@ class InferenceSpec:
     settings: Settings
     batch_size: int = 512
     max_wait_ms: float = 0.0
+    #: Chunks one ingress replica keeps waiting on the predictor at once.
+    in_flight: int = 4
     stats_interval_s: float = 2.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -112,8 +116,20 @@ class _Batch:
     """Produced messages of one consumed chunk, waiting for the broker's acks."""
 
     remaining: int
-    offsets: dict[tuple[str, int], int]
+    offsets: dict[tuple[str, int], int]  # the next offset to commit, per partition
+    first: dict[tuple[str, int], int]  # its first offset, per partition (to consume again)
     failed: str | None = None
+
+
+@dataclass
+class _Chunk:
+    """A consumed chunk whose decoded samples are with the predictor."""
+
+    msgs: list
+    batch: _Batch
+    index: list[int]  # positions in msgs of the decoded samples
+    data: np.ndarray
+    response: Any  # the predictor's DeploymentResponse
 
 
 @serve.deployment(name="KafkaIngress", max_ongoing_requests=16)
@@ -153,7 +169,8 @@ class KafkaIngress:
                 },
             )
         )
-        self.pending: deque[_Batch] = deque()
+        self.pending: deque[_Batch] = deque()  # consumed chunks, oldest first
+        self.in_flight: deque[_Chunk] = deque()  # of those, the ones being predicted
         self.counts = {"consumed": 0, "predicted": 0, "dead_letters": 0}
         self.lag, self.assigned = 0, []
         self._rate = (time.monotonic(), 0)
@@ -177,26 +194,34 @@ class KafkaIngress:
         last_stats = 0.0
         while not self._stop.is_set():
             try:
-                msgs = self._take()
+                msgs = self._take(block=not self.in_flight)
                 if msgs:
-                    self._process(msgs)
+                    self._submit(msgs)
+                # Wait for the oldest prediction when the pipeline is full or nothing new came.
+                while self.in_flight and (
+                    not msgs or len(self.in_flight) >= max(1, self.spec.in_flight)
+                ):
+                    self._finish(self.in_flight.popleft())
                 self.producer.poll(0)
                 self._commit_acked()
                 now = time.monotonic()
                 if now - last_stats > self.spec.stats_interval_s:
-                    last_stats = now
+                    t0, n0 = self._rate
+                    self.msgs_per_s = (self.counts["consumed"] - n0) / (now - t0)
+                    self._rate, last_stats = (now, self.counts["consumed"]), now
                     self._refresh_lag()
                     self._write_stats()
-            except Exception:  # noqa: BLE001 - keep consuming; at-least-once covers it
+            except Exception:  # noqa: BLE001 - keep consuming from the last commit
                 logger.exception("inference %d: ingress loop error", self.spec.inference_id)
                 time.sleep(0.5)
+                self._rewind()
         self._drain()
 
-    def _take(self) -> list:
-        """What is waiting, up to batch_size; blocks briefly only when nothing is."""
+    def _take(self, block: bool) -> list:
+        """What is waiting, up to batch_size; if ``block``, waits briefly when nothing is."""
         n = self.spec.batch_size
         msgs = self.consumer.consume(num_messages=n, timeout=0)
-        if not msgs:
+        if not msgs and block:
             first = self.consumer.poll(0.1)
             if first is None:
                 return []
@@ -209,40 +234,54 @@ class KafkaIngress:
                 logger.warning("inference %d: %s", self.spec.inference_id, m.error())
         return good
 
-    def _process(self, msgs: list) -> None:
-        batch = _Batch(remaining=len(msgs), offsets={})
+    def _submit(self, msgs: list) -> None:
+        """Decode a consumed chunk, dead-letter what does not decode, send the rest off."""
+        batch = _Batch(remaining=len(msgs), offsets={}, first={})
         for m in msgs:
             tp = (m.topic(), m.partition())
             batch.offsets[tp] = max(batch.offsets.get(tp, 0), m.offset() + 1)
+            batch.first.setdefault(tp, m.offset())
         self.pending.append(batch)
         self.counts["consumed"] += len(msgs)
         decoded = self.format.decode_batch([m.value() for m in msgs], None, on_error="skip")
         for err in decoded.errors:
             self._dead_letter(msgs[err.index], str(err), batch)
         if len(decoded):
-            preds = self._predict(decoded.data)
-            for i, pred in zip(decoded.index.tolist(), preds, strict=True):
-                if isinstance(pred, str):
-                    self._dead_letter(msgs[i], f"prediction failed: {pred}", batch)
-                else:
-                    self._produce(
-                        self.spec.output_topic,
-                        msgs[i],
-                        json.dumps({"values": np.asarray(pred).tolist()}).encode(),
-                        batch,
-                    )
-                    self.counts["predicted"] += 1
-        now = time.monotonic()
-        t0, n0 = self._rate
-        if now - t0 >= 2.0:
-            self.msgs_per_s = (self.counts["consumed"] - n0) / (now - t0)
-            self._rate = (now, self.counts["consumed"])
+            response = self.predictor.predict.remote(decoded.data)
+            self.in_flight.append(
+                _Chunk(msgs, batch, decoded.index.tolist(), decoded.data, response)
+            )
 
-    def _predict(self, data: np.ndarray) -> list[Any]:
-        out = self.predictor.predict.remote(data).result()
+    def _finish(self, chunk: _Chunk) -> None:
+        """Produce a chunk's predictions (or dead letters), in input order."""
+        out = chunk.response.result()
         if isinstance(out, Exception):  # the whole batch failed: find the bad samples
-            return self.predictor.predict_one_by_one.remote(data).result()
-        return list(out)
+            out = self.predictor.predict_one_by_one.remote(chunk.data).result()
+        for i, pred in zip(chunk.index, out, strict=True):
+            msg = chunk.msgs[i]
+            if isinstance(pred, str):
+                self._dead_letter(msg, f"prediction failed: {pred}", chunk.batch)
+            else:
+                value = json.dumps({"values": np.asarray(pred).tolist()}).encode()
+                self._produce(self.spec.output_topic, msg, value, chunk.batch)
+                self.counts["predicted"] += 1
+
+    def _rewind(self) -> None:
+        """After an error: forget the uncommitted chunks and consume them again."""
+        from confluent_kafka import TopicPartition
+
+        firsts: dict[tuple[str, int], int] = {}
+        for batch in self.pending:
+            for tp, o in batch.first.items():
+                firsts[tp] = min(firsts.get(tp, o), o)
+        self.pending.clear()
+        self.in_flight.clear()
+        for (t, p), o in firsts.items():
+            if (t, p) in self.assigned:
+                try:
+                    self.consumer.seek(TopicPartition(t, p, o))
+                except Exception:  # noqa: BLE001 - e.g. revoked meanwhile: the group resumes it
+                    logger.exception("inference %d: rewinding %s[%d]", self.spec.inference_id, t, p)
 
     def _headers(self, msg, extra: list | None = None) -> list:
         return (
@@ -288,14 +327,17 @@ class KafkaIngress:
 
     def _commit_acked(self, wait: bool = False) -> None:
         """Commit the offsets of every consumed chunk whose outputs are all acknowledged."""
-        from confluent_kafka import TopicPartition
-
         offsets: dict[tuple[str, int], int] = {}
         while self.pending and self.pending[0].remaining == 0:
-            batch = self.pending.popleft()
-            if batch.failed:  # never commit past an unacknowledged output: redo from here
-                raise RuntimeError(f"a prediction was not delivered: {batch.failed}")
-            offsets.update(batch.offsets)
+            if self.pending[0].failed:  # never commit past an unacknowledged output
+                self._commit(offsets, wait)
+                raise RuntimeError(f"a prediction was not delivered: {self.pending[0].failed}")
+            offsets.update(self.pending.popleft().offsets)
+        self._commit(offsets, wait)
+
+    def _commit(self, offsets: dict[tuple[str, int], int], wait: bool) -> None:
+        from confluent_kafka import TopicPartition
+
         if offsets:
             self.consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
@@ -306,7 +348,9 @@ class KafkaIngress:
         self.assigned = sorted({*self.assigned, *((p.topic, p.partition) for p in partitions)})
 
     def _on_revoke(self, consumer, partitions) -> None:
-        # Before the partitions move: deliver what was produced and commit it (no duplicates).
+        # Before the partitions move: finish, deliver and commit what was taken (no duplicates).
+        while self.in_flight:
+            self._finish(self.in_flight.popleft())
         self.producer.flush(30)
         self._commit_acked(wait=True)
         gone = {(p.topic, p.partition) for p in partitions}
@@ -348,6 +392,8 @@ class KafkaIngress:
 
     def _drain(self) -> None:
         try:
+            while self.in_flight:
+                self._finish(self.in_flight.popleft())
             self.producer.flush(30)
             self._commit_acked(wait=True)
         finally:

@@ -39,6 +39,11 @@ class _Runner:
             fail_results(Store(settings.db_url), deployment_id, f"{type(e).__name__}: {e}")
         ray.actor.exit_actor()
 
+    def stop(self, timeout: float) -> None:
+        from kafkaml_ray.train.runner import cancel_runs
+
+        cancel_runs(timeout)
+
 
 def on_datasource(settings: Settings, datasource_id: int) -> None:
     """Hand a stored datasource to the deployment it names (the listener's handler)."""
@@ -75,6 +80,7 @@ def start_runner(settings: Settings, deployment_id: int, datasource_id: int) -> 
             lifetime="detached",
             num_cpus=0,
             max_restarts=0,
+            max_concurrency=2,  # stop() while run() trains
         )
         .remote()
     )
@@ -82,7 +88,9 @@ def start_runner(settings: Settings, deployment_id: int, datasource_id: int) -> 
     logger.info("deployment %d: training started on datasource %d", deployment_id, datasource_id)
 
 
-def stop_runner(settings: Settings, deployment_id: int, job_id: str | None) -> bool:
+def stop_runner(
+    settings: Settings, deployment_id: int, job_id: str | None, timeout: float = 60.0
+) -> bool:
     """Kill the deployment's runner actor or Ray job; True if something was running."""
     import ray
 
@@ -99,5 +107,9 @@ def stop_runner(settings: Settings, deployment_id: int, job_id: str | None) -> b
         actor = ray.get_actor(runner_name(deployment_id), namespace=NAMESPACE)
     except ValueError:
         return stopped
-    ray.kill(actor, no_restart=True)  # its Ray Train runs fate-share with it
+    try:  # abort the Ray Train runs (frees their placement groups), then end the runner
+        ray.get(actor.stop.remote(timeout), timeout=timeout + 30)
+    except Exception:  # noqa: BLE001 - dead or stuck: the kill below still ends it
+        logger.warning("deployment %d: no graceful stop", deployment_id, exc_info=True)
+    ray.kill(actor, no_restart=True)
     return True

@@ -9,6 +9,7 @@ the control listener through `kafkaml_ray.train.launch`) or by a Ray job
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -26,9 +27,13 @@ from kafkaml_ray.store import (
 )
 from kafkaml_ray.train._loops import RunSpec
 
-__all__ = ["run_deployment", "wait_for_datasource", "fail_results"]
+__all__ = ["run_deployment", "wait_for_datasource", "fail_results", "cancel_runs"]
 
 logger = logging.getLogger(__name__)
+
+# The Ray Train tasks `run_deployment` started in this process, for `cancel_runs`.
+_running: list[Any] = []
+_stopping = threading.Event()
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
@@ -112,6 +117,24 @@ def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> Non
             if row.training_time_s is None:
                 row.training_time_s = time.perf_counter() - start
     store.dispose()
+
+
+def cancel_runs(timeout: float = 60.0) -> None:
+    """Stop the Ray Train runs this process started, as Ctrl-C would.
+
+    ``ray.cancel`` interrupts each training task; Ray Train's interrupt handler aborts its
+    run, which removes the run's workers and placement group. Killing the task's process
+    instead leaves the placement group (and its CPUs) reserved until the Ray job that
+    started the runner ends, since a placement group outlives its creator inside a job.
+    """
+    import ray
+
+    _stopping.set()
+    refs = list(_running)
+    for ref in refs:
+        ray.cancel(ref)
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=timeout)
 
 
 def fail_results(
@@ -212,6 +235,9 @@ def run_deployment(
     # max_calls=1: a worker that imported TensorFlow must not run a PyTorch task later
     # (TensorFlow, then PyTorch, in one process aborts; see _private/modelcode.py).
     task = ray.remote(num_cpus=0, max_retries=0, max_calls=1)(_train_one)
+    if _stopping.is_set():
+        return
     refs = [task.remote(spec, datasets, spec.train_args.get("num_workers", 1)) for spec in specs]
+    _running.extend(refs)
     ray.get(refs)
     logger.info("deployment %d: done", deployment_id)

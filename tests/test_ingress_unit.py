@@ -1,0 +1,168 @@
+"""The ingress loop's bookkeeping with fakes for Kafka and the predictor (no broker, no Ray):
+predictions leave in input order with several chunks in flight, offsets are committed only
+behind acknowledged outputs, and a failed delivery rewinds to the first unacknowledged input.
+The real thing runs in tests/test_inference.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+
+import numpy as np
+
+from kafkaml_ray.ingest.formats import get_format
+from kafkaml_ray.serve.app import InferenceSpec, KafkaIngress
+from kafkaml_ray.settings import Settings
+
+
+class Msg:
+    def __init__(self, offset: int, value: bytes, partition: int = 0):
+        self._offset, self._value, self._partition = offset, value, partition
+
+    def topic(self):
+        return "in"
+
+    def partition(self):
+        return self._partition
+
+    def offset(self):
+        return self._offset
+
+    def value(self):
+        return self._value
+
+    def key(self):
+        return str(self._offset).encode()
+
+    def headers(self):
+        return None
+
+    def error(self):
+        return None
+
+
+class Consumer:
+    def __init__(self, msgs):
+        self.msgs, self.commits, self.seeks = deque(msgs), [], []
+
+    def consume(self, num_messages, timeout):
+        return [self.msgs.popleft() for _ in range(min(num_messages, len(self.msgs)))]
+
+    def poll(self, timeout):
+        return self.msgs.popleft() if self.msgs else None
+
+    def commit(self, offsets, asynchronous):
+        self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
+
+    def seek(self, tp):
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+
+class Producer:
+    """Acknowledges on poll; fails the deliveries of the inputs in ``fail``."""
+
+    def __init__(self, fail=()):
+        self.fail, self.waiting, self.sent = set(fail), [], []
+
+    def produce(self, topic, value, key, headers, on_delivery):
+        self.waiting.append((topic, value, key, on_delivery))
+
+    def poll(self, timeout):
+        for topic, value, key, cb in self.waiting:
+            failed = int(key) in self.fail
+            if not failed:
+                out = json.loads(value)["values"] if topic == "out" else value
+                self.sent.append((topic, int(key), out))
+            cb("broker down" if failed else None, None)
+        self.waiting.clear()
+
+
+class Response:
+    def __init__(self, value, log):
+        self.value, self.log = value, log
+
+    def result(self):
+        self.log.append("wait")
+        return self.value
+
+
+class Predictor:
+    """Doubles each sample; logs its calls and the waits for their results."""
+
+    def __init__(self, log):
+        self.log = log
+        self.predict = self
+
+    def remote(self, data):
+        self.log.append(f"call {len(data)}")
+        return Response(data * 2, self.log)
+
+
+def ingress(msgs, fail=(), batch_size=2, in_flight=3):
+    ing = KafkaIngress.func_or_class.__new__(KafkaIngress.func_or_class)
+    cfg = {"data_type": "float32", "data_reshape": "1"}
+    ing.spec = InferenceSpec(
+        inference_id=1, result_id=7, framework="pytorch", code="", imports="", weights_uri="",
+        input_shape=[1], input_topic="in", output_topic="out", input_format="RAW",
+        input_config=cfg, settings=Settings(), batch_size=batch_size, in_flight=in_flight,
+    )  # fmt: skip
+    ing.format = get_format("RAW", cfg)
+    ing.consumer, ing.producer = Consumer(msgs), Producer(fail)
+    ing.calls = []
+    ing.predictor = Predictor(ing.calls)
+    ing.pending, ing.in_flight = deque(), deque()
+    ing.counts = {"consumed": 0, "predicted": 0, "dead_letters": 0}
+    ing.assigned = [("in", 0)]
+    ing._stop, ing._thread = threading.Event(), threading.Thread(target=print)  # for __del__
+    return ing
+
+
+def step(ing):
+    """One turn of KafkaIngress._run without the stats and the sleep."""
+    msgs = ing._take(block=not ing.in_flight)
+    if msgs:
+        ing._submit(msgs)
+    while ing.in_flight and (not msgs or len(ing.in_flight) >= ing.spec.in_flight):
+        ing._finish(ing.in_flight.popleft())
+    ing.producer.poll(0)
+    ing._commit_acked()
+
+
+def raw(x: float) -> bytes:
+    return np.float32(x).tobytes()
+
+
+def test_chunks_in_flight_keep_the_input_order_and_commit_behind_acks():
+    ing = ingress([Msg(i, raw(i)) for i in range(7)])
+    for _ in range(5):
+        step(ing)
+    # three chunks with the predictor before the loop waits for the first
+    assert ing.calls[:5] == ["call 2", "call 2", "call 2", "wait", "call 1"]
+    assert [(k, v) for _, k, v in ing.producer.sent] == [(i, [2.0 * i]) for i in range(7)]
+    assert ing.consumer.commits[-1] == {("in", 0): 7}
+    assert ing.counts == {"consumed": 7, "predicted": 7, "dead_letters": 0}
+
+
+def test_malformed_inputs_go_to_the_dead_letter_topic_and_are_committed():
+    ing = ingress([Msg(0, raw(1)), Msg(1, b"xx"), Msg(2, raw(3))], batch_size=3)
+    step(ing)
+    step(ing)
+    sent = sorted((k, t, v) for t, k, v in ing.producer.sent)
+    assert sent == [(0, "out", [2.0]), (1, "out.dlq", b"xx"), (2, "out", [6.0])]
+    assert ing.counts["dead_letters"] == 1
+    assert ing.consumer.commits[-1] == {("in", 0): 3}
+
+
+def test_a_failed_delivery_is_never_committed_past_and_is_consumed_again():
+    ing = ingress([Msg(i, raw(i)) for i in range(6)], fail={3})
+    try:
+        for _ in range(5):
+            step(ing)
+        raise AssertionError("a failed delivery must stop the commits")
+    except RuntimeError as e:
+        assert "not delivered: broker down" in str(e)
+    assert all(c[("in", 0)] <= 2 for c in ing.consumer.commits)  # chunk [0, 1] at most
+    ing._rewind()
+    assert ing.consumer.seeks == [("in", 0, 2)]  # the failed chunk [2, 3] comes again
+    assert not ing.pending and not ing.in_flight
