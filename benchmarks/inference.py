@@ -8,8 +8,8 @@ pipelines, each on topics of its own (input and output with as many partitions a
 the output topics keep the broker's append time as message timestamp):
 
 - **ours**: ``Client.deploy_inference(result_id, input_topic, output_topic, replicas=R,
-  batch_size=B)``: the Ray Serve application (Kafka ingress replicas feeding the batched
-  ``Predictor``), as a user deploys it, with its defaults otherwise;
+  batch_size=B)``: the Ray Serve application (Kafka ingress replicas, which predict
+  themselves for a CPU inference), as a user deploys it, with its defaults otherwise;
 - **baseline**: Kafka-ML's inference loop (its paper's Algorithm 2 and its PyTorch
   ``inference.py``): one consumer, ``poll(1.0)``, decode one message, predict that one
   sample, produce ``{"values": [...]}`` (input headers copied, no key) and ``flush()``,
@@ -17,7 +17,7 @@ the output topics keep the broker's append time as message timestamp):
   Ray actor of its own (one per replica, one consumer group);
 - **echo**: consume and produce the input back unchanged (headers kept, provenance headers
   added, offsets committed once acknowledged), no model, with the client settings of our
-  ingress (``linger.ms=2``, lz4, up to B messages per take): the ceiling of a Python
+  ingress (``linger.ms=0``, lz4, up to B messages per take): the ceiling of a Python
   consume/produce loop on this broker.
 
 The pipelines of a model are started together (idle ones only poll) and every measurement
@@ -410,7 +410,7 @@ class LoopWorker:
         producer = Producer(
             producer_config(
                 self.kafka["bootstrap.servers"],
-                {**base, "linger.ms": 2, "compression.type": "lz4"},
+                {**base, "linger.ms": 0, "compression.type": "lz4"},
             )
         )
         consumer.subscribe([self.input_topic])
@@ -976,11 +976,13 @@ def profile_ours(p: Pipeline, x: np.ndarray, rate_hint: float, seconds: float) -
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out["ingress_loop_wall_share"] = _below(ingress, "_run (app.py)")
+    out["ingress_submit_wall_share"] = _below(ingress, "_submit (app.py)")
     out["ingress_finish_wall_share"] = _below(ingress, "_finish (app.py)")
     cpu = sum(c for _, c in predictor)
     in_model = sum(c for f, c in predictor if any(_is(x, "predict (trained.py)") for x in f))
     out["predictor_cpu_samples"] = cpu
-    out["predictor_cpu_share_in_model"] = in_model / cpu if cpu else None
+    # Under 0.2 s of CPU the Predictor only ran Serve's housekeeping: it was not predicting.
+    out["predictor_cpu_share_in_model"] = in_model / cpu if cpu >= 0.2 * 200 else None
     out["predictor_cpu_leaves"] = _leaves(predictor)
     out["pyspy_rate_hz"] = 200
     return out
@@ -1324,20 +1326,26 @@ def markdown(r: dict[str, Any]) -> str:
     profile_lines = ""
     if prof:
         loop = ", ".join(f"{k} {v:.0%}" for k, v in prof.get("ingress_loop_wall_share", {}).items())
-        proc = ", ".join(
-            f"{k} {v:.0%}" for k, v in prof.get("ingress_finish_wall_share", {}).items()
+        sub, fin = (
+            ", ".join(f"{k} {v:.0%}" for k, v in prof.get(f"ingress_{f}_wall_share", {}).items())
+            or "-"
+            for f in ("submit", "finish")
         )
         model_share = prof.get("predictor_cpu_share_in_model")
+        predictor = (
+            f"Predictor CPU in `TrainedModel.predict`: {_f(100 * model_share)}%"
+            if model_share is not None
+            else "the Predictor deployment was idle (a CPU inference predicts in the ingress)"
+        )
         batch_key = f"handle_round_trip_ms_{plan['batch_size']}"
         profile_lines = (
-            f"- Predictor handle round trip from this process: "
+            f"- Predictor handle round trip from this process (the GPU and HTTP path): "
             f"{_f(prof.get('handle_round_trip_ms_1'), 1)} ms for 1 sample, "
             f"{_f(prof.get(batch_key), 1)} ms for "
             f"{plan['batch_size']}; the model alone (baseline process): "
             f"{_f(pm.get('1'), 2)} ms / {_f(pm.get(str(plan['batch_size'])), 2)} ms.\n"
             f"- py-spy, ingress consume loop (wall time, during a backlog): {loop or '-'}; "
-            f"inside `_finish`: {proc or '-'}. Predictor CPU in `TrainedModel.predict`: "
-            f"{_f(100 * model_share if model_share is not None else None)}%.\n"
+            f"inside `_submit`: {sub}; inside `_finish`: {fin}. {predictor}.\n"
         )
 
     def steps(d: dict) -> str:

@@ -99,7 +99,16 @@ class Predictor:
         return Response(data * 2, self.log)
 
 
-def ingress(msgs, fail=(), batch_size=2, in_flight=3):
+class Model:
+    """Doubles each sample; a batch holding a negative sample fails as a whole."""
+
+    def predict(self, data):
+        if (data < 0).any():
+            raise ValueError("negative input")
+        return data * 2
+
+
+def ingress(msgs, fail=(), batch_size=2, in_flight=3, model=None):
     ing = KafkaIngress.func_or_class.__new__(KafkaIngress.func_or_class)
     cfg = {"data_type": "float32", "data_reshape": "1"}
     ing.spec = InferenceSpec(
@@ -111,6 +120,7 @@ def ingress(msgs, fail=(), batch_size=2, in_flight=3):
     ing.consumer, ing.producer = Consumer(msgs), Producer(fail)
     ing.calls = []
     ing.predictor = Predictor(ing.calls)
+    ing.model, ing.depth = model, 1 if model else in_flight
     ing.pending, ing.in_flight = deque(), deque()
     ing.counts = {"consumed": 0, "predicted": 0, "dead_letters": 0}
     ing.assigned = [("in", 0)]
@@ -123,7 +133,7 @@ def step(ing):
     msgs = ing._take(block=not ing.in_flight)
     if msgs:
         ing._submit(msgs)
-    while ing.in_flight and (not msgs or len(ing.in_flight) >= ing.spec.in_flight):
+    while ing.in_flight and (not msgs or len(ing.in_flight) >= ing.depth):
         ing._finish(ing.in_flight.popleft())
     ing.producer.poll(0)
     ing._commit_acked()
@@ -166,3 +176,13 @@ def test_a_failed_delivery_is_never_committed_past_and_is_consumed_again():
     ing._rewind()
     assert ing.consumer.seeks == [("in", 0, 2)]  # the failed chunk [2, 3] comes again
     assert not ing.pending and not ing.in_flight
+
+
+def test_predicting_in_the_ingress_finds_the_sample_that_fails():
+    ing = ingress([Msg(0, raw(1)), Msg(1, raw(-1)), Msg(2, raw(3))], batch_size=3, model=Model())
+    step(ing)
+    step(ing)
+    assert not ing.calls  # the Predictor deployment was not asked
+    sent = sorted((k, t) for t, k, _ in ing.producer.sent)
+    assert sent == [(0, "out"), (1, "out.dlq"), (2, "out")]
+    assert ing.consumer.commits[-1] == {("in", 0): 3}

@@ -2,12 +2,16 @@
 
 ``KafkaIngress`` replicas form one consumer group on the input topic (each gets at least one
 partition). Each one takes what is waiting (up to ``batch_size`` messages, without waiting
-when the topic is quiet), decodes it with the inference's input format, asks the
-``Predictor`` (``@serve.batch``: concurrent chunks from several replicas and HTTP requests
-are predicted together) and produces one ``{"values": [...]}`` message per input to the
-output topic. Up to ``in_flight`` chunks per replica wait for the predictor at once, so
-the consume loop decodes and produces while the predictor works; outputs keep the input
-order. Each output keeps the input's key and headers and gets provenance headers. Inputs
+when the topic is quiet), decodes it with the inference's input format, predicts it and
+produces one ``{"values": [...]}`` message per input to the output topic, in input order.
+
+Where the prediction runs: an inference without a GPU predicts inside each ingress replica
+(its own copy of the model: no hop between processes, which costs about 5 ms per call). An
+inference with a GPU fraction asks the ``Predictor`` deployment, which holds the GPU
+(``@serve.batch``: concurrent chunks of several replicas and HTTP requests are predicted
+together); up to ``in_flight`` chunks per replica wait for it at once, so the consume loop
+decodes and produces while the predictor works. HTTP requests always go to the
+``Predictor``. Each output keeps the input's key and headers and gets provenance headers. Inputs
 that cannot be decoded or predicted go to ``<output_topic>.dlq`` with their original bytes and an
 ``error`` header. An input offset is committed only after its prediction (or dead letter)
 is acknowledged by the broker: delivery is at least once.
@@ -64,6 +68,8 @@ class InferenceSpec:
     max_wait_ms: float = 0.0
     #: Chunks one ingress replica keeps waiting on the predictor at once.
     in_flight: int = 4
+    #: Predict inside the ingress replicas (CPU inferences) instead of in the Predictor.
+    predict_in_ingress: bool = True
     stats_interval_s: float = 2.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -101,14 +107,28 @@ class Predictor:
         return np.split(out, np.cumsum(sizes)[:-1])
 
     async def predict_one_by_one(self, chunk: np.ndarray) -> list[Any]:
-        """Predict samples separately; a failing sample gets its error instead."""
-        out: list[Any] = []
-        for x in chunk:
-            try:
-                out.append(self.model.predict(x[None])[0])
-            except Exception as e:  # noqa: BLE001
-                out.append(f"{type(e).__name__}: {e}")
-        return out
+        return _one_by_one(self.model, chunk)
+
+
+def _one_by_one(model: Any, chunk: np.ndarray) -> list[Any]:
+    """Predict samples separately; a failing sample gets its error text instead."""
+    out: list[Any] = []
+    for x in chunk:
+        try:
+            out.append(model.predict(x[None])[0])
+        except Exception as e:  # noqa: BLE001
+            out.append(f"{type(e).__name__}: {e}")
+    return out
+
+
+class _Done:
+    """A prediction made in the ingress replica, read like the Predictor's response."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
 
 
 @dataclass
@@ -129,7 +149,7 @@ class _Chunk:
     batch: _Batch
     index: list[int]  # positions in msgs of the decoded samples
     data: np.ndarray
-    response: Any  # the predictor's DeploymentResponse
+    response: Any  # the predictor's DeploymentResponse (or _Done)
 
 
 @serve.deployment(name="KafkaIngress", max_ongoing_requests=16)
@@ -142,7 +162,15 @@ class KafkaIngress:
         from kafkaml_ray.ingest.formats import get_format
         from kafkaml_ray.ingest.sinks import producer_config
 
-        self.spec, self.predictor = spec, predictor
+        self.spec, self.predictor, self.model = spec, predictor, None
+        if spec.predict_in_ingress:
+            from kafkaml_ray._private.trained import TrainedModel
+
+            self.model = TrainedModel(
+                spec.framework, spec.code, spec.imports, spec.weights_uri, spec.input_shape
+            )
+        # With the model here a prediction is done when asked: nothing to keep in flight.
+        self.depth = 1 if self.model else max(1, spec.in_flight)
         self.format = get_format(spec.input_format, _unlabelled(spec.input_config))
         settings = spec.settings
         self.consumer = Consumer(
@@ -164,7 +192,7 @@ class KafkaIngress:
                 settings.bootstrap_servers,
                 {
                     **settings.kafka,
-                    "linger.ms": 2,
+                    "linger.ms": 0,  # a lone prediction leaves at once; a backlog still batches
                     "compression.type": "lz4",
                 },
             )
@@ -198,9 +226,7 @@ class KafkaIngress:
                 if msgs:
                     self._submit(msgs)
                 # Wait for the oldest prediction when the pipeline is full or nothing new came.
-                while self.in_flight and (
-                    not msgs or len(self.in_flight) >= max(1, self.spec.in_flight)
-                ):
+                while self.in_flight and (not msgs or len(self.in_flight) >= self.depth):
                     self._finish(self.in_flight.popleft())
                 self.producer.poll(0)
                 self._commit_acked()
@@ -247,16 +273,29 @@ class KafkaIngress:
         for err in decoded.errors:
             self._dead_letter(msgs[err.index], str(err), batch)
         if len(decoded):
-            response = self.predictor.predict.remote(decoded.data)
+            response = (
+                self._predict_here(decoded.data)
+                if self.model
+                else self.predictor.predict.remote(decoded.data)
+            )
             self.in_flight.append(
                 _Chunk(msgs, batch, decoded.index.tolist(), decoded.data, response)
             )
+
+    def _predict_here(self, data: np.ndarray) -> _Done:
+        try:
+            return _Done(self.model.predict(data))
+        except Exception as e:  # noqa: BLE001 - each sample retried alone in _finish
+            return _Done(e)
 
     def _finish(self, chunk: _Chunk) -> None:
         """Produce a chunk's predictions (or dead letters), in input order."""
         out = chunk.response.result()
         if isinstance(out, Exception):  # the whole batch failed: find the bad samples
-            out = self.predictor.predict_one_by_one.remote(chunk.data).result()
+            if self.model:
+                out = _one_by_one(self.model, chunk.data)
+            else:
+                out = self.predictor.predict_one_by_one.remote(chunk.data).result()
         for i, pred in zip(chunk.index, out, strict=True):
             msg = chunk.msgs[i]
             if isinstance(pred, str):

@@ -57,6 +57,7 @@ def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
             settings=settings,
             batch_size=inf.batch_size,
             max_wait_ms=inf.max_wait_ms,
+            predict_in_ingress=not inf.gpu_fraction,
         )
 
 
