@@ -139,6 +139,36 @@ def test_every_input_gets_its_prediction_keys_and_headers_kept(trained):
     client.delete_inference(inf.id)
 
 
+def test_the_predictor_path_of_gpu_inferences(trained):
+    """What a GPU inference runs (the ingress sends its chunks to the Predictor deployment,
+    several in flight), here on CPU: every input predicted, outputs in input order."""
+    import dataclasses
+
+    from ray import serve
+
+    from kafkaml_ray.serve.app import app_for
+    from kafkaml_ray.serve.deploy import spec_from_store
+
+    client, result, x = trained
+    settings = client.settings
+    inp, out = _topics()
+    inf = client.deploy_inference(result.id, inp, out, replicas=1)  # creates the topics
+    spec = spec_from_store(settings, inf.id)
+    client.stop_inference(inf.id)
+    assert spec.predict_in_ingress  # a CPU inference predicts in its ingress replicas
+    spec = dataclasses.replace(spec, predict_in_ingress=False, batch_size=64)
+    serve.run(app_for(spec), name="predictor-path", route_prefix="/predictor-path")
+    try:
+        _send(settings, inp, x[:1000])
+        got = _read_all(settings, out, 1000)
+    finally:
+        serve.delete("predictor-path")
+    assert [int(_provenance(m)[1]) for m in got] == list(range(1000))
+    direct = np.asarray(client.predict(result.id, x[:1000]))
+    values = np.asarray([json.loads(m.value())["values"] for m in got])
+    np.testing.assert_allclose(values, direct, rtol=1e-4, atol=1e-5)
+
+
 def test_http_requests_use_the_same_predictor(trained):
     import requests
 
