@@ -252,7 +252,7 @@ class Inference(_Stamped, Base):
     max_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     gpu_fraction: Mapped[float] = mapped_column(Float, default=0.0)
     batch_size: Mapped[int] = mapped_column(Integer, default=512)
-    max_wait_ms: Mapped[float] = mapped_column(Float, default=10.0)
+    max_wait_ms: Mapped[float] = mapped_column(Float, default=0.0)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[TrainingResult] = relationship()
 

@@ -128,17 +128,6 @@ def ingress(msgs, fail=(), batch_size=2, in_flight=3, model=None):
     return ing
 
 
-def step(ing):
-    """One turn of KafkaIngress._run without the stats and the sleep."""
-    msgs = ing._take(block=not ing.in_flight)
-    if msgs:
-        ing._submit(msgs)
-    while ing.in_flight and (not msgs or len(ing.in_flight) >= ing.depth):
-        ing._finish(ing.in_flight.popleft())
-    ing.producer.poll(0)
-    ing._commit_acked()
-
-
 def raw(x: float) -> bytes:
     return np.float32(x).tobytes()
 
@@ -146,7 +135,7 @@ def raw(x: float) -> bytes:
 def test_chunks_in_flight_keep_the_input_order_and_commit_behind_acks():
     ing = ingress([Msg(i, raw(i)) for i in range(7)])
     for _ in range(5):
-        step(ing)
+        ing._step()
     # three chunks with the predictor before the loop waits for the first
     assert ing.calls[:5] == ["call 2", "call 2", "call 2", "wait", "call 1"]
     assert [(k, v) for _, k, v in ing.producer.sent] == [(i, [2.0 * i]) for i in range(7)]
@@ -156,8 +145,8 @@ def test_chunks_in_flight_keep_the_input_order_and_commit_behind_acks():
 
 def test_malformed_inputs_go_to_the_dead_letter_topic_and_are_committed():
     ing = ingress([Msg(0, raw(1)), Msg(1, b"xx"), Msg(2, raw(3))], batch_size=3)
-    step(ing)
-    step(ing)
+    ing._step()
+    ing._step()
     sent = sorted((k, t, v) for t, k, v in ing.producer.sent)
     assert sent == [(0, "out", [2.0]), (1, "out.dlq", b"xx"), (2, "out", [6.0])]
     assert ing.counts["dead_letters"] == 1
@@ -168,7 +157,7 @@ def test_a_failed_delivery_is_never_committed_past_and_is_consumed_again():
     ing = ingress([Msg(i, raw(i)) for i in range(6)], fail={3})
     try:
         for _ in range(5):
-            step(ing)
+            ing._step()
         raise AssertionError("a failed delivery must stop the commits")
     except RuntimeError as e:
         assert "not delivered: broker down" in str(e)
@@ -180,8 +169,8 @@ def test_a_failed_delivery_is_never_committed_past_and_is_consumed_again():
 
 def test_predicting_in_the_ingress_finds_the_sample_that_fails():
     ing = ingress([Msg(0, raw(1)), Msg(1, raw(-1)), Msg(2, raw(3))], batch_size=3, model=Model())
-    step(ing)
-    step(ing)
+    ing._step()
+    ing._step()
     assert not ing.calls  # the Predictor deployment was not asked
     sent = sorted((k, t) for t, k, _ in ing.producer.sent)
     assert sent == [(0, "out"), (1, "out.dlq"), (2, "out")]

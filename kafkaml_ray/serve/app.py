@@ -1,4 +1,5 @@
-"""An inference as a Ray Serve application: Kafka ingress replicas feeding a batched predictor.
+"""An inference as a Ray Serve application: Kafka ingress replicas that predict, or feed a
+batched predictor.
 
 ``KafkaIngress`` replicas form one consumer group on the input topic (each gets at least one
 partition). Each one takes what is waiting (up to ``batch_size`` messages, without waiting
@@ -11,10 +12,10 @@ inference with a GPU fraction asks the ``Predictor`` deployment, which holds the
 (``@serve.batch``: concurrent chunks of several replicas and HTTP requests are predicted
 together); up to ``in_flight`` chunks per replica wait for it at once, so the consume loop
 decodes and produces while the predictor works. HTTP requests always go to the
-``Predictor``. Each output keeps the input's key and headers and gets provenance headers. Inputs
-that cannot be decoded or predicted go to ``<output_topic>.dlq`` with their original bytes and an
-``error`` header. An input offset is committed only after its prediction (or dead letter)
-is acknowledged by the broker: delivery is at least once.
+``Predictor``. Each output keeps the input's key and headers and gets provenance headers.
+Inputs that cannot be decoded or predicted go to ``<output_topic>.dlq`` with their original
+bytes and an ``error`` header. An input offset is committed only after its prediction (or
+dead letter) is acknowledged by the broker: delivery is at least once.
 
 The ingress replicas report their consumer lag to Serve (``record_autoscaling_stats``) for
 the lag-driven autoscaling policy in `kafkaml_ray.serve.autoscale`, and answer HTTP: POST
@@ -222,14 +223,7 @@ class KafkaIngress:
         last_stats = 0.0
         while not self._stop.is_set():
             try:
-                msgs = self._take(block=not self.in_flight)
-                if msgs:
-                    self._submit(msgs)
-                # Wait for the oldest prediction when the pipeline is full or nothing new came.
-                while self.in_flight and (not msgs or len(self.in_flight) >= self.depth):
-                    self._finish(self.in_flight.popleft())
-                self.producer.poll(0)
-                self._commit_acked()
+                self._step()
                 now = time.monotonic()
                 if now - last_stats > self.spec.stats_interval_s:
                     t0, n0 = self._rate
@@ -242,6 +236,17 @@ class KafkaIngress:
                 time.sleep(0.5)
                 self._rewind()
         self._drain()
+
+    def _step(self) -> None:
+        """Take, predict, produce and commit what can be: one turn of the consume loop."""
+        msgs = self._take(block=not self.in_flight)
+        if msgs:
+            self._submit(msgs)
+        # Wait for the oldest prediction when the pipeline is full or nothing new came.
+        while self.in_flight and (not msgs or len(self.in_flight) >= self.depth):
+            self._finish(self.in_flight.popleft())
+        self.producer.poll(0)
+        self._commit_acked()
 
     def _take(self, block: bool) -> list:
         """What is waiting, up to batch_size; if ``block``, waits briefly when nothing is."""
