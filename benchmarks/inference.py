@@ -17,8 +17,8 @@ the output topics keep the broker's append time as message timestamp):
   Ray actor of its own (one per replica, one consumer group);
 - **echo**: consume and produce the input back unchanged (headers kept, provenance headers
   added, offsets committed once acknowledged), no model, with the client settings of our
-  ingress (``linger.ms=0``, lz4, up to B messages per take): the ceiling of a Python
-  consume/produce loop on this broker.
+  ingress (``linger.ms=0``, up to B messages per take, commits at most every 0.5 s): the
+  ceiling of a Python consume/produce loop on this broker.
 
 The pipelines of a model are started together (idle ones only poll) and every measurement
 round goes over them in turn, rotating the order, so that a change in the load of the
@@ -34,8 +34,9 @@ collector consumer in this process reads the output topic. Measured per pipeline
   output is consumed (the backlog drained); ``repeat`` rounds after a warm-up that also
   checks the predictions (accuracy / MAE; ours against the baseline's);
 - **latency at fixed offered loads**: a paced producer at each rate of ``loads`` for
-  ``load_s`` seconds; latency = consume time (or the output's broker append time) minus the
-  send stamp; p50/p99 over every message of the load;
+  ``load_s`` seconds, ``load_rounds`` times, the pipelines taking turns; latency = consume
+  time (or the output's broker append time) minus the send stamp; p50/p99 over every message
+  of the load's rounds;
 - **requests against clients** (the paper's Tables 1-2 shape, digits CNN, ours and the
   baseline): C concurrent clients each send a 256-sample request (256 messages sharing a
   request id), wait for its 256 predictions, and repeat; average request latency per C, with
@@ -86,6 +87,7 @@ from benchmarks._common import (
     summary,
     write_json,
 )
+from kafkaml_ray.serve.app import InferenceSpec
 from kafkaml_ray.settings import Settings
 
 __all__ = ["main", "run", "Plan", "SIZES", "LoopWorker", "Collector"]
@@ -101,6 +103,7 @@ TS_HEADER, REQ_HEADER, IDX_HEADER = "bench-t", "bench-req", "bench-i"
 LOG_APPEND = {"message.timestamp.type": "LogAppendTime"}
 REQUEST = 256  # samples per request, as in the paper
 COMMIT_EVERY = 16  # Kafka-ML's MAX_MESSAGES_TO_COMMIT
+COMMIT_INTERVAL_S = InferenceSpec.commit_interval_s  # echo commits as our ingress does
 AIM_VS_BASELINE, AIM_VS_ECHO = 10.0, 0.5
 #: Logical CPUs per replica, as `kafkaml_ray.serve.deploy.deployment_options` gives ours
 #: (ingress 0.25 + predictor 0.5); the baseline actor gets both shares, echo the ingress's.
@@ -116,13 +119,14 @@ class Plan:
     backlog: int  # messages per throughput round
     repeat: int
     loads: tuple[int, ...]  # offered messages per second
-    load_s: float
+    load_s: float  # per round; each load is measured in `load_rounds` rounds, pooled
     clients: tuple[int, ...]
     replicas: tuple[int, ...]
     requests: int  # requests per client per grid cell
     batch_size: int = 512  # ours: the library's default
     profile_s: float = 4.0
     round_s: float = 2.0  # timed throughput rounds are sized to last about this long
+    load_rounds: int = 3
 
 
 SIZES = {
@@ -164,6 +168,7 @@ SIZES["quick"] = Plan(
     requests=1,
     profile_s=2.0,
     round_s=1.0,
+    load_rounds=1,
 )
 PAPER_CLIENTS, PAPER_REPLICAS = (1, 2, 4, 8, 16, 32), (1, 2, 4)
 
@@ -410,11 +415,13 @@ class LoopWorker:
         producer = Producer(
             producer_config(
                 self.kafka["bootstrap.servers"],
-                {**base, "linger.ms": 0, "compression.type": "lz4"},
+                {**base, "linger.ms": 0},
             )
         )
         consumer.subscribe([self.input_topic])
         pending: list[list] = []  # [remaining, {(topic, partition): next offset}]
+        acked: dict = {}
+        last_commit = 0.0
         n = self.batch_size
         try:
             while not self._stop.is_set():
@@ -451,14 +458,14 @@ class LoopWorker:
                                 producer.poll(0.05)
                     self.counts["predicted"] += len(msgs)
                 producer.poll(0)
-                offsets: dict = {}
                 while pending and pending[0][0] == 0:
-                    offsets.update(pending.pop(0)[1])
-                if offsets:
+                    acked.update(pending.pop(0)[1])
+                if acked and time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     consumer.commit(
-                        offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                        offsets=[TopicPartition(t, p, o) for (t, p), o in acked.items()],
                         asynchronous=True,
                     )
+                    acked, last_commit = {}, time.monotonic()
         finally:
             producer.flush(30)
             consumer.close()
@@ -842,6 +849,25 @@ def at_load(p: Pipeline, x: np.ndarray, rate: float, seconds: float) -> dict[str
         "delivered_msgs_per_s": (end - mark) / span if span else float("nan"),
         **_percentiles(e2e),
         "broker": _percentiles(broker),
+        "_e2e_ms": e2e,
+        "_broker_ms": broker,
+    }
+
+
+def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of one load taken as one: percentiles over all their messages, the
+    per-round p50s beside them."""
+    e2e = np.concatenate([r.pop("_e2e_ms") for r in rounds])
+    broker = np.concatenate([r.pop("_broker_ms") for r in rounds])
+    return {
+        "offered_msgs_per_s": rounds[0]["offered_msgs_per_s"],
+        "sent": sum(r["sent"] for r in rounds),
+        "received": sum(r["received"] for r in rounds),
+        "drained": all(r["drained"] for r in rounds),
+        "delivered_msgs_per_s": float(np.median([r["delivered_msgs_per_s"] for r in rounds])),
+        **_percentiles(e2e),
+        "broker": _percentiles(broker),
+        "round_p50_ms": [r.get("p50_ms") for r in rounds],
     }
 
 
@@ -975,7 +1001,7 @@ def profile_ours(p: Pipeline, x: np.ndarray, rate_hint: float, seconds: float) -
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    out["ingress_loop_wall_share"] = _below(ingress, "_run (app.py)")
+    out["ingress_loop_wall_share"] = _below(ingress, "_step (app.py)")
     out["ingress_submit_wall_share"] = _below(ingress, "_submit (app.py)")
     out["ingress_finish_wall_share"] = _below(ingress, "_finish (app.py)")
     cpu = sum(c for _, c in predictor)
@@ -1078,8 +1104,12 @@ def measure_model(
             log(f"{case.name}/{key}: {rates['median']:,.0f} msgs/s")
         for j, rate in enumerate(plan.loads):
             order = [k for k, _, _, light in specs if k in SIDES or (j == 0 and light)]
-            for key in _rotated(order, j):
-                res[key]["loads"][str(rate)] = at_load(pipes[key], x, rate, plan.load_s)
+            rounds: dict[str, list] = defaultdict(list)
+            for k in range(plan.load_rounds):  # interleaved: a load change hits every side
+                for key in _rotated(order, j + k):
+                    rounds[key].append(at_load(pipes[key], x, rate, plan.load_s))
+            for key, got in rounds.items():
+                res[key]["loads"][str(rate)] = pooled(got)
         if case.name == HEADLINE:
             for j, c in enumerate(plan.clients):
                 for side in _rotated(["ours", "baseline"], j):
@@ -1258,6 +1288,14 @@ def markdown(r: dict[str, Any]) -> str:
                 f"| {name} | {LABELS[side]} | {n:,} | **{_f(s['median'])}** ({_f(s['min'])}-"
                 f"{_f(s['max'])}) | {cores:.2f} | {ratio} |"
             )
+    head = r["models"][HEADLINE]["sides"]
+    light_rounds = "; ".join(
+        f"{side} "
+        + " / ".join(
+            _f(v, 1) for v in head[side]["loads"][str(plan["loads"][0])].get("round_p50_ms", [])
+        )
+        for side in SIDES
+    )
     lat = []
     for name, m in r["models"].items():
         for load in plan["loads"]:
@@ -1409,9 +1447,12 @@ replicas; the others: their actor) per second of the round. The broker and this 
 |---|---:|---:|---|---|---|
 {chr(10).join(lat)}
 
-- {plan["load_s"]:g} s per load, paced producer; latency = consume time in the benchmark \
-process minus the send time stamped in a header; (broker) = the output's LogAppendTime \
-minus the send time (ms resolution). "not drained": outputs still missing after the wait.
+- {plan["load_rounds"]} rounds of {plan["load_s"]:g} s per load, the pipelines taking turns \
+(so that a change in the machine's load falls on all of them), percentiles over the messages \
+of all rounds; paced producer; latency = consume time in the benchmark process minus the send \
+time stamped in a header; (broker) = the output's LogAppendTime minus the send time (ms \
+resolution). "not drained": outputs still missing after the wait. p50 of each round at the \
+light load, digits CNN: {light_rounds}.
 - Light load ({plan["loads"][0]} msgs/s), digits CNN: ours p50/p99 {r["p50_ms"]:.1f} / \
 {r["p99_ms"]:.1f} ms, baseline {r["baseline_p50_ms"]:.1f} / {r["baseline_p99_ms"]:.1f} ms, \
 echo {r["echo_p50_ms"]:.1f} / {r["echo_p99_ms"]:.1f} ms. Aim no worse than the baseline: \

@@ -301,15 +301,21 @@ class Client:
             return ResultInfo.of(_get(s, TrainingResult, result_id, "training result"))
 
     def delete_result(self, result_id: int) -> None:
-        """Delete a result and its artifacts; refused while it trains (stop it first)."""
-        from kafkaml_ray import artifacts
-
+        """Delete a result and its artifacts; refused while it trains (stop it first) or
+        while an inference serves it (delete that first)."""
         with self.store.session() as s:
             row = _get(s, TrainingResult, result_id, "training result")
             if row.status in (ResultStatus.TRAINING,):
                 raise Conflict(f"result {result_id} is training: stop its deployment first")
+            _refuse_if_served(s, [result_id])
             s.delete(row)
-        artifacts.delete_tree(artifacts.join(self.settings.artifacts_uri, f"results/{result_id}"))
+        self._delete_artifacts([result_id])
+
+    def _delete_artifacts(self, result_ids: list[int]) -> None:
+        from kafkaml_ray import artifacts
+
+        for i in result_ids:
+            artifacts.delete_tree(artifacts.join(self.settings.artifacts_uri, f"results/{i}"))
 
     def download_weights(self, result_id: int) -> tuple[str, bytes]:
         """The trained weights as ``(file name, bytes)``: safetensors or ``.keras``."""
@@ -636,6 +642,35 @@ class Client:
         with self.store.session() as s:
             return TuneInfo.of(_get(s, TuneRun, tune_id, "tune run"))
 
+    def stop_tune(self, tune_id: int) -> TuneInfo:
+        """Stop a search: its running trials are stopped (their Ray resources freed), the
+        finished ones kept, the best of them marked."""
+        from kafkaml_ray.train.tune import stop_tune
+
+        if self.get_tune(tune_id).done:
+            return self.get_tune(tune_id)
+        # Stopped first: the trials being stopped write nothing more.
+        with self.store.session() as s:
+            run = s.get_one(TuneRun, tune_id)
+            run.status, run.error = "stopped", "stopped by the user"
+            for r in run.results:
+                if not r.status.done:
+                    r.status, r.error = ResultStatus.STOPPED, "stopped by the user"
+        stop_tune(self.settings, tune_id)
+        return self.get_tune(tune_id)
+
+    def delete_tune(self, tune_id: int) -> None:
+        """Delete a search and its trials' results; refused while it runs (stop it first)
+        or while an inference serves one of its trials."""
+        with self.store.session() as s:
+            run = _get(s, TuneRun, tune_id, "tune run")
+            if run.status == "running":
+                raise Conflict(f"tune run {tune_id} is running: stop it first")
+            ids = [r.id for r in run.results]
+            _refuse_if_served(s, ids)
+            s.delete(run)  # its results with it
+        self._delete_artifacts(ids)
+
     def wait_for_tune(self, tune_id: int, timeout: float = 600) -> TuneInfo:
         """Block until the search is finished or failed."""
         deadline = time.monotonic() + timeout
@@ -665,6 +700,14 @@ def _find(s, table, ref: Ref, what: str):
     if row is None:
         raise NotFound(f"no {what} with id or name {ref!r}")
     return row
+
+
+def _refuse_if_served(s, result_ids: list[int]) -> None:
+    served = s.scalars(select(Inference).where(Inference.result_id.in_(result_ids))).first()
+    if served is not None:
+        raise Conflict(
+            f"result {served.result_id} is served by inference {served.id}: delete it first"
+        )
 
 
 def _get(s, table, key: int, what: str):

@@ -288,7 +288,9 @@ class TuneRun(_Stamped, Base):
     status: Mapped[str] = mapped_column(String(20), default="running")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     model: Mapped[MLModel] = relationship()
-    results: Mapped[list[TrainingResult]] = relationship(order_by=TrainingResult.id)
+    results: Mapped[list[TrainingResult]] = relationship(
+        cascade="all, delete-orphan", order_by=TrainingResult.id
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

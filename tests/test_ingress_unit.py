@@ -108,20 +108,21 @@ class Model:
         return data * 2
 
 
-def ingress(msgs, fail=(), batch_size=2, in_flight=3, model=None):
+def ingress(msgs, fail=(), batch_size=2, in_flight=3, model=None, commit_interval_s=0.0):
     ing = KafkaIngress.func_or_class.__new__(KafkaIngress.func_or_class)
     cfg = {"data_type": "float32", "data_reshape": "1"}
     ing.spec = InferenceSpec(
         inference_id=1, result_id=7, framework="pytorch", code="", imports="", weights_uri="",
         input_shape=[1], input_topic="in", output_topic="out", input_format="RAW",
         input_config=cfg, settings=Settings(), batch_size=batch_size, in_flight=in_flight,
+        commit_interval_s=commit_interval_s,
     )  # fmt: skip
     ing.format = get_format("RAW", cfg)
     ing.consumer, ing.producer = Consumer(msgs), Producer(fail)
     ing.calls = []
     ing.predictor = Predictor(ing.calls)
     ing.model, ing.depth = model, 1 if model else in_flight
-    ing.pending, ing.in_flight = deque(), deque()
+    ing.pending, ing.in_flight, ing.acked, ing.last_commit = deque(), deque(), {}, 0.0
     ing.counts = {"consumed": 0, "predicted": 0, "dead_letters": 0}
     ing.assigned = [("in", 0)]
     ing._stop, ing._thread = threading.Event(), threading.Thread(target=print)  # for __del__
@@ -175,3 +176,13 @@ def test_predicting_in_the_ingress_finds_the_sample_that_fails():
     sent = sorted((k, t) for t, k, _ in ing.producer.sent)
     assert sent == [(0, "out"), (1, "out.dlq"), (2, "out")]
     assert ing.consumer.commits[-1] == {("in", 0): 3}
+
+
+def test_commits_are_sent_at_most_every_interval_and_at_once_on_stop():
+    ing = ingress([Msg(i, raw(i)) for i in range(6)], batch_size=1, commit_interval_s=3600)
+    for _ in range(7):
+        ing._step()
+    assert ing.consumer.commits == [{("in", 0): 1}]  # the first; the others wait their turn
+    assert ing.acked == {("in", 0): 6} and len(ing.producer.sent) == 6
+    ing._commit_acked(wait=True)  # as on stop and on a rebalance
+    assert ing.consumer.commits[-1] == {("in", 0): 6} and not ing.acked

@@ -107,6 +107,37 @@ def test_the_client_refuses_a_bad_search_and_stores_nothing(client):
     assert client.list_tunes() == []
 
 
+def test_deleting_is_refused_while_a_search_runs_or_a_trial_is_served(client):
+    from kafkaml_ray.errors import Conflict
+    from kafkaml_ray.store import Inference
+
+    model_id = add_model_unvalidated(client, "m", "pytorch")
+    with client.store.session() as s:
+        ds = Datasource(
+            source_topic="c", source_partition=0, source_offset=0, status="unknown_deployment"
+        )
+        s.add(ds)
+        s.flush()
+        run = TuneRun(model_id=model_id, datasource_id=ds.id, metric="val_loss")
+        run.results = [
+            TrainingResult(model_id=model_id, status=ResultStatus.FINISHED) for _ in range(2)
+        ]
+        s.add(run)
+        s.flush()
+        tune_id, (served, other) = run.id, [r.id for r in run.results]
+        s.add(Inference(result_id=served, input_topic="in", output_topic="out"))
+    with pytest.raises(Conflict, match=f"tune run {tune_id} is running: stop it first"):
+        client.delete_tune(tune_id)
+    with client.store.session() as s:
+        s.get_one(TuneRun, tune_id).status = "finished"
+    for delete in (lambda: client.delete_tune(tune_id), lambda: client.delete_result(served)):
+        with pytest.raises(Conflict, match=f"result {served} is served by inference 1"):
+            delete()
+    assert len(client.get_tune(tune_id).trials) == 2  # nothing deleted
+    client.delete_result(other)
+    assert [r.id for r in client.get_tune(tune_id).trials] == [served]
+
+
 # -- on the broker and Ray -----------------------------------------------------------------
 @pytest.fixture
 def stored(ray_cluster, broker, client, settings, topic):
@@ -194,3 +225,54 @@ def test_a_failing_trial_is_stored_and_the_others_go_on_from_the_cli(
     )  # fmt: skip
     assert wrong.exit_code == 1 and "search space 'lr'" in wrong.output
     assert len(client.list_tunes()) == 1  # nothing stored for the bad space
+
+
+@pytest.mark.integration
+def test_stop_a_search_then_delete_it_from_the_cli(client, settings, stored):
+    import ray
+    from click.testing import CliRunner
+
+    from kafkaml_ray.cli import cli
+
+    _, datasource_id, x = stored
+    env = {k: v for k, v in settings.env().items() if v is not None}
+
+    def run(*args: str) -> str:
+        r = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    def placement_groups():
+        return {k for k, g in ray.util.placement_group_table().items() if g["state"] != "REMOVED"}
+
+    free, groups = ray.available_resources().get("CPU", 0), placement_groups()
+    # Two trials of one epoch finish; two of 5000 epochs are still training when stopped.
+    space = {"epochs": {"grid": [1, 5000]}, "seed": {"grid": [0, 1]}}
+    t = client.tune("mlp", datasource_id, space, "val_loss", mode="min", max_concurrent_trials=4)
+    wait_until(
+        lambda: (
+            sum(r.status == "finished" for r in client.get_tune(t.id).trials) == 2
+            and sum(bool(r.history) for r in client.get_tune(t.id).trials) == 4
+        ),
+        300,
+        "two finished trials and two training",
+    )
+    stopped = json.loads(run("tune", "stop", str(t.id), "--json"))
+    assert (stopped["status"], stopped["error"]) == ("stopped", "stopped by the user")
+    by_epochs = sorted(stopped["trials"], key=lambda r: r["hyperparameters"]["epochs"])
+    assert [r["status"] for r in by_epochs] == ["finished", "finished", "stopped", "stopped"]
+    best = [r for r in by_epochs if r["best"]]  # the best finished trial is still marked
+    assert len(best) == 1 and best[0]["status"] == "finished"
+    assert stopped["best_result_id"] == best[0]["id"]
+    wait_until(lambda: not placement_groups() - groups, 60, "the trials' placement groups removed")
+    wait_until(lambda: ray.available_resources().get("CPU", 0) >= free, 120, "CPUs freed")
+    after = [r.status for r in client.get_tune(t.id).trials]
+    assert after == [r["status"] for r in stopped["trials"]]  # nothing written after the stop
+    assert "stopped" in run("tune", "show", str(t.id))
+
+    ids = [r["id"] for r in stopped["trials"]]
+    assert f"deleted tune run {t.id}" in run("tune", "delete", str(t.id))
+    assert client.list_tunes() == []
+    assert not {r.id for r in client.list_results()} & set(ids)
+    with pytest.raises(NotFound, match=f"no tune run with id {t.id}"):
+        client.get_tune(t.id)

@@ -742,6 +742,28 @@ def test_tuning_shows_why_a_search_failed(client, open_page):
     assert table(at, "trials")[0]["best"] == ""
 
 
+def test_tuning_deletes_a_search_and_stops_one_only_with_ray(client, open_page, no_backend):
+    from kafkaml_ray.store import TuneRun
+
+    on = seed_training(client, status="waiting")
+    ids = seed_tune(client, on=on)
+    at = open_page("tuning")
+    assert at.button(key="tune_stop").disabled and not at.button(key="tune_delete").disabled
+    at.button(key="tune_delete").click().run()
+    assert at.success[0].value == f"Deleted search {ids['tune']} and its 3 trial result(s)."
+    assert client.list_tunes() == []
+    assert not {r.id for r in client.list_results()} & set(ids["results"])
+
+    running = seed_tune(client, status="running", on=on)
+    at = open_page("tuning")
+    assert at.button(key="tune_delete").disabled
+    at.button(key="tune_stop").click().run()
+    assert at.error[-1].value.startswith("Cannot stop the search: ray is not running")
+    with client.store.session() as s:
+        assert s.get_one(TuneRun, running["tune"]).status == "running"  # nothing changed
+    assert not at.exception
+
+
 # -- cluster -------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_cluster_shows_a_topic_of_the_broker_and_ray(broker, ray_cluster, settings, open_page):

@@ -221,7 +221,6 @@ class RawFormat(MessageFormat):
     def _column(self, items, fld: str, dtype, shape, errors: dict[int, DecodeError]):
         """All items decoded at once; rows of bad items are filled and noted in errors."""
         n = len(items)
-        what = f"{fld}_type {np.dtype(dtype).name if dtype is not np.str_ else 'string'}"
         if dtype is np.str_:
             out = []
             for i, b in enumerate(items):
@@ -235,20 +234,24 @@ class RawFormat(MessageFormat):
         lengths = np.fromiter((-1 if b is None else len(b) for b in items), np.int64, n)
         if shape is not None:
             need = itemsize * math.prod(shape)
-            how = f"{what} with {fld}_reshape '{' '.join(map(str, shape))}' needs {need}"
         else:  # flat: every message as long as most of them
             valid = lengths[(lengths >= 0) & (lengths % itemsize == 0)]
             need = Counter(valid.tolist()).most_common(1)[0][0] if len(valid) else itemsize
-            how = f"{what} needs a multiple of {itemsize} and the others have {need}"
         bad = np.flatnonzero(lengths != need)
-        for i in bad.tolist():
-            reason = (
-                f"message {i} has no key (the label)"
-                if lengths[i] < 0
-                else f"message {i} has {lengths[i]} bytes; {how}"
+        if len(bad):  # (the error texts only when needed: this runs per consumed chunk)
+            what = f"{fld}_type {np.dtype(dtype).name}"
+            how = (
+                f"{what} with {fld}_reshape '{' '.join(map(str, shape))}' needs {need}"
+                if shape is not None
+                else f"{what} needs a multiple of {itemsize} and the others have {need}"
             )
-            errors.setdefault(i, DecodeError("RAW", fld, reason, i))
-        if len(bad):
+            for i in bad.tolist():
+                reason = (
+                    f"message {i} has no key (the label)"
+                    if lengths[i] < 0
+                    else f"message {i} has {lengths[i]} bytes; {how}"
+                )
+                errors.setdefault(i, DecodeError("RAW", fld, reason, i))
             filler = b"\0" * need
             items = [filler if i in errors else b for i, b in enumerate(items)]
         flat = np.frombuffer(b"".join(items), dtype=dtype)

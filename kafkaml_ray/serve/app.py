@@ -15,7 +15,9 @@ decodes and produces while the predictor works. HTTP requests always go to the
 ``Predictor``. Each output keeps the input's key and headers and gets provenance headers.
 Inputs that cannot be decoded or predicted go to ``<output_topic>.dlq`` with their original
 bytes and an ``error`` header. An input offset is committed only after its prediction (or
-dead letter) is acknowledged by the broker: delivery is at least once.
+dead letter) is acknowledged by the broker: delivery is at least once. Commits are sent at
+most every ``commit_interval_s`` (a commit per chunk would be one request per message at
+light load), and at once when the replica stops or loses partitions.
 
 The ingress replicas report their consumer lag to Serve (``record_autoscaling_stats``) for
 the lag-driven autoscaling policy in `kafkaml_ray.serve.autoscale`, and answer HTTP: POST
@@ -71,6 +73,9 @@ class InferenceSpec:
     in_flight: int = 4
     #: Predict inside the ingress replicas (CPU inferences) instead of in the Predictor.
     predict_in_ingress: bool = True
+    #: Acknowledged offsets are committed at most this often (and always on stop and
+    #: rebalance): at most this much is consumed again after a crash.
+    commit_interval_s: float = 0.5
     stats_interval_s: float = 2.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -193,12 +198,15 @@ class KafkaIngress:
                 settings.bootstrap_servers,
                 {
                     **settings.kafka,
-                    "linger.ms": 0,  # a lone prediction leaves at once; a backlog still batches
-                    "compression.type": "lz4",
+                    # A lone prediction leaves at once; a backlog still batches. Uncompressed:
+                    # lz4 added latency at light load; the outputs are small JSON.
+                    "linger.ms": 0,
                 },
             )
         )
         self.pending: deque[_Batch] = deque()  # consumed chunks, oldest first
+        self.acked: dict[tuple[str, int], int] = {}  # offsets to commit at the next commit
+        self.last_commit = 0.0
         self.in_flight: deque[_Chunk] = deque()  # of those, the ones being predicted
         self.counts = {"consumed": 0, "predicted": 0, "dead_letters": 0}
         self.lag, self.assigned = 0, []
@@ -213,6 +221,9 @@ class KafkaIngress:
         )
         self._thread = threading.Thread(target=self._run, name="kafka-ingress", daemon=True)
         self._thread.start()
+        # Lag and stats in a thread of their own: their broker calls and store writes would
+        # otherwise hold up the inputs that arrive meanwhile.
+        threading.Thread(target=self._report, name="kafka-ingress-stats", daemon=True).start()
         try:
             self.replica = serve.get_replica_context().replica_id.unique_id
         except Exception:  # noqa: BLE001 - outside Serve (tests)
@@ -220,17 +231,9 @@ class KafkaIngress:
 
     # -- the consume loop (its own thread) ---------------------------------------------
     def _run(self) -> None:
-        last_stats = 0.0
         while not self._stop.is_set():
             try:
                 self._step()
-                now = time.monotonic()
-                if now - last_stats > self.spec.stats_interval_s:
-                    t0, n0 = self._rate
-                    self.msgs_per_s = (self.counts["consumed"] - n0) / (now - t0)
-                    self._rate, last_stats = (now, self.counts["consumed"]), now
-                    self._refresh_lag()
-                    self._write_stats()
             except Exception:  # noqa: BLE001 - keep consuming from the last commit
                 logger.exception("inference %d: ingress loop error", self.spec.inference_id)
                 time.sleep(0.5)
@@ -380,13 +383,18 @@ class KafkaIngress:
         self._commit(offsets, wait)
 
     def _commit(self, offsets: dict[tuple[str, int], int], wait: bool) -> None:
+        """Commit ``offsets`` with those acknowledged before, if it is time (or ``wait``)."""
         from confluent_kafka import TopicPartition
 
-        if offsets:
+        self.acked.update(offsets)
+        now = time.monotonic()
+        if self.acked and (wait or now - self.last_commit >= self.spec.commit_interval_s):
             self.consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                offsets=[TopicPartition(t, p, o) for (t, p), o in self.acked.items()],
                 asynchronous=not wait,
             )
+            self.acked.clear()
+            self.last_commit = now
 
     def _on_assign(self, consumer, partitions) -> None:
         self.assigned = sorted({*self.assigned, *((p.topic, p.partition) for p in partitions)})
@@ -399,6 +407,20 @@ class KafkaIngress:
         self._commit_acked(wait=True)
         gone = {(p.topic, p.partition) for p in partitions}
         self.assigned = [tp for tp in self.assigned if tp not in gone]
+
+    def _report(self) -> None:
+        """Every ``stats_interval_s``: the rate, the consumer lag and the stats row."""
+        while not self._stop.wait(self.spec.stats_interval_s):
+            try:
+                now, consumed = time.monotonic(), self.counts["consumed"]
+                t0, n0 = self._rate
+                self.msgs_per_s = (consumed - n0) / (now - t0)
+                self._rate = (now, consumed)
+                self._refresh_lag()
+                self._write_stats()
+            except Exception:  # noqa: BLE001 - e.g. the store away for a while: next time
+                if not self._stop.is_set():  # (not the consumer closed as the replica stops)
+                    logger.exception("inference %d: stats", self.spec.inference_id)
 
     def _refresh_lag(self) -> None:
         from confluent_kafka import TopicPartition

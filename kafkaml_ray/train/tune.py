@@ -19,7 +19,9 @@ kafkaml_ray.errors.InvalidInput: search space 'epochs': {'normal': [1, 3]} is no
 `run_tune` reads the datasource once, then runs one Tune trial per sampled configuration,
 one CPU each, in the existing training loops. Every trial is stored as a `TrainingResult`
 (``tune_id`` set, its hyper-parameters, learning curve, metrics and weights); when the search
-ends the best finished trial by ``metric``/``mode`` is marked ``best``.
+ends the best finished trial by ``metric``/``mode`` is marked ``best``. `stop_tune` ends a
+search early through Tune's own stopper: its running trials are stopped, their resources
+freed, and the best of the trials that finished is still marked.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -42,6 +46,7 @@ __all__ = [
     "check_space",
     "run_tune",
     "start_tune",
+    "stop_tune",
     "best_of",
     "metric_value",
     "TuneStatus",
@@ -50,7 +55,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TuneStatus = Literal["running", "finished", "failed"]
+TuneStatus = Literal["running", "finished", "failed", "stopped"]
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")
 _TUNABLE = sorted({*TRAIN_ARGS, "batch_size"} - {"num_workers"})
 
@@ -266,15 +271,20 @@ def _finish(store: Store, tune_id: int, errors: dict[str, str], failure: str | N
     """Close unfinished trials, mark the best, and record the search's status."""
     with store.session() as s:
         run = s.get_one(TuneRun, tune_id)
+        stopped = run.status == "stopped"
         for r in run.results:
-            if r.status == ResultStatus.TRAINING:
+            if r.status == ResultStatus.TRAINING and stopped:
+                r.status, r.error = ResultStatus.STOPPED, "stopped by the user"
+            elif r.status == ResultStatus.TRAINING:
                 key = repr(sorted(r.hyperparameters.items()))
                 r.status = ResultStatus.FAILED
                 r.error = errors.get(key) or failure or "the trial ended without a result"
         best = best_of(run.results, run.metric, run.mode)
         for r in run.results:
             r.best = r is best
-        if failure:
+        if stopped:
+            pass  # stays stopped (by `stop_tune`), with its best finished trial marked
+        elif failure:
             run.status, run.error = "failed", failure
         elif best is not None:
             run.status, run.error = "finished", None
@@ -292,8 +302,14 @@ def _finish(store: Store, tune_id: int, errors: dict[str, str], failure: str | N
             )
 
 
-def run_tune(settings: Settings, tune_id: int, max_concurrent_trials: int = 2) -> None:
-    """Run the search of TuneRun ``tune_id`` to its end; everything is recorded in the store."""
+def run_tune(
+    settings: Settings,
+    tune_id: int,
+    max_concurrent_trials: int = 2,
+    stop: threading.Event | None = None,
+) -> None:
+    """Run the search of TuneRun ``tune_id`` to its end, or until ``stop`` is set;
+    everything is recorded in the store."""
     from ray import tune
 
     from kafkaml_ray.train.runner import _error_text
@@ -336,6 +352,7 @@ def run_tune(settings: Settings, tune_id: int, max_concurrent_trials: int = 2) -
                 name=f"kafkaml-tune-{tune_id}",
                 storage_path=str(settings.home / "ray_results"),
                 failure_config=tune.FailureConfig(max_failures=0),
+                stop=_Stopper(stop or threading.Event()),
                 verbose=0,
             ),
         )
@@ -351,18 +368,53 @@ def run_tune(settings: Settings, tune_id: int, max_concurrent_trials: int = 2) -
     logger.info("tune run %d: done", tune_id)
 
 
+def _Stopper(event: threading.Event):
+    """A Tune stopper that ends the whole search once ``event`` is set (Tune asks it on every
+    turn of its loop, about ten times a second)."""
+    from ray import tune
+
+    class Stopper(tune.Stopper):
+        def __init__(self, event: threading.Event):
+            self.event = event
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.event.is_set()
+
+        # Tune saves its run config (this too) with the experiment; an event does not pickle.
+        def __getstate__(self) -> dict:
+            return {}
+
+        def __setstate__(self, state: dict) -> None:
+            self.event = threading.Event()
+
+    return Stopper(event)
+
+
 class _TuneDriver:
     """A search's driver, in a detached actor: it outlives the process that started it."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
 
     def run(self, settings: Settings, tune_id: int, max_concurrent_trials: int) -> None:
         import ray
 
         try:
-            run_tune(settings, tune_id, max_concurrent_trials)
+            run_tune(settings, tune_id, max_concurrent_trials, self._stop)
         except Exception as e:  # noqa: BLE001 - recorded on the search
             logger.exception("tune run %d failed", tune_id)
             _finish(Store(settings.db_url), tune_id, {}, f"{type(e).__name__}: {e}")
         ray.actor.exit_actor()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _driver_name(tune_id: int) -> str:
+    return f"tune-{tune_id}"
 
 
 def start_tune(settings: Settings, tune_id: int, max_concurrent_trials: int = 2) -> None:
@@ -375,12 +427,40 @@ def start_tune(settings: Settings, tune_id: int, max_concurrent_trials: int = 2)
     actor = (
         ray.remote(_TuneDriver)
         .options(
-            name=f"tune-{tune_id}",
+            name=_driver_name(tune_id),
             namespace=NAMESPACE,
             lifetime="detached",
             num_cpus=0,
             max_restarts=0,
+            max_concurrency=2,  # stop() while run() searches
         )
         .remote()
     )
     actor.run.remote(settings, tune_id, max_concurrent_trials)
+
+
+def stop_tune(settings: Settings, tune_id: int, timeout: float = 60.0) -> bool:
+    """Ask a search's driver to stop its trials and wait for it to end (killed after
+    ``timeout``); True if a driver was running. Mark the search stopped first."""
+    import ray
+
+    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
+
+    ensure_ray(settings)
+    try:
+        actor = ray.get_actor(_driver_name(tune_id), namespace=NAMESPACE)
+    except ValueError:
+        return False
+    try:
+        ray.get(actor.stop.remote(), timeout=30)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(_driver_name(tune_id), namespace=NAMESPACE)
+            except ValueError:
+                return True  # the driver finished the search and exited
+            time.sleep(0.2)
+    except Exception:  # noqa: BLE001 - dead or stuck: the kill below ends it
+        logger.warning("tune run %d: no graceful stop", tune_id, exc_info=True)
+    ray.kill(actor, no_restart=True)
+    return True

@@ -163,3 +163,20 @@ def tune_show(tune_id: int, follow: bool, as_json: bool) -> None:
     client = client_from_env()
     t = _follow(client, tune_id) if follow else client.get_tune(tune_id)
     emit(t, as_json, _tune_text)
+
+
+@tune.command("stop")
+@click.argument("tune_id", type=int)
+@json_option
+def tune_stop(tune_id: int, as_json: bool) -> None:
+    """Stop a search: running trials are stopped and their Ray resources freed; the best
+    finished trial is still marked."""
+    emit(client_from_env().stop_tune(tune_id), as_json, _tune_text)
+
+
+@tune.command("delete")
+@click.argument("tune_id", type=int)
+def tune_delete(tune_id: int) -> None:
+    """Delete a search that has ended, with its trials' results and their artifacts."""
+    client_from_env().delete_tune(tune_id)
+    click.echo(f"deleted tune run {tune_id}")

@@ -143,6 +143,8 @@ def _trials(t: TuneInfo) -> None:
         st.error(f"Failed: {t.error}", icon=":material/error:")
     elif t.status == "running":
         st.info(f"Running: {sum(r.done for r in t.trials)} of the trials so far are done.")
+    elif t.status == "stopped":
+        st.warning("Stopped by the user: the best finished trial is marked.")
     st.caption(f"Search space: `{json.dumps(t.space)}`")
     if not t.trials:
         st.info("No trial has started yet.")
@@ -187,13 +189,23 @@ def _trials(t: TuneInfo) -> None:
     )
     _curves(t)
     best = next((r for r in t.trials if r.id == t.best_result_id), None)
-    left, right, _ = st.columns([1, 1, 2])
-    if left.button("Learning curves of the trials", key="tune_charts"):
+    charts, deploy, stop, delete = st.columns([2, 2, 1, 1])
+    if charts.button("Learning curves of the trials", key="tune_charts"):
         common.prefill("charts", charts_results=[r.id for r in t.trials if r.history])
-    if best is not None and right.button(
+    if best is not None and deploy.button(
         "Deploy the best for inference", key="tune_deploy", type="primary"
     ):
         common.prefill("inference", infer_result=best.id)
+    if stop.button(
+        "Stop", key="tune_stop", disabled=t.done, icon=":material/stop:"
+    ) and common.need("ray", "stop the search"):
+        ok, _ = common.call("Stopping the search...", common.client().stop_tune, t.id)
+        if ok:
+            common.done(f"Stopped search {t.id}.")
+    if delete.button("Delete", key="tune_delete", disabled=not t.done, icon=":material/delete:"):
+        ok, _ = common.call("Deleting the search...", common.client().delete_tune, t.id)
+        if ok:
+            common.done(f"Deleted search {t.id} and its {len(t.trials)} trial result(s).")
 
 
 def _curves(t: TuneInfo) -> None:
