@@ -209,7 +209,8 @@ class KafkaIngress:
         self.last_commit = 0.0
         self.in_flight: deque[_Chunk] = deque()  # of those, the ones being predicted
         self.counts = {"consumed": 0, "predicted": 0, "dead_letters": 0}
-        self.lag, self.assigned = 0, []
+        self.lag, self.partitions, self.assigned = 0, 0, []
+        self._topic_checked = 0.0
         self._rate = (time.monotonic(), 0)
         self.msgs_per_s = 0.0
         self._stop = threading.Event()
@@ -221,8 +222,9 @@ class KafkaIngress:
         )
         self._thread = threading.Thread(target=self._run, name="kafka-ingress", daemon=True)
         self._thread.start()
-        # Lag and stats in a thread of their own: their broker calls and store writes would
-        # otherwise hold up the inputs that arrive meanwhile.
+        # The stats row is written by a thread of its own: a store write in the consume loop
+        # would hold up the inputs that arrive meanwhile. (The consumer itself is used by the
+        # consume loop only: its calls from another thread can block for good.)
         threading.Thread(target=self._report, name="kafka-ingress-stats", daemon=True).start()
         try:
             self.replica = serve.get_replica_context().replica_id.unique_id
@@ -231,9 +233,13 @@ class KafkaIngress:
 
     # -- the consume loop (its own thread) ---------------------------------------------
     def _run(self) -> None:
+        last_lag = 0.0
         while not self._stop.is_set():
             try:
                 self._step()
+                if time.monotonic() - last_lag > self.spec.stats_interval_s:
+                    self._refresh_lag()
+                    last_lag = time.monotonic()
             except Exception:  # noqa: BLE001 - keep consuming from the last commit
                 logger.exception("inference %d: ingress loop error", self.spec.inference_id)
                 time.sleep(0.5)
@@ -409,22 +415,26 @@ class KafkaIngress:
         self.assigned = [tp for tp in self.assigned if tp not in gone]
 
     def _report(self) -> None:
-        """Every ``stats_interval_s``: the rate, the consumer lag and the stats row."""
+        """Every ``stats_interval_s``: the rate and the stats row (in the stats thread)."""
         while not self._stop.wait(self.spec.stats_interval_s):
             try:
                 now, consumed = time.monotonic(), self.counts["consumed"]
                 t0, n0 = self._rate
                 self.msgs_per_s = (consumed - n0) / (now - t0)
                 self._rate = (now, consumed)
-                self._refresh_lag()
                 self._write_stats()
             except Exception:  # noqa: BLE001 - e.g. the store away for a while: next time
                 if not self._stop.is_set():  # (not the consumer closed as the replica stops)
                     logger.exception("inference %d: stats", self.spec.inference_id)
 
     def _refresh_lag(self) -> None:
+        """The consumer lag and the input topic's partition count (in the consume loop)."""
         from confluent_kafka import TopicPartition
 
+        if not self.partitions or time.monotonic() - self._topic_checked > 30:
+            md = self.consumer.list_topics(self.spec.input_topic, timeout=2)
+            self.partitions = len(md.topics[self.spec.input_topic].partitions)
+            self._topic_checked = time.monotonic()
         tps = [TopicPartition(t, p) for t, p in self.assigned]
         lag = 0
         if tps:
@@ -468,13 +478,7 @@ class KafkaIngress:
     # -- Serve hooks -------------------------------------------------------------------
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Consumer lag and partition count, for the lag-driven autoscaling policy."""
-        partitions = 0
-        try:
-            md = self.consumer.list_topics(self.spec.input_topic, timeout=2)
-            partitions = len(md.topics[self.spec.input_topic].partitions)
-        except Exception:  # noqa: BLE001
-            pass
-        return {"lag": float(self.lag), "partitions": float(partitions)}
+        return {"lag": float(self.lag), "partitions": float(self.partitions)}
 
     async def __call__(self, request) -> dict[str, Any]:
         """HTTP: POST {"data": [sample, ...]} -> {"values": [prediction, ...]}."""
