@@ -647,8 +647,8 @@ class Client:
         finished ones kept, the best of them marked."""
         from kafkaml_ray.train.tune import stop_tune
 
-        if self.get_tune(tune_id).done:
-            return self.get_tune(tune_id)
+        if (run := self.get_tune(tune_id)).done:
+            return run
         # Stopped first: the trials being stopped write nothing more.
         with self.store.session() as s:
             run = s.get_one(TuneRun, tune_id)

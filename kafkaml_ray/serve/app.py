@@ -379,28 +379,26 @@ class KafkaIngress:
                 self.producer.poll(0.05)
 
     def _commit_acked(self, wait: bool = False) -> None:
-        """Commit the offsets of every consumed chunk whose outputs are all acknowledged."""
-        offsets: dict[tuple[str, int], int] = {}
-        while self.pending and self.pending[0].remaining == 0:
-            if self.pending[0].failed:  # never commit past an unacknowledged output
-                self._commit(offsets, wait)
-                raise RuntimeError(f"a prediction was not delivered: {self.pending[0].failed}")
-            offsets.update(self.pending.popleft().offsets)
-        self._commit(offsets, wait)
-
-    def _commit(self, offsets: dict[tuple[str, int], int], wait: bool) -> None:
-        """Commit ``offsets`` with those acknowledged before, if it is time (or ``wait``)."""
+        """Commit the offsets of every consumed chunk whose outputs are all acknowledged:
+        at most every ``commit_interval_s``, at once if ``wait``."""
         from confluent_kafka import TopicPartition
 
-        self.acked.update(offsets)
+        failed = None
+        while self.pending and self.pending[0].remaining == 0:
+            if self.pending[0].failed:  # never commit past an unacknowledged output
+                failed = self.pending[0].failed
+                break
+            self.acked.update(self.pending.popleft().offsets)
         now = time.monotonic()
-        if self.acked and (wait or now - self.last_commit >= self.spec.commit_interval_s):
+        if self.acked and (wait or failed or now - self.last_commit >= self.spec.commit_interval_s):
             self.consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in self.acked.items()],
                 asynchronous=not wait,
             )
             self.acked.clear()
             self.last_commit = now
+        if failed:
+            raise RuntimeError(f"a prediction was not delivered: {failed}")
 
     def _on_assign(self, consumer, partitions) -> None:
         self.assigned = sorted({*self.assigned, *((p.topic, p.partition) for p in partitions)})
