@@ -231,10 +231,14 @@ class RawFormat(MessageFormat):
                     out.append("")
             return np.asarray(out, dtype=np.str_)
         itemsize = np.dtype(dtype).itemsize
-        lengths = np.fromiter((-1 if b is None else len(b) for b in items), np.int64, n)
         if shape is not None:
             need = itemsize * math.prod(shape)
-        else:  # flat: every message as long as most of them
+            # The common case first, in plain Python: a chunk of one message (light load)
+            # would pay more for numpy's calls than for the check.
+            if all(b is not None and len(b) == need for b in items):
+                return np.frombuffer(b"".join(items), dtype=dtype).reshape(n, *shape)
+        lengths = np.fromiter((-1 if b is None else len(b) for b in items), np.int64, n)
+        if shape is None:  # flat: every message as long as most of them
             valid = lengths[(lengths >= 0) & (lengths % itemsize == 0)]
             need = Counter(valid.tolist()).most_common(1)[0][0] if len(valid) else itemsize
         bad = np.flatnonzero(lengths != need)

@@ -146,6 +146,12 @@ class _Batch:
     first: dict[tuple[str, int], int]  # its first offset, per partition (to consume again)
     failed: str | None = None
 
+    def delivered(self, err, _msg) -> None:
+        """The producer's delivery callback, for each output of the chunk."""
+        if err is not None:
+            self.failed = str(err)
+        self.remaining -= 1
+
 
 @dataclass
 class _Chunk:
@@ -153,7 +159,7 @@ class _Chunk:
 
     msgs: list
     batch: _Batch
-    index: list[int]  # positions in msgs of the decoded samples
+    index: range | list[int]  # positions in msgs of the decoded samples
     data: np.ndarray
     response: Any  # the predictor's DeploymentResponse (or _Done)
 
@@ -163,12 +169,16 @@ class KafkaIngress:
     """Consumes the input topic in the inference's consumer group and produces predictions."""
 
     def __init__(self, spec: InferenceSpec, predictor: Any):
+
+        # (confluent_kafka is imported in the methods: Serve pickles this class by value,
+        # and its types at module level would be pickled along and fail to load.)
         from confluent_kafka import Consumer, Producer
 
         from kafkaml_ray.ingest.formats import get_format
         from kafkaml_ray.ingest.sinks import producer_config
 
         self.spec, self.predictor, self.model = spec, predictor, None
+        self.result_header = (HEADERS[0], str(spec.result_id).encode())
         if spec.predict_in_ingress:
             from kafkaml_ray._private.trained import TrainedModel
 
@@ -277,10 +287,10 @@ class KafkaIngress:
     def _submit(self, msgs: list) -> None:
         """Decode a consumed chunk, dead-letter what does not decode, send the rest off."""
         batch = _Batch(remaining=len(msgs), offsets={}, first={})
-        for m in msgs:
-            tp = (m.topic(), m.partition())
-            batch.offsets[tp] = max(batch.offsets.get(tp, 0), m.offset() + 1)
-            batch.first.setdefault(tp, m.offset())
+        for m in msgs:  # (a partition's messages come in offset order)
+            tp, offset = (m.topic(), m.partition()), m.offset()
+            batch.offsets[tp] = offset + 1
+            batch.first.setdefault(tp, offset)
         self.pending.append(batch)
         self.counts["consumed"] += len(msgs)
         decoded = self.format.decode_batch([m.value() for m in msgs], None, on_error="skip")
@@ -292,9 +302,8 @@ class KafkaIngress:
                 if self.model
                 else self.predictor.predict.remote(decoded.data)
             )
-            self.in_flight.append(
-                _Chunk(msgs, batch, decoded.index.tolist(), decoded.data, response)
-            )
+            index = decoded.index.tolist() if decoded.errors else range(len(msgs))
+            self.in_flight.append(_Chunk(msgs, batch, index, decoded.data, response))
 
     def _predict_here(self, data: np.ndarray) -> _Done:
         try:
@@ -310,13 +319,16 @@ class KafkaIngress:
                 out = _one_by_one(self.model, chunk.data)
             else:
                 out = self.predictor.predict_one_by_one.remote(chunk.data).result()
-        for i, pred in zip(chunk.index, out, strict=True):
-            msg = chunk.msgs[i]
-            if isinstance(pred, str):
-                self._dead_letter(msg, f"prediction failed: {pred}", chunk.batch)
+        if isinstance(out, np.ndarray):  # to Python numbers at once, not row by row
+            rows = out.tolist()
+        else:  # one by one: arrays, and error texts for the samples that failed
+            rows = [p if isinstance(p, str) else np.asarray(p).tolist() for p in out]
+        topic, msgs, batch = self.spec.output_topic, chunk.msgs, chunk.batch
+        for i, row in zip(chunk.index, rows, strict=True):
+            if isinstance(row, str):
+                self._dead_letter(msgs[i], f"prediction failed: {row}", batch)
             else:
-                value = json.dumps({"values": np.asarray(pred).tolist()}).encode()
-                self._produce(self.spec.output_topic, msg, value, chunk.batch)
+                self._produce(topic, msgs[i], json.dumps({"values": row}).encode(), batch)
                 self.counts["predicted"] += 1
 
     def _rewind(self) -> None:
@@ -337,15 +349,13 @@ class KafkaIngress:
                     logger.exception("inference %d: rewinding %s[%d]", self.spec.inference_id, t, p)
 
     def _headers(self, msg, extra: list | None = None) -> list:
-        return (
-            list(msg.headers() or [])
-            + [
-                (HEADERS[0], str(self.spec.result_id).encode()),
-                (HEADERS[1], str(msg.partition()).encode()),
-                (HEADERS[2], str(msg.offset()).encode()),
-            ]
-            + (extra or [])
-        )
+        return [
+            *(msg.headers() or ()),
+            self.result_header,
+            (HEADERS[1], str(msg.partition()).encode()),
+            (HEADERS[2], str(msg.offset()).encode()),
+            *(extra or ()),
+        ]
 
     def _dead_letter(self, msg, error: str, batch: _Batch) -> None:
         self.counts["dead_letters"] += 1
@@ -360,11 +370,6 @@ class KafkaIngress:
     def _produce(
         self, topic: str, msg, value: bytes | None, batch: _Batch, extra: list | None = None
     ) -> None:
-        def delivered(err, _msg, batch=batch):
-            if err is not None:
-                batch.failed = str(err)
-            batch.remaining -= 1
-
         while True:
             try:
                 self.producer.produce(
@@ -372,7 +377,7 @@ class KafkaIngress:
                     value,
                     msg.key(),
                     headers=self._headers(msg, extra),
-                    on_delivery=delivered,
+                    on_delivery=batch.delivered,
                 )
                 return
             except BufferError:
