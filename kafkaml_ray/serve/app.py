@@ -30,7 +30,6 @@ from the store named by ``KAFKAML_DB``.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 from ray import serve
 
 from kafkaml_ray.settings import Settings
@@ -270,12 +270,13 @@ class KafkaIngress:
     def _take(self, block: bool) -> list:
         """What is waiting, up to batch_size; if ``block``, waits briefly when nothing is."""
         n = self.spec.batch_size
-        msgs = self.consumer.consume(num_messages=n, timeout=0)
-        if not msgs and block:
+        if block:  # (consume() with a timeout would wait for n messages or the whole timeout)
             first = self.consumer.poll(0.1)
             if first is None:
                 return []
             msgs = [first] + self.consumer.consume(num_messages=n - 1, timeout=0)
+        else:
+            msgs = self.consumer.consume(num_messages=n, timeout=0)
         good = []
         for m in msgs:
             if m.error() is None:
@@ -328,7 +329,7 @@ class KafkaIngress:
             if isinstance(row, str):
                 self._dead_letter(msgs[i], f"prediction failed: {row}", batch)
             else:
-                self._produce(topic, msgs[i], json.dumps({"values": row}).encode(), batch)
+                self._produce(topic, msgs[i], orjson.dumps({"values": row}), batch)
                 self.counts["predicted"] += 1
 
     def _rewind(self) -> None:
@@ -386,8 +387,6 @@ class KafkaIngress:
     def _commit_acked(self, wait: bool = False) -> None:
         """Commit the offsets of every consumed chunk whose outputs are all acknowledged:
         at most every ``commit_interval_s``, at once if ``wait``."""
-        from confluent_kafka import TopicPartition
-
         failed = None
         while self.pending and self.pending[0].remaining == 0:
             if self.pending[0].failed:  # never commit past an unacknowledged output
@@ -396,6 +395,8 @@ class KafkaIngress:
             self.acked.update(self.pending.popleft().offsets)
         now = time.monotonic()
         if self.acked and (wait or failed or now - self.last_commit >= self.spec.commit_interval_s):
+            from confluent_kafka import TopicPartition
+
             self.consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in self.acked.items()],
                 asynchronous=not wait,
