@@ -169,7 +169,6 @@ class KafkaIngress:
     """Consumes the input topic in the inference's consumer group and produces predictions."""
 
     def __init__(self, spec: InferenceSpec, predictor: Any):
-
         # (confluent_kafka is imported in the methods: Serve pickles this class by value,
         # and its types at module level would be pickled along and fail to load.)
         from confluent_kafka import Consumer, Producer
