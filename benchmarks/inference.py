@@ -1310,7 +1310,7 @@ DIFF_HEAD = "p50 ours - baseline, ms (95% interval)"
 
 
 def _interval(d: dict[str, float] | None) -> str:
-    return f"{d['ms']:+.2f} ({d['ci95_low_ms']:+.2f} to {d['ci95_high_ms']:+.2f})" if d else "-"
+    return f"{d['ms']:+,.2f} ({d['ci95_low_ms']:+,.2f} to {d['ci95_high_ms']:+,.2f})" if d else "-"
 
 
 def markdown(r: dict[str, Any]) -> str:
