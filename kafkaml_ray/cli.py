@@ -201,20 +201,24 @@ def _config_text(c) -> str:
 
 @config.command("create")
 @click.argument("name")
+@click.argument("model_args", metavar="[MODEL]...", nargs=-1)
 @click.option(
     "-m",
     "--model",
     "models",
     multiple=True,
-    required=True,
-    help="A model id or name; repeat for several.",
+    help="A model id or name; repeat for several (or name them after NAME).",
 )
 @click.option("-d", "--description", default="")
 @json_option
-def config_create(name, models, description, as_json) -> None:
-    """Create configuration NAME from models of either framework."""
+def config_create(name, model_args, models, description, as_json) -> None:
+    """Create configuration NAME from models of either framework (ids or names):
+    `config create digits cnn-torch cnn-keras`."""
+    chosen = [*model_args, *models]
+    if not chosen:
+        raise click.UsageError("name at least one model: config create NAME MODEL...")
     emit(
-        client_from_env().create_configuration(name, list(models), description),
+        client_from_env().create_configuration(name, chosen, description),
         as_json,
         _config_text,
     )
@@ -265,7 +269,12 @@ def _deployment_text(d) -> str:
         f", GPU per model {d.gpu_fraction:g}, datasource {d.datasource_id or '(waiting)'}"
         + (f", Ray job {d.job_id}" if d.job_id else "")
     )
-    return head + "\n" + _results_table(d.results)
+    waits = [f"result {r.id}: {r.progress['waiting']}" for r in d.results if _waiting(r)]
+    return "\n".join([head, _results_table(d.results), *waits])
+
+
+def _waiting(r) -> bool:
+    return r.status == "training" and bool((r.progress or {}).get("waiting"))
 
 
 def _results_table(results) -> str:
@@ -410,10 +419,14 @@ def follow(client, deployment_id: int, interval: float = 0.5):
         r.id: tqdm(total=1, desc=r.model_name, position=i, leave=True, unit="batch")
         for i, r in enumerate(dep.results)
     }
+    said: dict[int, str] = {}
     while True:
         dep = client.get_deployment(deployment_id)
         for r in dep.results:
             bar, p = bars[r.id], r.progress or {}
+            if _waiting(r) and said.get(r.id) != p["waiting"]:
+                said[r.id] = p["waiting"]
+                tqdm.write(f"{r.model_name}: {p['waiting']}")
             epochs, batches = p.get("epochs") or 1, p.get("batches") or 1
             epoch, batch = p.get("epoch") or 0, p.get("batch")
             done = (epoch - (0 if batch is None else 1)) * batches + (batch or 0)

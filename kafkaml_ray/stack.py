@@ -128,6 +128,9 @@ def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 
     ]
     if num_cpus is not None:
         cmd += ["--num-cpus", str(num_cpus)]
+    from kafkaml_ray._private.rayutil import token_auth
+
+    token_auth(create=True)  # `ray start --head` needs the token to exist
     env = {
         **os.environ,
         **settings.env(),

@@ -41,3 +41,26 @@ def test_bad_configurations(client, models):
     with pytest.raises(NotFound, match="no configuration"):
         client.delete_configuration(99)
     assert [c.name for c in client.list_configurations()] == ["c"]
+
+
+def test_config_create_takes_models_as_the_readme_writes_them(client, settings, models):
+    """`config create NAME MODEL...` (the README's form) and `-m MODEL` (the older one)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from kafkaml_ray.cli import cli
+
+    env = {k: v for k, v in settings.env().items() if v is not None}
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, ["config", "create", *args, "--json"], env=env)
+
+    r = run("both", "digits-torch", str(models[1].id))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["model_names"] == ["digits-torch", "digits-keras"]
+    r = run("flag", "-m", "digits-keras")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["model_names"] == ["digits-keras"]
+    r = run("none")
+    assert r.exit_code == 2 and "name at least one model" in r.output

@@ -233,6 +233,33 @@ def test_stop_then_restart_resumes_where_it_stopped(trained):
     client.delete_inference(inf.id)
 
 
+def _slow_copy(client, result, seconds_per_batch: float):
+    """The trained result served by a copy of its model code whose forward pass sleeps: a
+    replica then takes a known time per batch, so a backlog lasts long enough to scale on,
+    whatever the machine. (The same weights; a result row as training writes it.)"""
+    from pathlib import Path
+
+    from kafkaml_ray.store import ResultStatus, TrainingResult
+
+    code = (Path(__file__).parent.parent / "examples" / "digits_cnn_pytorch.py").read_text()
+    slow = code.replace(
+        "    def forward(self, x):\n",
+        f"    def forward(self, x):\n        __import__('time').sleep({seconds_per_batch})\n",
+    )
+    assert slow != code
+    model = client.add_model(f"slow-{uuid.uuid4().hex[:6]}", "pytorch", slow)
+    with client.store.session() as s:
+        row = TrainingResult(
+            model_id=model.id,
+            status=ResultStatus.FINISHED,
+            weights_uri=result.weights_uri,
+            test_metrics=result.test_metrics,
+        )
+        s.add(row)
+        s.flush()
+        return row.id
+
+
 def test_lag_driven_autoscaling_up_under_backlog_and_down_when_idle(trained):
     client, result, x = trained
     settings = client.settings
@@ -247,17 +274,30 @@ def test_lag_driven_autoscaling_up_under_backlog_and_down_when_idle(trained):
             "policy_kwargs": {"target_lag": 200},
         },
     }
+    # 8 inputs per 20 ms at most: one replica needs over 10 s for the 4,000 below, a lag
+    # 20 times the target; with three (one per partition) it drains in a third of that.
+    slow = _slow_copy(client, result, 0.02)
     inf = client.deploy_inference(
-        result.id, inp, out, min_replicas=1, max_replicas=3, batch_size=8, autoscaling=fast
+        slow,
+        inp,
+        out,
+        input_format="RAW",
+        input_config={"data_type": "float32", "data_reshape": "8 8"},
+        min_replicas=1,
+        max_replicas=3,
+        batch_size=8,
+        autoscaling=fast,
     )
     from kafkaml_ray.serve.deploy import running_replicas
 
     assert running_replicas(settings, inf.id)["KafkaIngress"] == 1
-    _send(settings, inp, np.concatenate([x] * 12), partitions=3)  # a backlog of ~21,000
+    backlog = np.concatenate([x] * 3)[:4000]
+    _send(settings, inp, backlog, partitions=3)
     wait_until(
         lambda: running_replicas(settings, inf.id).get("KafkaIngress", 0) >= 2, 120, "a scale-up"
     )
-    _read_all(settings, out, len(x) * 12, timeout=300)
+    outputs = _read_all(settings, out, len(backlog), timeout=300, distinct=True)
+    assert len({_provenance(m) for m in outputs}) == len(backlog)  # every input answered
     wait_until(
         lambda: running_replicas(settings, inf.id).get("KafkaIngress") == 1,
         180,

@@ -122,8 +122,7 @@ def ingress(msgs, fail=(), batch_size=2, in_flight=3, model=None, commit_interva
     ing.calls = []
     ing.predictor = Predictor(ing.calls)
     ing.model, ing.depth = model, 1 if model else in_flight
-    ing.pending, ing.in_flight, ing.acked, ing.last_commit = deque(), deque(), {}, 0.0
-    ing.counts = {"consumed": 0, "predicted": 0, "dead_letters": 0}
+    ing._start_loop_state()  # as KafkaIngress.__init__ does
     ing.assigned = [("in", 0)]
     ing.result_header = ("kafkaml-result-id", b"7")
     ing._stop, ing._thread = threading.Event(), threading.Thread(target=print)  # for __del__

@@ -61,7 +61,19 @@ def _error_from(e: BaseException, filename: str | None = None) -> ModelCodeError
         text = f"ModuleNotFoundError: no module named {e.name!r}"
     else:
         text = f"{type(e).__name__}: {e}"
+        text += "".join(
+            hint
+            for name, hint in _KERAS2.items()
+            if f"'{name}'" in text and ("not recognized" in text or "unexpected keyword" in text)
+        )
     return ModelCodeError(f"{_where(where or '')}{text}", line)
+
+
+# Keras 2 names that Kafka-ML's documented models use, and what Keras 3 calls them.
+_KERAS2 = {
+    "lr": " (Keras 3 calls it `learning_rate`)",
+    "decay": " (Keras 3 has no `decay`: pass a learning-rate schedule as `learning_rate`)",
+}
 
 
 def import_tensorflow() -> Any:

@@ -7,15 +7,21 @@ import os
 
 from kafkaml_ray.settings import Settings
 
-__all__ = ["ensure_ray", "token_auth", "NAMESPACE"]
+__all__ = ["ensure_ray", "token_auth", "resource_wait", "NAMESPACE"]
 
 logger = logging.getLogger(__name__)
 NAMESPACE = "kafkaml"
 
 
-def token_auth() -> None:
+def token_auth(create: bool = False) -> None:
     """Keep Ray's token authentication on in this process too (RAY_AUTH_MODE=token unless
-    set otherwise), also when ``ray`` was imported before kafkaml_ray."""
+    set otherwise), also when ``ray`` was imported before kafkaml_ray.
+
+    With ``create``, make the token where Ray looks for it (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``) when there is none: a new local
+    ``ray.init()`` does that itself, ``ray start --head`` does not, and a fresh machine has
+    no token yet.
+    """
     import sys
 
     if os.environ.setdefault("RAY_AUTH_MODE", "token") != "token":
@@ -23,6 +29,12 @@ def token_auth() -> None:
     raylet = sys.modules.get("ray._raylet")
     if raylet is not None:
         raylet.Config.initialize("")  # re-read the mode from the environment
+    if create:
+        from ray._private.authentication.authentication_token_setup import (
+            ensure_token_if_auth_enabled,
+        )
+
+        ensure_token_if_auth_enabled(create_token_if_missing=True)
 
 
 def ray_address(settings: Settings) -> str | None:
@@ -54,3 +66,54 @@ def ensure_ray(settings: Settings) -> None:
         log_to_driver=False,
         configure_logging=False,
     )
+
+
+def _amounts(resources: dict[str, float]) -> str:
+    shown = {k: v for k, v in resources.items() if k in ("CPU", "GPU") and v}
+    return ", ".join(f"{v:g} {k}" for k, v in shown.items()) or "nothing"
+
+
+def resource_wait(need: dict[str, float]) -> str | None:
+    """Why something that needs ``need`` (e.g. ``{"CPU": 1}``) cannot start on the connected
+    Ray cluster: what it needs, what is free, and who holds the rest; None when it fits.
+
+    Holders are the live actors and tasks with resources (Serve replicas by application and
+    deployment) and the placement groups of training runs, read with Ray's state API.
+    """
+    import ray
+
+    free, total = ray.available_resources(), ray.cluster_resources()
+    short = {k: v for k, v in need.items() if v and free.get(k, 0.0) + 1e-9 < v}
+    if not short:
+        return None
+    text = (
+        f"waiting for Ray resources: needs {_amounts(need)}; free {_amounts(free)} "
+        f"of {_amounts(total)}"
+    )
+    held: dict[str, float] = {}
+    try:
+        from ray.util.state import list_actors, list_placement_groups, list_tasks
+
+        for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=1000):
+            if a.placement_group_id:
+                continue  # counted with its placement group
+            name = a.repr_name or a.name or a.class_name
+            for k in short:
+                held[f"{name}"] = held.get(name, 0.0) + (a.required_resources or {}).get(k, 0)
+        for pg in list_placement_groups(filters=[("state", "=", "CREATED")], detail=True):
+            amount = sum(b.get(k, 0.0) for b in pg.bundles or [] for k in short)
+            name = f"placement group {pg.name or pg.placement_group_id[:8]}"
+            held[name] = held.get(name, 0.0) + amount
+        for t in list_tasks(filters=[("state", "=", "RUNNING")], detail=True, limit=1000):
+            if t.type == "NORMAL_TASK":
+                amount = sum((t.required_resources or {}).get(k, 0.0) for k in short)
+                held[f"task {t.name}"] = held.get(f"task {t.name}", 0.0) + amount
+    except Exception:  # noqa: BLE001 - no state API (no dashboard): needs and free only
+        return text
+    holders = sorted(((v, k) for k, v in held.items() if v > 0), reverse=True)
+    if holders:
+        what = "/".join(short)
+        text += "; held by " + ", ".join(f"{k} ({v:g} {what})" for v, k in holders[:6])
+        if len(holders) > 6:
+            text += f" and {len(holders) - 6} more"
+    return text

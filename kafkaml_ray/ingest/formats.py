@@ -44,6 +44,7 @@ __all__ = [
     "OnError",
     "DTYPES",
     "parse_reshape",
+    "label_shape",
 ]
 
 InputFormat = Literal["RAW", "AVRO", "JSON"]
@@ -103,6 +104,19 @@ def parse_reshape(text: str | Sequence[int] | None, name: str) -> tuple[int, ...
     if any(d <= 0 for d in shape):
         raise InvalidInput(f"{name} {text!r} has a size that is not positive")
     return shape or None
+
+
+def label_shape(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``label_reshape`` as a shape, where a label of exactly one element is a scalar.
+
+    Kafka-ML's sinks infer the shape from the first sample, so a numpy scalar label is
+    announced as "1"; its trainers, and ours, take it as a scalar.
+
+    >>> label_shape("1"), label_shape("1 1"), label_shape(""), label_shape("3")
+    ((), (), None, (3,))
+    """
+    shape = parse_reshape(text, "label_reshape")
+    return () if shape is not None and math.prod(shape) == 1 else shape
 
 
 def _dtype(name: str | None, field_name: str) -> Any:
@@ -187,7 +201,7 @@ class RawFormat(MessageFormat):
         self.data_dtype = _dtype(data_type, "data_type")
         self.label_dtype = _dtype(self.label_type, "label_type")
         self.data_shape = parse_reshape(data_reshape, "data_reshape")
-        self.label_shape = parse_reshape(label_reshape, "label_reshape")
+        self.label_shape = label_shape(label_reshape)
         self.has_labels = self.label_type is not None
         # Bytes of one sample when its shape is known (the common case, decoded fastest).
         self._data_bytes = (
@@ -311,7 +325,7 @@ class AvroFormat(MessageFormat):
             _avro_schema(label_scheme, "label_scheme") if label_scheme else (None, None)
         )
         self.data_shape = parse_reshape(data_reshape, "data_reshape")
-        self.label_shape = parse_reshape(label_reshape, "label_reshape")
+        self.label_shape = label_shape(label_reshape)
         self.data_dtype = _avro_dtype(self.data_schema)
         self.label_dtype = _avro_dtype(self.label_schema) if self.label_schema else None
         self.has_labels = self.label_schema is not None
@@ -466,7 +480,7 @@ class JsonFormat(MessageFormat):
         self.data_dtype = _dtype(data_type, "data_type")
         self.label_dtype = _dtype(self.label_type, "label_type")
         self.data_shape = parse_reshape(data_reshape, "data_reshape")
-        self.label_shape = parse_reshape(label_reshape, "label_reshape")
+        self.label_shape = label_shape(label_reshape)
         self.has_labels = self.label_type is not None
 
     def config(self) -> dict[str, Any]:
@@ -540,6 +554,8 @@ class JsonFormat(MessageFormat):
                     raise ValueError("ragged or mixed values")
                 if shape is not None:
                     a = a.reshape(shape)
+                elif fld == "label" and a.size == 1:
+                    a = a.reshape(())  # a one-element label is a scalar
             except (ValueError, TypeError) as e:
                 errors[i] = DecodeError("JSON", fld, f"message {i}: {e}", i)
                 out.append(None)

@@ -31,6 +31,7 @@ from the store named by ``KAFKAML_DB``.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -213,11 +214,7 @@ class KafkaIngress:
                 },
             )
         )
-        self.pending: deque[_Batch] = deque()  # consumed chunks, oldest first
-        self.acked: dict[tuple[str, int], int] = {}  # offsets to commit at the next commit
-        self.last_commit = 0.0
-        self.in_flight: deque[_Chunk] = deque()  # of those, the ones being predicted
-        self.counts = {"consumed": 0, "predicted": 0, "dead_letters": 0}
+        self._start_loop_state()
         self.lag, self.partitions, self.assigned = 0, 0, []
         self._topic_checked = 0.0
         self._rate = (time.monotonic(), 0)
@@ -241,6 +238,13 @@ class KafkaIngress:
             self.replica = "local"
 
     # -- the consume loop (its own thread) ---------------------------------------------
+    def _start_loop_state(self) -> None:
+        self.pending: deque[_Batch] = deque()  # consumed chunks, oldest first
+        self.acked: dict[tuple[str, int], int] = {}  # offsets to commit at the next commit
+        self.last_commit = -math.inf  # the first commit is due at once
+        self.in_flight: deque[_Chunk] = deque()  # of those, the ones being predicted
+        self.counts = {"consumed": 0, "predicted": 0, "dead_letters": 0}
+
     def _run(self) -> None:
         last_lag = 0.0
         while not self._stop.is_set():

@@ -25,6 +25,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: CPUs reserved by an ingress replica (it predicts on CPU) and by a GPU predictor replica.
+INGRESS_CPUS, PREDICTOR_CPUS = 0.25, 0.5
+
 
 def app_name(inference_id: int) -> str:
     return f"inference-{inference_id}"
@@ -64,10 +67,16 @@ def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
 def deployment_options(
     inf: Any, target_lag: float = 1000.0, autoscaling: dict[str, Any] | None = None
 ) -> tuple[dict, dict]:
-    """Serve options of (KafkaIngress, Predictor) for an inference row."""
-    ingress: dict[str, Any] = {"ray_actor_options": {"num_cpus": 0.25}}
+    """Serve options of (KafkaIngress, Predictor) for an inference row.
+
+    A CPU inference predicts in its ingress replicas; its Predictor only answers HTTP and
+    reserves no CPU, so that two CPU inferences and a training fit on 2 CPUs."""
+    ingress: dict[str, Any] = {"ray_actor_options": {"num_cpus": INGRESS_CPUS}}
     predictor: dict[str, Any] = {
-        "ray_actor_options": {"num_cpus": 0.5, "num_gpus": inf.gpu_fraction},
+        "ray_actor_options": {
+            "num_cpus": PREDICTOR_CPUS if inf.gpu_fraction else 0.0,
+            "num_gpus": inf.gpu_fraction,
+        },
         "max_ongoing_requests": max(16, 2 * inf.batch_size),
     }
     if inf.min_replicas is not None and inf.max_replicas is not None:

@@ -15,6 +15,7 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ class Reporter:
         self.store = Store(spec.settings.db_url) if enabled else None
         self._last = 0.0
         self.history: list[dict[str, Any]] = []
+        # The run has its resources and has started (the runner stops reporting a wait).
+        self._update(progress={"phase": "loading the data", "epoch": 0, "epochs": spec.epochs})
 
     def _update(self, **fields: Any) -> None:
         from kafkaml_ray.store import ResultStatus, TrainingResult
@@ -116,34 +119,87 @@ class Reporter:
                 }
             )
 
-    def finish(
-        self,
-        *,
-        train: dict,
-        val: dict,
-        test: dict,
-        matrix: list | None,
-        weights: bytes,
-        weights_name: str,
-        seconds: float,
+    def trained(
+        self, *, train: dict, val: dict, weights: bytes, weights_name: str, seconds: float
     ) -> None:
+        """Store the weights first: nothing after training may lose the trained model."""
         if not self.enabled:
             return
-        base = self.spec.settings.artifacts_uri
-        prefix = f"results/{self.spec.result_id}"
-        fields: dict[str, Any] = {
-            "train_metrics": _floats(train),
-            "val_metrics": _floats(val),
-            "test_metrics": _floats(test),
-            "training_time_s": seconds,
-            "weights_uri": artifacts.put(base, f"{prefix}/{weights_name}", weights),
-            "confusion_matrix": matrix,
-        }
+        base, prefix = self.spec.settings.artifacts_uri, f"results/{self.spec.result_id}"
+        uri = artifacts.put(base, f"{prefix}/{weights_name}", weights)
+        self._update(
+            train_metrics=_floats(train),
+            val_metrics=_floats(val),
+            training_time_s=seconds,
+            weights_uri=uri,
+        )
+
+    def evaluated(self, test: dict, matrix: list | None, failed: list[str]) -> None:
+        """The test metrics and confusion matrix (with its picture), and the steps that
+        failed after training, named on the result."""
+        if not self.enabled:
+            return
+        fields: dict[str, Any] = {"test_metrics": _floats(test), "confusion_matrix": matrix}
         if matrix is not None:
-            fields["confusion_matrix_uri"] = artifacts.put(
-                base, f"{prefix}/confusion_matrix.png", confusion_png(matrix, self.spec.model_name)
-            )
+            try:
+                png = confusion_png(matrix, self.spec.model_name)
+                fields["confusion_matrix_uri"] = artifacts.put(
+                    self.spec.settings.artifacts_uri,
+                    f"results/{self.spec.result_id}/confusion_matrix.png",
+                    png,
+                )
+            except Exception as e:  # noqa: BLE001 - the weights are kept; say what failed
+                logger.exception("result %d: the confusion matrix picture", self.spec.result_id)
+                failed = [*failed, f"the confusion matrix picture: {_why(e)}"]
+        if failed:
+            fields["error"] = "trained and saved, then " + "; ".join(failed)
         self._update(**fields)
+
+
+def _why(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[-1] if text else ''}"
+
+
+def _after_training(
+    reporter: Reporter,
+    spec: RunSpec,
+    *,
+    weights: Callable[[], bytes],
+    weights_name: str,
+    seconds: float,
+    test: Callable[[], dict],
+    matrix: Callable[[], list | None],
+) -> dict[str, Any]:
+    """What both loops do after training, on rank 0: save the weights, then evaluate the
+    test set and build the confusion matrix. A step that fails is recorded on the result
+    and the steps before it are kept; the trained model is never lost."""
+    history = reporter.history
+    train_final = history[-1]["train"] if history else {}
+    val_final = history[-1]["val"] if history else {}
+    reporter.trained(
+        train=train_final,
+        val=val_final,
+        weights=weights(),
+        weights_name=weights_name,
+        seconds=seconds,
+    )
+    failed: list[str] = []
+    test_m: dict = {}
+    conf = None
+    try:
+        test_m = dict(test())
+    except Exception as e:  # noqa: BLE001 - recorded on the result
+        logger.exception("result %d: the test metrics", spec.result_id)
+        failed.append(f"the test metrics failed: {_why(e)}")
+    if spec.confusion_matrix:
+        try:
+            conf = matrix()
+        except Exception as e:  # noqa: BLE001 - recorded on the result
+            logger.exception("result %d: the confusion matrix", spec.result_id)
+            failed.append(f"the confusion matrix failed: {_why(e)}")
+    reporter.evaluated(test_m, conf, failed)
+    return {"train": train_final, "val": val_final, "test": test_m, "seconds": seconds}
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -310,7 +366,7 @@ def train_torch(
     evaluator = create_supervised_evaluator(
         core, metrics=core.metrics(), device=device, prepare_batch=prepare
     )
-    batches = len(train_loader)
+    batches = spec.train_args.get("steps_per_epoch") or len(train_loader)
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _progress(engine):
@@ -328,34 +384,39 @@ def train_torch(
         if rank == 0:
             reporter.epoch(engine.state.epoch, train_m, val_m)
 
-    trainer.run(train_loader, max_epochs=spec.epochs)
+    trainer.run(train_loader, max_epochs=spec.epochs, epoch_length=batches)
     seconds = time.perf_counter() - start
     if rank != 0:
         return {}
-    train_final = reporter.history[-1]["train"] if reporter.history else {}
-    val_final = reporter.history[-1]["val"] if reporter.history else {}
-    x_test, y_test = to_numpy(shards["test"]) if "test" in shards else (x_train[:0], None)
-    test_m, matrix = {}, None
-    if y_test is not None and len(x_test):
-        x_test = _fit_shape(x_test, shape, spec.model_name)
-        test_loader = loader(x_test, y_test, False, val_bs)
-        test_m = dict(evaluator.run(test_loader).metrics)
-        if classes and spec.confusion_matrix and out_dims and out_dims[0] > 1:
-            preds = predict_torch(core, x_test, device, val_bs).argmax(axis=1)
-            matrix = confusion(y_test, preds, out_dims[0])
-    from safetensors.torch import save
+    test_set: dict[str, np.ndarray] = {}
 
-    weights = save({k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()})
-    reporter.finish(
-        train=train_final,
-        val=val_final,
-        test=test_m,
-        matrix=matrix,
+    def weights() -> bytes:
+        from safetensors.torch import save
+
+        return save({k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()})
+
+    def test() -> dict:
+        x, y = to_numpy(shards["test"]) if "test" in shards else (x_train[:0], None)
+        if y is None or not len(x):
+            return {}
+        test_set.update(x=_fit_shape(x, shape, spec.model_name), y=y)
+        return evaluator.run(loader(test_set["x"], y, False, val_bs)).metrics
+
+    def matrix() -> list | None:
+        if not (test_set and classes and out_dims and out_dims[0] > 1):
+            return None
+        preds = predict_torch(core, test_set["x"], device, val_bs).argmax(axis=1)
+        return confusion(test_set["y"], preds, out_dims[0])
+
+    return _after_training(
+        reporter,
+        spec,
         weights=weights,
         weights_name="model.safetensors",
         seconds=seconds,
+        test=test,
+        matrix=matrix,
     )
-    return {"train": train_final, "val": val_final, "test": test_m, "seconds": seconds}
 
 
 def _world_size() -> int:
@@ -418,7 +479,7 @@ def train_keras(
     )
     if "lr" in spec.train_args:
         model.optimizer.learning_rate.assign(spec.train_args["lr"])
-    batches = math.ceil(len(x_train) / spec.batch_size)
+    batches = spec.train_args.get("steps_per_epoch") or math.ceil(len(x_train) / spec.batch_size)
 
     class _Store(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -445,6 +506,7 @@ def train_keras(
             validation_data=(x_val, y_val) if y_val is not None and len(x_val) else None,
             validation_batch_size=val_bs,
             shuffle=spec.train_args.get("shuffle", True),
+            steps_per_epoch=spec.train_args.get("steps_per_epoch"),
             verbose=0,
             callbacks=[_Store()],
         )
@@ -453,27 +515,34 @@ def train_keras(
     seconds = time.perf_counter() - start
     if rank != 0:
         return {}
-    train_final = reporter.history[-1]["train"] if reporter.history else {}
-    val_final = reporter.history[-1]["val"] if reporter.history else {}
-    x_test, y_test = to_numpy(shards["test"]) if "test" in shards else (x_train[:0], None)
-    test_m, matrix = {}, None
-    if y_test is not None and len(x_test):
-        x_test = _fit_shape(x_test, shape, spec.model_name)
-        test_m = model.evaluate(x_test, y_test, batch_size=val_bs, verbose=0, return_dict=True)
-        out = model.predict(x_test, batch_size=val_bs, verbose=0)
-        if _is_classes(y_test) and spec.confusion_matrix and out.ndim == 2 and out.shape[1] > 1:
-            matrix = confusion(y_test, out.argmax(axis=1), out.shape[1])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = f"{tmp}/model.keras"
-        model.save(path)
-        weights = Path(path).read_bytes()
-    reporter.finish(
-        train=train_final,
-        val=val_final,
-        test=test_m,
-        matrix=matrix,
+    test_set: dict[str, np.ndarray] = {}
+
+    def weights() -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(f"{tmp}/model.keras")
+            return Path(f"{tmp}/model.keras").read_bytes()
+
+    def test() -> dict:
+        x, y = to_numpy(shards["test"]) if "test" in shards else (x_train[:0], None)
+        if y is None or not len(x):
+            return {}
+        test_set.update(x=_fit_shape(x, shape, spec.model_name), y=y)
+        return model.evaluate(test_set["x"], y, batch_size=val_bs, verbose=0, return_dict=True)
+
+    def matrix() -> list | None:
+        if not (test_set and _is_classes(test_set["y"])):
+            return None
+        out = model.predict(test_set["x"], batch_size=val_bs, verbose=0)
+        if out.ndim != 2 or out.shape[1] < 2:
+            return None
+        return confusion(test_set["y"], out.argmax(axis=1), out.shape[1])
+
+    return _after_training(
+        reporter,
+        spec,
         weights=weights,
         weights_name="model.keras",
         seconds=seconds,
+        test=test,
+        matrix=matrix,
     )
-    return {"train": train_final, "val": val_final, "test": dict(test_m), "seconds": seconds}

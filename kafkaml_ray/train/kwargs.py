@@ -8,6 +8,8 @@ dicts); nothing is evaluated. Names are checked against what the framework accep
 {'epochs': 5, 'lr': 0.001, 'shuffle': True}
 >>> parse_kwargs("max_epochs=3", "train")  # Kafka-ML's PyTorch (Ignite) spelling
 {'epochs': 3}
+>>> parse_kwargs("epochs=2, steps_per_epoch=10, shuffle=False", "train")  # and its Keras one
+{'epochs': 2, 'steps_per_epoch': 10, 'shuffle': False}
 >>> parse_kwargs("epochs=__import__('os')", "train")
 Traceback (most recent call last):
 ...
@@ -33,11 +35,13 @@ TRAIN_ARGS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "shuffle": ((bool,), None, "shuffle the training data every epoch"),
     "seed": ((int,), lambda v: v >= 0, "random seed"),
     "num_workers": ((int,), lambda v: 1 <= v <= 1024, "Ray Train workers (data parallel)"),
+    "steps_per_epoch": ((int,), lambda v: v >= 1, "batches per epoch (default: all of them)"),
 }
 VAL_ARGS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "batch_size": ((int,), lambda v: v >= 1, "batch size of validation and test"),
 }
-_ALIASES = {"max_epochs": "epochs", "learning_rate": "lr"}
+# Kafka-ML's documented spellings (Keras's and Ignite's) of the same arguments.
+_ALIASES = {"max_epochs": "epochs", "learning_rate": "lr", "epoch_length": "steps_per_epoch"}
 
 
 def parse_kwargs(text: str | Mapping[str, Any] | None, kind: Kind = "train") -> dict[str, Any]:

@@ -239,5 +239,43 @@ def run_deployment(
         return
     refs = [task.remote(spec, datasets, spec.train_args.get("num_workers", 1)) for spec in specs]
     _running.extend(refs)
-    ray.get(refs)
+    pending, started = list(refs), time.monotonic()
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_REPORT_S)
+        if pending and time.monotonic() - started > WAIT_REPORT_S:
+            _say_what_runs_wait_for(store, specs)
+    ray.get(refs)  # (the runs record their own errors)
     logger.info("deployment %d: done", deployment_id)
+
+
+#: Seconds after which a run that has not started training says what it waits for.
+WAIT_REPORT_S = 5.0
+
+
+def _say_what_runs_wait_for(store: Store, specs: list[RunSpec]) -> None:
+    """Runs that have not started training yet and cannot be placed say on their result what
+    they need, what is free and who holds it (``progress["waiting"]``)."""
+    from kafkaml_ray._private.rayutil import resource_wait
+
+    def idle(r: TrainingResult | None) -> bool:
+        return r is not None and r.status == ResultStatus.TRAINING and "epoch" not in r.progress
+
+    with store.session() as s:
+        waiting = [sp for sp in specs if idle(s.get(TrainingResult, sp.result_id))]
+    for sp in waiting:
+        workers = sp.train_args.get("num_workers", 1)
+        need = {"CPU": float(workers), "GPU": sp.gpu_fraction * workers}
+        try:
+            why = resource_wait(need)
+        except Exception:  # noqa: BLE001 - a report, never a reason to fail the run
+            logger.exception("result %d: what it waits for", sp.result_id)
+            continue
+        with store.session() as s:
+            r = s.get(TrainingResult, sp.result_id)
+            if not idle(r):
+                continue
+            if why:
+                r.progress = {"phase": "waiting for Ray resources", "waiting": why}
+                logger.warning("result %d: %s", sp.result_id, why)
+            elif "waiting" in r.progress:
+                r.progress = {"phase": "starting"}

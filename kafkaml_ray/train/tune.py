@@ -242,7 +242,8 @@ def _trial(
         with store.session() as s:
             row = s.get(TrainingResult, result_id)
             if row is not None and row.status == ResultStatus.TRAINING:
-                row.status, row.error = status, error
+                row.status = status
+                row.error = error or row.error  # a step after training may have failed
         store.dispose()
 
 

@@ -171,6 +171,8 @@ def _progress(r: ResultInfo) -> None:
             st.progress(min(max(done, 0.0), 1.0), text=text)
         else:
             st.progress(0.0, text=f"{r.model_name}: {p.get('phase', 'starting')}")
+        if p.get("waiting"):
+            st.info(f"{r.model_name}: {p['waiting']}", icon=":material/hourglass_top:")
     elif r.status == "failed":
         st.error(f"{r.model_name}: {r.error}", icon=":material/error:")
     elif r.status == "stopped":
