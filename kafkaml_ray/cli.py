@@ -567,7 +567,7 @@ def _register_groups() -> None:
     from kafkaml_ray.kuberay.cli import k8s
     from kafkaml_ray.serve.cli import infer
     from kafkaml_ray.train.tune_cli import tune
-    from ui.launch import ui_command
+    from kafkaml_ray.ui.launch import ui_command
 
     cli.add_command(infer)
     cli.add_command(k8s)

@@ -479,8 +479,17 @@ class Client:
             ids = s.scalars(select(Inference.id).order_by(Inference.id)).all()
         return [self.get_inference(i) for i in ids]
 
-    def get_inference(self, inference_id: int) -> InferenceInfo:
-        """An inference with the figures its ingress replicas reported lately."""
+    def get_inference(self, inference_id: int, live: bool = False) -> InferenceInfo:
+        """An inference with the figures its ingress replicas reported lately; ``live`` also
+        asks Ray Serve whether it wants replicas that Ray cannot place (``waiting``)."""
+        info = self._inference_info(inference_id)
+        if live and info.status in (InferenceStatus.DEPLOYING, InferenceStatus.RUNNING):
+            from kafkaml_ray.serve.deploy import placement_wait
+
+            info = info.model_copy(update={"waiting": placement_wait(self.settings, info.id)})
+        return info
+
+    def _inference_info(self, inference_id: int) -> InferenceInfo:
         from datetime import UTC, datetime, timedelta
 
         with self.store.session() as s:

@@ -27,7 +27,7 @@ from kafkaml_ray.settings import Settings
 
 __all__ = ["run", "EXAMPLES"]
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 EXAMPLES = {
     "digits-cnn-pytorch": ("pytorch", "digits_cnn_pytorch.py", "CNN for 8x8 digits, 10 classes"),
     "digits-cnn-keras": ("tensorflow", "digits_cnn_keras.py", "CNN for 8x8 digits, 10 classes"),
@@ -53,6 +53,7 @@ def run(settings: Settings, keep_running: bool = True, epochs: int = 10) -> dict
     """The whole pipeline; returns the figures it printed (accuracies, throughput)."""
     from kafkaml_ray.cli import _parts_text, _results_table, follow, table
 
+    _check_installed()
     figures: dict[str, float] = {}
     click.secho("1. starting the local stack", bold=True)
     click.echo(_parts_text(stack.up(settings)))
@@ -127,6 +128,19 @@ def run(settings: Settings, keep_running: bool = True, epochs: int = 10) -> dict
         client.delete_inference(inf.id)
         stack.down(settings)
     return figures
+
+
+def _check_installed() -> None:
+    """The demo trains in both frameworks on scikit-learn's digits: say what is missing
+    before anything starts."""
+    import importlib.util
+
+    needs = {"sklearn": "scikit-learn", "torch": "torch", "tensorflow": "tensorflow"}
+    missing = [pkg for mod, pkg in needs.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise click.ClickException(
+            f"the demo needs {', '.join(missing)}: pip install 'kafkaml-ray[demo]'"
+        )
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:

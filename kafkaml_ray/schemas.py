@@ -171,6 +171,8 @@ class InferenceInfo(_Record):
     dead_letters: int = 0
     lag: int = 0
     msgs_per_s: float = 0.0
+    # With ``live``: the replicas Serve wants but Ray cannot place, and what they wait for.
+    waiting: str | None = None
 
     @property
     def route(self) -> str:

@@ -43,6 +43,8 @@ class Settings(BaseModel, frozen=True):
     """Ray cluster to use (``RAY_ADDRESS``); unset = the local head that ``up`` starts."""
     ray_port: int = Field(6380, ge=1, le=65535)
     """GCS port of the local Ray head (``KAFKAML_RAY_PORT``)."""
+    ray_cpus: int | None = Field(None, ge=1)
+    """CPUs the local Ray head offers (``KAFKAML_RAY_CPUS``); unset = every core."""
     dashboard_port: int = Field(8265, ge=1, le=65535)
     """Dashboard and job-server port of the local Ray head (``KAFKAML_DASHBOARD_PORT``)."""
     serve_port: int = Field(8000, ge=1, le=65535)
@@ -79,6 +81,7 @@ class Settings(BaseModel, frozen=True):
             "artifacts": "KAFKAML_ARTIFACTS",
             "ray_address": "RAY_ADDRESS",
             "ray_port": "KAFKAML_RAY_PORT",
+            "ray_cpus": "KAFKAML_RAY_CPUS",
             "dashboard_port": "KAFKAML_DASHBOARD_PORT",
             "serve_port": "KAFKAML_SERVE_PORT",
             "ui_port": "KAFKAML_UI_PORT",
@@ -140,6 +143,8 @@ class Settings(BaseModel, frozen=True):
         }
         if self.bootstrap:
             out["KAFKAML_BOOTSTRAP"] = self.bootstrap
+        if self.ray_cpus:
+            out["KAFKAML_RAY_CPUS"] = str(self.ray_cpus)
         if self.ray_address:
             out["RAY_ADDRESS"] = self.ray_address
         for k, v in self.kafka.items():

@@ -126,6 +126,7 @@ def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 
         "--dashboard-port",
         str(settings.dashboard_port),
     ]
+    num_cpus = num_cpus if num_cpus is not None else settings.ray_cpus
     if num_cpus is not None:
         cmd += ["--num-cpus", str(num_cpus)]
     from kafkaml_ray._private.rayutil import token_auth
@@ -232,7 +233,7 @@ def up(settings: Settings, with_ui: bool = False) -> list[Part]:
         start_ray(settings)
     start_listener(settings)
     if with_ui:
-        from ui.launch import start_ui
+        from kafkaml_ray.ui.launch import start_ui
 
         start_ui(settings)
     return status(settings)
@@ -241,7 +242,7 @@ def up(settings: Settings, with_ui: bool = False) -> list[Part]:
 def down(settings: Settings) -> list[Part]:
     """Stop every part that `up` started (in reverse order)."""
     from kafkaml_ray.ingest.listener import stop_listener
-    from ui.launch import stop_ui
+    from kafkaml_ray.ui.launch import stop_ui
 
     stop_ui(settings)
     if settings.ray_address or local_ray_running(settings):
@@ -278,7 +279,7 @@ def status(settings: Settings) -> list[Part]:
         parts.append(_listener_part(settings))
     else:
         parts.append(Part("listener", False, "ray actor control-listener", "needs Ray"))
-    from ui.launch import ui_status
+    from kafkaml_ray.ui.launch import ui_status
 
     parts.append(ui_status(settings))
     return parts

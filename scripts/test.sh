@@ -2,12 +2,23 @@
 # Sets up what is missing, then runs the test suite:  bash scripts/test.sh [pytest args]
 #
 # Integration tests start a real embedded Kafka broker and a real local Ray head of their
-# own (free ports, a temporary KAFKAML_HOME). Store tests also run on PostgreSQL: this
-# script starts a private PostgreSQL server when the Debian packages are installed and
-# KAFKAML_TEST_POSTGRES is not set (.ci/run installs them).
+# own (free ports, a temporary KAFKAML_HOME), under an empty HOME. Store tests also run on
+# PostgreSQL: this script starts a private PostgreSQL server when the Debian packages are
+# installed and KAFKAML_TEST_POSTGRES is not set (.ci/run installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+
+# The tests run as on a new user's machine: HOME is an empty temporary directory (no Ray
+# token, no ~/.kafkaml-ray, no caches). The big downloads are passed in explicitly: the
+# shared environment (already on PATH) and the Maven repository.
+_home="$(mktemp -d /tmp/kml-home-XXXXXX)"
+case "${MAVEN_OPTS:-}" in
+  *maven.repo.local*) ;;
+  *) export MAVEN_OPTS="${MAVEN_OPTS:-} -Dmaven.repo.local=$HOME/.m2/repository" ;;
+esac
+export HOME="$_home" XDG_CACHE_HOME="$_home/.cache"
+unset RAY_ADDRESS RAY_AUTH_TOKEN RAY_AUTH_TOKEN_PATH KAFKAML_HOME
 
 _pg_dir=""
 _cleanup() {
@@ -15,6 +26,7 @@ _cleanup() {
     _pg_run "$_pg_bin/pg_ctl" -D "$_pg_dir/data" -m fast stop >/dev/null 2>&1 || true
     rm -rf "$_pg_dir"
   fi
+  rm -rf "$_home"
 }
 trap _cleanup EXIT
 
@@ -38,5 +50,5 @@ elif [ -z "${KAFKAML_TEST_POSTGRES:-}" ]; then
   echo "test.sh: PostgreSQL is not installed: the store tests on PostgreSQL are skipped" >&2
 fi
 
-"$KAFKAML_PYTHON" -m ruff check kafkaml_ray tests benchmarks ui
+"$KAFKAML_PYTHON" -m ruff check kafkaml_ray tests benchmarks
 "$KAFKAML_PYTHON" -m pytest "$@"

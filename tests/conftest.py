@@ -19,7 +19,7 @@ from kafkaml_ray.settings import Settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "kafkaml_ray" / "examples"
 
 
 def free_ports(count: int) -> int:

@@ -207,3 +207,53 @@ def test_malformed_raises_one_error_type_naming_format_and_field(name, value, ke
 def test_bad_input_config(fmt, config, error):
     with pytest.raises(InvalidInput, match=error):
         get_format(fmt, config)
+
+
+# The control message Kafka-ML's own RawSink writes for scikit-learn's digits: types and
+# shapes inferred from the first sample, so the numpy scalar label is announced as "1".
+KAFKA_ML_RAW_SINK_DIGITS = (
+    bytes([3]),  # the deployment id, one byte
+    b'{"topic": "digits:0:0:1797", "input_format": "RAW", "input_config": '
+    b'{"data_type": "float32", "label_type": "int64", "data_reshape": "8 8", '
+    b'"label_reshape": "1"}, "description": "digits", "validation_rate": 0.1, '
+    b'"test_rate": 0.1, "total_msg": 1797}',
+)
+
+
+@pytest.mark.parametrize(
+    "label_reshape, shape", [("1", ()), ("1 1", ()), ("", ()), ("2", (2,)), ("2 1", (2, 1))]
+)
+def test_a_one_element_label_is_a_scalar_as_in_kafka_ml(label_reshape, shape):
+    """Kafka-ML's trainers take any label of exactly one element as a scalar; so do we."""
+    from kafkaml_ray.ingest.control import parse_control
+
+    msg = parse_control(*KAFKA_ML_RAW_SINK_DIGITS)
+    cfg = {**msg.input_config, "label_reshape": label_reshape}
+    fmt = get_format(msg.input_format, cfg)
+    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    x = RNG.normal(size=(3, 8, 8)).astype(np.float32)
+    y = np.arange(3 * n, dtype=np.int64).reshape(3, *shape)
+    batch = fmt.decode_batch([a.tobytes() for a in x], [b.tobytes() for b in y])
+    assert batch.labels.shape == (3, *shape) and batch.labels.dtype == np.int64
+    np.testing.assert_array_equal(batch.labels, y)
+    np.testing.assert_array_equal(batch.data, x)
+    # The stored description says what was decoded: a scalar label has no reshape.
+    assert fmt.config()["label_reshape"] == " ".join(map(str, shape))
+
+
+@pytest.mark.parametrize("name", ["RAW", "JSON", "AVRO"])
+def test_one_element_labels_are_scalars_in_every_format(name):
+    if name == "RAW":
+        fmt = RawFormat("float32", "int64", "2", "1")
+    elif name == "JSON":
+        fmt = JsonFormat("float32", "int64", "2", "1")
+    else:
+        lab = {"type": "record", "name": "l", "fields": [{"name": "y", "type": "long"}]}
+        fmt = avro_for("float32", (2,), True)
+        fmt = AvroFormat(fmt.data_schema, lab, label_reshape="1")
+    label = (lambda i: np.int64(i)) if name == "AVRO" else (lambda i: np.int64([i]))
+    pairs = [fmt.encode(np.float32([i, i]), label(i)) for i in range(3)]
+    values, keys = [v for v, _ in pairs], [k for _, k in pairs]
+    batch = fmt.decode_batch(values, keys)
+    assert batch.labels.shape == (3,)
+    assert batch.labels.tolist() == [0, 1, 2]

@@ -237,11 +237,10 @@ def _slow_copy(client, result, seconds_per_batch: float):
     """The trained result served by a copy of its model code whose forward pass sleeps: a
     replica then takes a known time per batch, so a backlog lasts long enough to scale on,
     whatever the machine. (The same weights; a result row as training writes it.)"""
-    from pathlib import Path
-
     from kafkaml_ray.store import ResultStatus, TrainingResult
+    from tests.conftest import EXAMPLES
 
-    code = (Path(__file__).parent.parent / "examples" / "digits_cnn_pytorch.py").read_text()
+    code = (EXAMPLES / "digits_cnn_pytorch.py").read_text()
     slow = code.replace(
         "    def forward(self, x):\n",
         f"    def forward(self, x):\n        __import__('time').sleep({seconds_per_batch})\n",

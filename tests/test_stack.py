@@ -1,61 +1,167 @@
-"""`kafkaml-ray up|status|down` as a user runs them: a stack of its own (broker, Ray head,
-control listener, control panel) on free ports under a temporary home, in subprocesses."""
+"""`kafkaml-ray up|status|down` as a new user runs them, on a fresh machine: an empty ``HOME``
+(no Ray token, no ``~/.kafkaml-ray``, no caches; only the Maven repository is passed in,
+explicitly), a stack of its own on free ports, driven through the CLI in subprocesses. On a
+2-CPU Ray it trains, serves the result twice on CPU, and trains again meanwhile."""
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 import urllib.request
+import uuid
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.conftest import free_ports
+from tests.conftest import EXAMPLES, free_ports
 
 pytestmark = pytest.mark.integration
 
 
-def test_up_status_down(tmp_path):
+def _fresh_env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    maven = os.environ.get("MAVEN_OPTS", "")
+    if "maven.repo.local" not in maven:  # the one download reused, and said so
+        maven += f" -Dmaven.repo.local={Path.home() / '.m2' / 'repository'}"
     env = {
         **os.environ,
-        "KAFKAML_HOME": str(tmp_path),
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "MAVEN_OPTS": maven.strip(),
         "KAFKAML_BROKER_PORT": str(free_ports(2)),
         "KAFKAML_RAY_PORT": str(free_ports(3)),
         "KAFKAML_DASHBOARD_PORT": str(free_ports(1)),
         "KAFKAML_SERVE_PORT": str(free_ports(1)),
         "KAFKAML_UI_PORT": str(free_ports(1)),
+        "KAFKAML_RAY_CPUS": "2",
     }
-    env.pop("RAY_ADDRESS", None)
-    env.pop("KAFKAML_BOOTSTRAP", None)
+    for name in (
+        "KAFKAML_HOME",  # the default, under the empty HOME
+        "KAFKAML_BOOTSTRAP",
+        "KAFKAML_DB",
+        "KAFKAML_ARTIFACTS",
+        "RAY_ADDRESS",
+        "RAY_AUTH_TOKEN",
+        "RAY_AUTH_TOKEN_PATH",
+    ):
+        env.pop(name, None)
+    return env
 
-    def cli(*args: str) -> dict[str, dict]:
+
+def test_a_fresh_machine_up_train_serve_and_down(tmp_path):
+    env = _fresh_env(tmp_path)
+    home = Path(env["HOME"])
+    assert not (home / ".ray").exists()  # no Ray token beforehand
+
+    def cli(*args: str, json_out: bool = True):
         out = subprocess.run(
-            [sys.executable, "-m", "kafkaml_ray", *args, "--json"],
+            [sys.executable, "-m", "kafkaml_ray", *args, *(["--json"] if json_out else [])],
             env=env,
             capture_output=True,
             text=True,
             timeout=400,
+            cwd=tmp_path,
         )
-        assert out.returncode == 0, out.stderr[-3000:]
-        return {p["name"]: p for p in json.loads(out.stdout)}
+        assert out.returncode == 0, f"{args}: {out.stderr[-3000:]}"
+        return json.loads(out.stdout) if json_out else out.stdout
+
+    def parts(listed) -> dict[str, dict]:
+        return {p["name"]: p for p in listed}
+
+    def trained(dep_id: int, timeout: float = 400) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dep = cli("train", "show", str(dep_id))
+            if all(r["status"] in ("finished", "failed", "stopped") for r in dep["results"]):
+                return dep
+            time.sleep(2)
+        raise AssertionError(f"deployment {dep_id} did not finish: {dep}")
 
     try:
-        parts = cli("up")
-        assert {n: p["running"] for n, p in parts.items()} == {
+        up = parts(cli("up"))
+        assert {n: p["running"] for n, p in up.items()} == {
             "kafka": True,
             "ray": True,
             "listener": True,
             "ui": True,
         }
-        assert parts["kafka"]["address"] == f"127.0.0.1:{env['KAFKAML_BROKER_PORT']}"
-        ui = parts["ui"]["address"]
+        assert (home / ".ray" / "auth_token").is_file()  # made by `up`, where Ray looks
+        assert (home / ".kafkaml-ray").is_dir()
+        assert up["kafka"]["address"] == f"127.0.0.1:{env['KAFKAML_BROKER_PORT']}"
+        ui = up["ui"]["address"]
         assert ui.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(f"{ui}/_stcore/health", timeout=10) as r:
             assert r.status == 200
-        where = {n: (p["running"], p["address"]) for n, p in parts.items()}
-        again = cli("up")  # starting twice is harmless
+        where = {n: (p["running"], p["address"]) for n, p in up.items()}
+        again = parts(cli("up"))  # starting twice is harmless
         assert {n: (p["running"], p["address"]) for n, p in again.items()} == where
-        assert again["ui"]["detail"] == parts["ui"]["detail"]  # the same panel process
-        assert {n: (p["running"], p["address"]) for n, p in cli("status").items()} == where
+        assert again["ui"]["detail"] == up["ui"]["detail"]  # the same panel process
+        assert {n: (p["running"], p["address"]) for n, p in parts(cli("status")).items()} == where
+
+        # One small training, as the README writes it.
+        code = str(EXAMPLES / "digits_cnn_pytorch.py")
+        cli("model", "add", "cnn", "-f", "pytorch", "--file", code)
+        cli("config", "create", "digits", "cnn")
+        dep = cli("train", "deploy", "digits", "--kwargs", "epochs=2")
+        from sklearn.datasets import load_digits
+
+        from kafkaml_ray.ingest import RawSink
+
+        x, y = load_digits(return_X_y=True)
+        bootstrap = f"127.0.0.1:{env['KAFKAML_BROKER_PORT']}"
+        with RawSink(bootstrap, f"digits-{uuid.uuid4().hex[:6]}", dep["id"], test_rate=0.1) as sink:
+            sink.send_many(x.astype(np.float32).reshape(-1, 8, 8), y)
+        first = trained(dep["id"])
+        result = first["results"][0]
+        assert result["status"] == "finished", result["error"]
+
+        # Two CPU inferences and a training at once on the 2-CPU Ray: each inference holds
+        # only what its ingress uses.
+        for i in range(2):
+            inf = cli(
+                "infer", "deploy", str(result["id"]),
+                "--input-topic", f"in-{i}", "--output-topic", f"out-{i}",
+            )  # fmt: skip
+            assert inf["status"] == "running"
+        second = cli("train", "deploy", "digits", "--kwargs", "epochs=1")
+        cli(
+            "datasource",
+            "resend",
+            str(first["datasource_id"]),
+            "-d",
+            str(second["id"]),
+            json_out=False,
+        )
+        second = trained(second["id"], timeout=300)
+        assert second["results"][0]["status"] == "finished", second["results"][0]
+        assert [i["status"] for i in cli("infer", "list")] == ["running", "running"]
+
+        # More replicas than Ray can place (7 x 0.25 CPU, 1.5 free): the inference says so.
+        deploying = subprocess.Popen(
+            [sys.executable, "-m", "kafkaml_ray", "infer", "deploy", str(result["id"])]
+            + ["--input-topic", "in-wide", "--output-topic", "out-wide", "--replicas", "7"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=tmp_path,
+        )
+        try:
+            deadline, waiting = time.monotonic() + 120, None
+            while not waiting and time.monotonic() < deadline:
+                time.sleep(2)
+                listed = [i for i in cli("infer", "list") if i["input_topic"] == "in-wide"]
+                if listed:
+                    waiting = cli("infer", "show", str(listed[0]["id"]))["waiting"]
+            assert waiting and re.match(r"KafkaIngress wants 7 replicas, [56] run;", waiting)
+            assert "waiting for Ray resources: needs 0.25 CPU; free 0 CPU of 2 CPU" in waiting
+            assert "held by" in waiting and "KafkaIngress" in waiting
+        finally:
+            deploying.kill()
+        cli("infer", "delete", str(listed[0]["id"]), json_out=False)
     finally:
         down = cli("down")
-    assert not any(p["running"] for p in down.values()), down
+    assert not any(p["running"] for p in down), down

@@ -41,6 +41,44 @@ def _send(settings, topic, dep_id, x, y, **kw):
     return sink.announced
 
 
+def _send_like_kafka_ml(settings, topic, dep_id, x, y):
+    """The bytes Kafka-ML's own RawSink writes (kafka-python): ``x.tobytes()`` values, the
+    label's bytes as keys, ranges from end positions read before and after, types and shapes
+    inferred from the first sample (a numpy scalar label is announced as "1"), and the
+    deployment id as a one-byte key."""
+    import json
+
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    positions = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    tp = TopicPartition(topic, 0)
+    producer.send(topic, b"", partition=0).get(30)  # creates the topic; not in the range
+    start = positions.end_offsets([tp])[tp]
+    for xi, yi in zip(x, y, strict=True):
+        producer.send(topic, value=xi.tobytes(), key=yi.tobytes(), partition=0)
+    producer.flush()
+    end = positions.end_offsets([tp])[tp]
+    control = {
+        "topic": f"{topic}:0:{start}:{end}",
+        "input_format": "RAW",
+        "input_config": {
+            "data_type": str(x[0].dtype),
+            "label_type": str(y[0].dtype),
+            "data_reshape": " ".join(map(str, x[0].shape)),
+            "label_reshape": str(np.asarray(y[0]).size),  # its len() of a scalar label: "1"
+        },
+        "description": "Kafka-ML RawSink",
+        "validation_rate": 0.1,
+        "test_rate": 0.1,
+        "total_msg": len(x),
+    }
+    key = bytes([dep_id])
+    producer.send(settings.control_topic, key=key, value=json.dumps(control).encode()).get(30)
+    producer.close()
+    positions.close()
+
+
 @pytest.fixture
 def digits_models(ray_cluster, client, example):
     from kafkaml_ray.demo import register_examples
@@ -49,12 +87,13 @@ def digits_models(ray_cluster, client, example):
 
 
 def test_digits_in_both_frameworks_side_by_side(broker, client, settings, topic, digits_models):
+    """Fed by Kafka-ML's own RawSink bytes: its "label_reshape": "1" labels are scalars."""
     config = client.create_configuration("digits", list(digits_models.values()))
     dep = client.deploy_training(config.id, batch_size=32, kwargs=f"epochs={EPOCHS}")
     assert [r.status for r in dep.results] == ["waiting", "waiting"]
     x, y = _digits()
     with running_listener(settings):
-        _send(settings, topic, dep.id, x, y)
+        _send_like_kafka_ml(settings, topic, dep.id, x, y)
         dep = client.wait_for_deployment(dep.id, timeout=900)
     n_test = int(0.1 * len(x))
     for r in dep.results:
@@ -76,6 +115,68 @@ def test_digits_in_both_frameworks_side_by_side(broker, client, settings, topic,
         assert len(blob) > 10_000
     ds = client.get_datasource(dep.datasource_id)
     assert (ds.status, ds.total_msg, ds.malformed_count) == ("accepted", len(x), 0)
+    assert ds.input_config["label_reshape"] == "1"  # as sent
+
+
+FAILS_AFTER_TRAINING = """
+import torch
+from ignite.metrics import Accuracy, Loss
+from torch import nn
+
+
+class TrainsButCannotPredict(nn.Module):
+    input_shape = (64,)
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(64, 10)
+
+    def forward(self, x):
+        if not self.training:  # test metrics and the confusion matrix run in eval mode
+            raise RuntimeError("no predictions in eval mode")
+        return self.net(x.reshape(len(x), -1) / 16.0)
+
+    def loss_fn(self):
+        return nn.CrossEntropyLoss()
+
+    def optimizer(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+    def metrics(self):
+        return {"accuracy": Accuracy(), "loss": Loss(self.loss_fn())}
+"""
+
+
+def test_a_failure_after_training_keeps_the_weights(ray_cluster, broker, client, settings, topic):
+    """Nothing after training may lose the model: the weights are stored first; a test
+    evaluation and a confusion matrix that cannot be made are named on the result."""
+    from safetensors.numpy import load
+
+    from tests.conftest import add_model_unvalidated
+
+    model = add_model_unvalidated(client, "cannot-predict", "pytorch", FAILS_AFTER_TRAINING)
+    config = client.create_configuration("after", [model])
+    dep = client.deploy_training(config.id, kwargs="epochs=2")
+    x, y = _digits()
+    with running_listener(settings):
+        with RawSink(
+            settings.bootstrap_servers,
+            topic,
+            dep.id,
+            validation_rate=0.0,  # (validation runs in eval mode too)
+            test_rate=0.2,
+            control_topic=settings.control_topic,
+        ) as sink:
+            sink.send_many(x[:300], y[:300])
+        dep = client.wait_for_deployment(dep.id, timeout=600)
+    r = dep.results[0]
+    assert r.status == "finished" and r.weights_uri, r.error
+    assert r.error.startswith("trained and saved, then the test metrics failed: ")
+    assert "the confusion matrix failed: RuntimeError: no predictions in eval mode" in r.error
+    assert [h["epoch"] for h in r.history] == [1, 2] and r.train_metrics
+    name, blob = client.download_weights(r.id)
+    assert name == "model.safetensors"
+    assert set(load(blob)) == {"net.weight", "net.bias"}
 
 
 def test_regression_reports_mae_and_mse_and_the_stream_is_reused(

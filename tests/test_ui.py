@@ -21,10 +21,10 @@ from streamlit.testing.v1 import AppTest
 
 from kafkaml_ray import Settings
 from kafkaml_ray.errors import InvalidInput
-from ui.launch import is_loopback, serve_ui, start_ui, stop_ui, ui_command, ui_status
+from kafkaml_ray.ui.launch import is_loopback, serve_ui, start_ui, stop_ui, ui_command, ui_status
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "ui" / "app.py")
+APP = str(ROOT / "kafkaml_ray" / "ui" / "app.py")
 BAD_CODE = "class Net(nn.Module):\n    def __init__(self)\n        pass\n"
 
 
@@ -806,7 +806,7 @@ def test_the_panel_imports_no_model_framework():
             if isinstance(node, ast.Import):
                 modules.update(a.name for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                modules.add(node.module)  # and names that are modules (from ui import common)
+                modules.add(node.module)  # and names that are modules (from ... import common)
                 modules.update(f"{node.module}.{a.name}" for a in node.names)
     code = (
         "import importlib, importlib.util, sys\n"
@@ -821,7 +821,7 @@ def test_the_panel_imports_no_model_framework():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "[]"
-    assert {"ui.common", "ui.charts", "kafkaml_ray.train.tune"} <= modules
+    assert {"kafkaml_ray.ui.common", "kafkaml_ray.ui.charts", "kafkaml_ray.train.tune"} <= modules
 
 
 def test_sidebar_shows_the_stack_state(settings, open_page):

@@ -68,9 +68,8 @@ def ensure_ray(settings: Settings) -> None:
     )
 
 
-def _amounts(resources: dict[str, float]) -> str:
-    shown = {k: v for k, v in resources.items() if k in ("CPU", "GPU") and v}
-    return ", ".join(f"{v:g} {k}" for k, v in shown.items()) or "nothing"
+def _amounts(resources: dict[str, float], names: list[str]) -> str:
+    return ", ".join(f"{resources.get(k, 0.0):g} {k}" for k in names)
 
 
 def resource_wait(need: dict[str, float]) -> str | None:
@@ -86,34 +85,41 @@ def resource_wait(need: dict[str, float]) -> str | None:
     short = {k: v for k, v in need.items() if v and free.get(k, 0.0) + 1e-9 < v}
     if not short:
         return None
+    names = [k for k, v in need.items() if v]
     text = (
-        f"waiting for Ray resources: needs {_amounts(need)}; free {_amounts(free)} "
-        f"of {_amounts(total)}"
+        f"waiting for Ray resources: needs {_amounts(need, names)}; free "
+        f"{_amounts(free, names)} of {_amounts(total, names)}"
     )
-    held: dict[str, float] = {}
+    held: dict[str, list[float]] = {}  # holder: [how many, amount]
+
+    def hold(name: str, resources: dict | None) -> None:
+        amount = sum((resources or {}).get(k, 0.0) for k in short)
+        if amount > 0:
+            count, total_amount = held.get(name, [0, 0.0])
+            held[name] = [count + 1, total_amount + amount]
+
     try:
         from ray.util.state import list_actors, list_placement_groups, list_tasks
 
         for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=1000):
-            if a.placement_group_id:
-                continue  # counted with its placement group
-            name = a.repr_name or a.name or a.class_name
-            for k in short:
-                held[f"{name}"] = held.get(name, 0.0) + (a.required_resources or {}).get(k, 0)
+            if not a.placement_group_id:  # else counted with its placement group
+                hold(a.class_name or a.name or "actor", a.required_resources)
         for pg in list_placement_groups(filters=[("state", "=", "CREATED")], detail=True):
-            amount = sum(b.get(k, 0.0) for b in pg.bundles or [] for k in short)
-            name = f"placement group {pg.name or pg.placement_group_id[:8]}"
-            held[name] = held.get(name, 0.0) + amount
+            for bundle in pg.bundles or []:
+                name = f"placement group {pg.name or pg.placement_group_id[:8]}"
+                hold(name, bundle.get("unit_resources", bundle))
         for t in list_tasks(filters=[("state", "=", "RUNNING")], detail=True, limit=1000):
             if t.type == "NORMAL_TASK":
-                amount = sum((t.required_resources or {}).get(k, 0.0) for k in short)
-                held[f"task {t.name}"] = held.get(f"task {t.name}", 0.0) + amount
+                hold(f"task {t.name}", t.required_resources)
     except Exception:  # noqa: BLE001 - no state API (no dashboard): needs and free only
         return text
-    holders = sorted(((v, k) for k, v in held.items() if v > 0), reverse=True)
+    holders = sorted(held.items(), key=lambda kv: -kv[1][1])
     if holders:
         what = "/".join(short)
-        text += "; held by " + ", ".join(f"{k} ({v:g} {what})" for v, k in holders[:6])
+        text += "; held by " + ", ".join(
+            f"{name}{f' x{n}' if n > 1 else ''} ({amount:g} {what})"
+            for name, (n, amount) in holders[:6]
+        )
         if len(holders) > 6:
             text += f" and {len(holders) - 6} more"
     return text

@@ -35,6 +35,8 @@ def _inference_text(i) -> str:
     ]
     if i.error:
         lines.append(f"  error: {i.error}")
+    if i.waiting:
+        lines.append(f"  {i.waiting}")
     return "\n".join(lines)
 
 
@@ -155,8 +157,8 @@ def infer_list(as_json: bool) -> None:
 @click.argument("inference_id", type=int)
 @json_option
 def infer_show(inference_id: int, as_json: bool) -> None:
-    """One inference in detail."""
-    emit(client_from_env().get_inference(inference_id), as_json, _inference_text)
+    """One inference in detail, and the replicas it waits for (Ray resources), if any."""
+    emit(client_from_env().get_inference(inference_id, live=True), as_json, _inference_text)
 
 
 @infer.command("stop")

@@ -21,6 +21,7 @@ __all__ = [
     "route_prefix",
     "app_status",
     "ensure_topics",
+    "placement_wait",
 ]
 
 logger = logging.getLogger(__name__)
@@ -225,3 +226,25 @@ def running_replicas(settings: Settings, inference_id: int) -> dict[str, int]:
         name: sum(n for state, n in dep.replica_states.items() if _name(state) == "RUNNING")
         for name, dep in app.deployments.items()
     }
+
+
+def placement_wait(settings: Settings, inference_id: int) -> str | None:
+    """When Serve wants more replicas of the inference than Ray can place: how many it
+    wants, how many run, and what they wait for (needs, free, holders); else None."""
+    from kafkaml_ray._private.rayutil import resource_wait
+
+    with Store(settings.db_url).session() as s:
+        ingress, predictor = deployment_options(s.get_one(Inference, inference_id))
+    options = {"KafkaIngress": ingress, "Predictor": predictor}
+    serve = _serve(settings)
+    app = serve.status().applications.get(app_name(inference_id))
+    waits = []
+    for name, dep in (app.deployments if app else {}).items():
+        states = {_name(state): n for state, n in dep.replica_states.items()}
+        running, starting = states.get("RUNNING", 0), states.get("STARTING", 0)
+        actor = options.get(name, {}).get("ray_actor_options", {})
+        need = {"CPU": actor.get("num_cpus", 0.0), "GPU": actor.get("num_gpus", 0.0)}
+        why = resource_wait(need) if starting else None
+        if why:
+            waits.append(f"{name} wants {running + starting} replicas, {running} run; {why}")
+    return "; ".join(waits) or None

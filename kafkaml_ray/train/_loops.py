@@ -228,6 +228,8 @@ def _fit_shape(x: np.ndarray, shape: list[int] | None, model_name: str) -> np.nd
     """Data reshaped to the model's input shape when the sizes agree, else a clear error."""
     if shape is None or list(x.shape[1:]) == list(shape):
         return x
+    if not len(x):  # an empty split (e.g. validation_rate 0) fits any shape
+        return x.reshape(0, *shape)
     if math.prod(x.shape[1:]) == math.prod(shape):
         return x.reshape(len(x), *shape)
     raise InvalidInput(

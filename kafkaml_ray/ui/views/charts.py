@@ -6,8 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from kafkaml_ray.schemas import ResultInfo
-from ui import common
-from ui.charts import confusion_chart, curve_chart, curve_frame, result_label
+from kafkaml_ray.ui import common
+from kafkaml_ray.ui.charts import confusion_chart, curve_chart, curve_frame, result_label
 
 
 def _curves(results: list[ResultInfo]) -> list[ResultInfo]:

@@ -13,8 +13,8 @@ import streamlit as st
 
 from kafkaml_ray import KafkaMLError
 from kafkaml_ray.schemas import InferenceInfo, ResultInfo
-from ui import common
-from ui.charts import class_chart, classify, result_label
+from kafkaml_ray.ui import common
+from kafkaml_ray.ui.charts import class_chart, classify, result_label
 
 FORMATS = ["RAW", "AVRO", "JSON"]
 

@@ -11,7 +11,7 @@ import streamlit as st
 from kafkaml_ray import KafkaMLError, ModelCodeError
 from kafkaml_ray.registry import FRAMEWORKS
 from kafkaml_ray.schemas import ModelInfo
-from ui import common
+from kafkaml_ray.ui import common
 
 FRAMEWORK_NAMES = common.FRAMEWORK_NAMES
 ADD_DEFAULTS = {"add_name": "", "add_description": "", "add_imports": "", "add_code": ""}

@@ -6,7 +6,7 @@ import streamlit as st
 
 from kafkaml_ray import KafkaMLError
 from kafkaml_ray.schemas import ConfigurationInfo, ModelInfo
-from ui import common
+from kafkaml_ray.ui import common
 
 CREATE_DEFAULTS = {"config_name": "", "config_description": "", "config_models": []}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from kafkaml_ray import KafkaMLError, admin
-from ui import common
+from kafkaml_ray.ui import common
 
 GIB = 1024**3
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from kafkaml_ray.schemas import DatasourceInfo, DeploymentInfo
-from ui import common
+from kafkaml_ray.ui import common
 
 
 def ranges_text(topic: str) -> str:

@@ -2,7 +2,7 @@
 
 Pure functions from Client records to charts (no Streamlit), so they are tested alone.
 
->>> from ui.charts import confusion_frame
+>>> from kafkaml_ray.ui.charts import confusion_frame
 >>> confusion_frame([[3, 1], [0, 4]]).to_dict("records")[1]
 {'true': 0, 'predicted': 1, 'count': 1, 'share': 0.25}
 """

@@ -12,8 +12,8 @@ import streamlit as st
 from kafkaml_ray import KafkaMLError
 from kafkaml_ray.schemas import DatasourceInfo, ModelInfo, TuneInfo
 from kafkaml_ray.train.tune import SAMPLERS, check_space, metric_value
-from ui import common
-from ui.charts import curve_chart, curve_frame, result_label
+from kafkaml_ray.ui import common
+from kafkaml_ray.ui.charts import curve_chart, curve_frame, result_label
 
 EXAMPLE_SPACE = {
     "lr": {"loguniform": [0.0001, 0.01]},

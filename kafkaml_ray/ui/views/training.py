@@ -9,7 +9,7 @@ import streamlit as st
 
 from kafkaml_ray.schemas import ConfigurationInfo, DeploymentInfo, ResultInfo
 from kafkaml_ray.train.kwargs import TRAIN_ARGS, VAL_ARGS
-from ui import common
+from kafkaml_ray.ui import common
 
 TRAIN_HELP = "name=value, ... Accepted: " + ", ".join(
     f"{k} ({why})" for k, (_, _, why) in TRAIN_ARGS.items()

@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from kafkaml_ray.schemas import ResultInfo
-from ui import common
-from ui.charts import result_label
+from kafkaml_ray.ui import common
+from kafkaml_ray.ui.charts import result_label
 
 SUBSETS = {"train": "training", "val": "validation", "test": "test"}
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse")
