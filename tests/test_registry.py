@@ -68,6 +68,13 @@ class Net(nn.Module):
 
 BAD = [
     (
+        "Keras 2 optimizer argument",  # Kafka-ML's HCOPD example model, line for line
+        "tensorflow",
+        "model = keras.Sequential([keras.Input((4,)), layers.Dense(2)])\n"
+        "model.compile(optimizer=keras.optimizers.Adam(lr=.0001), loss='mse')\n",
+        r"line 2: ValueError: .*'lr'.* \(Keras 3 calls it `learning_rate`\)",
+    ),
+    (
         "syntax",
         "pytorch",
         "class Net(nn.Module):\n    def __init__(self)\n        pass\n",

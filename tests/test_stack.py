@@ -150,18 +150,34 @@ def test_a_fresh_machine_up_train_serve_and_down(tmp_path):
             cwd=tmp_path,
         )
         try:
-            deadline, waiting = time.monotonic() + 120, None
-            while not waiting and time.monotonic() < deadline:
+            # Six replicas fit: once they run, the seventh is the one that waits.
+            settled = r"KafkaIngress wants 7 replicas, 6 run; "
+            deadline, waiting = time.monotonic() + 150, None
+            while not (waiting and re.match(settled, waiting)) and time.monotonic() < deadline:
                 time.sleep(2)
                 listed = [i for i in cli("infer", "list") if i["input_topic"] == "in-wide"]
                 if listed:
                     waiting = cli("infer", "show", str(listed[0]["id"]))["waiting"]
-            assert waiting and re.match(r"KafkaIngress wants 7 replicas, [56] run;", waiting)
+            assert waiting and re.match(settled, waiting), waiting
             assert "waiting for Ray resources: needs 0.25 CPU; free 0 CPU of 2 CPU" in waiting
-            assert "held by" in waiting and "KafkaIngress" in waiting
+            assert "held by ServeReplica:inference-3:KafkaIngress x6 (1.5 CPU)" in waiting
+
+            # A training with no CPU left says what it waits for, and runs once there is one.
+            third = cli("train", "deploy", "digits", "--kwargs", "epochs=1")
+            resend = ("datasource", "resend", str(first["datasource_id"]), "-d", str(third["id"]))
+            cli(*resend, json_out=False)
+            deadline, shown = time.monotonic() + 120, ""
+            while "waiting for Ray resources" not in shown and time.monotonic() < deadline:
+                time.sleep(2)
+                shown = cli("train", "show", str(third["id"]), json_out=False)
+            assert "waiting for Ray resources: needs 1 CPU; free 0 CPU of 2 CPU; held by " in shown
+            assert "ServeReplica:inference-3:KafkaIngress x6 (1.5 CPU)" in shown
         finally:
             deploying.kill()
         cli("infer", "delete", str(listed[0]["id"]), json_out=False)
+        third = trained(third["id"], timeout=300)
+        assert third["results"][0]["status"] == "finished", third["results"][0]
+        assert "waiting" not in third["results"][0]["progress"]
     finally:
         down = cli("down")
     assert not any(p["running"] for p in down), down

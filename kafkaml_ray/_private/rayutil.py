@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from kafkaml_ray.settings import Settings
 
-__all__ = ["ensure_ray", "token_auth", "resource_wait", "NAMESPACE"]
+__all__ = [
+    "ensure_ray",
+    "token_auth",
+    "resource_wait",
+    "get_saying_why",
+    "placement_pending",
+    "NAMESPACE",
+]
 
 logger = logging.getLogger(__name__)
 NAMESPACE = "kafkaml"
@@ -123,3 +131,41 @@ def resource_wait(need: dict[str, float]) -> str | None:
         if len(holders) > 6:
             text += f" and {len(holders) - 6} more"
     return text
+
+
+def placement_pending() -> bool:
+    """Whether a placement group (a training run's workers) waits to be placed."""
+    from ray.util.state import list_placement_groups
+
+    return bool(list_placement_groups(filters=[("state", "=", "PENDING")], limit=1))
+
+
+def get_saying_why(
+    refs: list, need: dict[str, float], say: Callable[[str | None], None], every: float = 5.0
+) -> list:
+    """``ray.get(refs)``; while any of their tasks waits for resources, ``say`` what it needs,
+    what is free and who holds it, every ``every`` seconds (``say(None)`` once they run)."""
+    import ray
+    from ray.util.state import get_task
+
+    pending, said = list(refs), False
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=every)
+        if not pending:
+            break
+        try:
+            attempts = [get_task(ref.task_id().hex()) for ref in pending]
+            unplaced = any(
+                t.state == "PENDING_NODE_ASSIGNMENT"
+                for a in attempts
+                for t in (a if isinstance(a, list) else [a])
+                if t is not None
+            )
+            why = resource_wait(need) if unplaced else None
+        except Exception:  # noqa: BLE001 - a report, never a reason to fail
+            logger.debug("cannot tell what the tasks wait for", exc_info=True)
+            continue
+        if why or said:
+            say(why)
+            said = bool(why)
+    return ray.get(list(refs))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -181,12 +181,14 @@ def read_ranges(
     input_config: Mapping[str, Any],
     on_malformed: OnMalformed = "fail",
     stall_timeout_s: float = 30.0,
+    waiting: Callable[[str | None], None] | None = None,
 ) -> StreamData:
     """Read ``ranges`` into a Ray Dataset, one Ray task per range, decoded in the tasks.
 
     ``kafka_config`` holds librdkafka settings (``Settings.kafka_config()``).
     ``on_malformed="fail"`` ends the read with a :class:`ReadError` at the first malformed
-    message; ``"skip"`` leaves malformed messages out and counts them.
+    message; ``"skip"`` leaves malformed messages out and counts them. ``waiting`` is told
+    what the read tasks wait for while Ray cannot place them (and None once they run).
     """
     import ray
 
@@ -205,7 +207,12 @@ def read_ranges(
     ]
     blocks, stats_refs = [b for b, _ in refs], [s for _, s in refs]
     try:
-        stats = ray.get(stats_refs)
+        if waiting is None:
+            stats = ray.get(stats_refs)
+        else:
+            from kafkaml_ray._private.rayutil import get_saying_why
+
+            stats = get_saying_why(stats_refs, {"CPU": 1.0}, waiting)
     except ray.exceptions.RayTaskError as e:
         cause = e.cause
         if isinstance(cause, KafkaMLError):

@@ -211,8 +211,12 @@ def run_deployment(
             f"the Ray cluster has {gpus:g} GPUs",
         )
         return
+
+    def reading(why: str | None) -> None:
+        _set_progress(store, specs, {"phase": "reading the data stream"}, why)
+
     try:
-        data = read_ranges(settings.kafka_config(), ranges, fmt, cfg, on_malformed)
+        data = read_ranges(settings.kafka_config(), ranges, fmt, cfg, on_malformed, waiting=reading)
     except (ReadError, InvalidInput) as e:
         with store.session() as s:
             row = s.get_one(Datasource, datasource_id)
@@ -255,7 +259,7 @@ WAIT_REPORT_S = 5.0
 def _say_what_runs_wait_for(store: Store, specs: list[RunSpec]) -> None:
     """Runs that have not started training yet and cannot be placed say on their result what
     they need, what is free and who holds it (``progress["waiting"]``)."""
-    from kafkaml_ray._private.rayutil import resource_wait
+    from kafkaml_ray._private.rayutil import placement_pending, resource_wait
 
     def idle(r: TrainingResult | None) -> bool:
         return r is not None and r.status == ResultStatus.TRAINING and "epoch" not in r.progress
@@ -265,8 +269,8 @@ def _say_what_runs_wait_for(store: Store, specs: list[RunSpec]) -> None:
     for sp in waiting:
         workers = sp.train_args.get("num_workers", 1)
         need = {"CPU": float(workers), "GPU": sp.gpu_fraction * workers}
-        try:
-            why = resource_wait(need)
+        try:  # (a run whose workers are placed and starting waits for nothing)
+            why = resource_wait(need) if placement_pending() else None
         except Exception:  # noqa: BLE001 - a report, never a reason to fail the run
             logger.exception("result %d: what it waits for", sp.result_id)
             continue
@@ -279,3 +283,14 @@ def _say_what_runs_wait_for(store: Store, specs: list[RunSpec]) -> None:
                 logger.warning("result %d: %s", sp.result_id, why)
             elif "waiting" in r.progress:
                 r.progress = {"phase": "starting"}
+
+
+def _set_progress(store: Store, specs: list[RunSpec], progress: dict, why: str | None) -> None:
+    """``progress`` on the deployment's training results, with what they wait for."""
+    if why:
+        logger.warning("%s", why)
+    with store.session() as s:
+        for sp in specs:
+            r = s.get(TrainingResult, sp.result_id)
+            if r is not None and r.status == ResultStatus.TRAINING:
+                r.progress = {**progress, **({"waiting": why} if why else {})}
