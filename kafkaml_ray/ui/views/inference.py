@@ -199,6 +199,10 @@ def _manage(inf: InferenceInfo) -> None:
         st.caption(
             f'HTTP: `POST http://127.0.0.1:{port}{inf.route}` with `{{"data": [sample, ...]}}`'
         )
+        if common.running("ray"):  # replicas Serve wants but Ray cannot place, and why
+            ok, live = common.call("ask Ray Serve", common.client().get_inference, inf.id, True)
+            if ok and live.waiting:
+                st.warning(live.waiting, icon=":material/hourglass_top:")
     stop, restart, delete, _ = st.columns([1, 1, 1, 3])
     actions = {
         "stop": stop.button(
