@@ -14,6 +14,7 @@ __all__ = [
     "resource_wait",
     "get_saying_why",
     "placement_pending",
+    "actor_name",
     "NAMESPACE",
 ]
 
@@ -43,6 +44,16 @@ def token_auth(create: bool = False) -> None:
         )
 
         ensure_token_if_auth_enabled(create_token_if_missing=True)
+
+
+def actor_name(kind: str, settings: Settings, number: int) -> str:
+    """The name of a detached actor for row ``number`` of this store (``training-<tag>-7``):
+    ids restart in another store (another database on the same Ray cluster, a test's own),
+    so the store's tag keeps the names of two stores apart."""
+    import hashlib
+
+    tag = hashlib.sha256(settings.db_url.encode()).hexdigest()[:8]
+    return f"{kind}-{tag}-{number}"
 
 
 def ray_address(settings: Settings) -> str | None:

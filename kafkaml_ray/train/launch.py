@@ -1,9 +1,10 @@
 """Starting training runs: the control listener's handler, and stopping them.
 
 Without ``--submit`` a deployment's run starts when its data stream is announced: the
-listener calls `on_datasource`, which starts a detached Ray actor (``training-<id>``) that
-runs `~kafkaml_ray.train.runner.run_deployment`. With ``--submit`` a Ray job was submitted at
-deploy time; it waits for the datasource, so `on_datasource` only records it.
+listener calls `on_datasource`, which starts a detached Ray actor
+(``training-<store tag>-<id>``) that runs `~kafkaml_ray.train.runner.run_deployment`. With
+``--submit`` a Ray job was submitted at deploy time; it waits for the datasource, so
+`on_datasource` only records it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ __all__ = ["on_datasource", "start_runner", "stop_runner", "runner_name"]
 logger = logging.getLogger(__name__)
 
 
-def runner_name(deployment_id: int) -> str:
-    return f"training-{deployment_id}"
+def runner_name(settings: Settings, deployment_id: int) -> str:
+    from kafkaml_ray._private.rayutil import actor_name
+
+    return actor_name("training", settings, deployment_id)
 
 
 class _Runner:
@@ -75,7 +78,7 @@ def start_runner(settings: Settings, deployment_id: int, datasource_id: int) -> 
     actor = (
         ray.remote(_Runner)
         .options(
-            name=runner_name(deployment_id),
+            name=runner_name(settings, deployment_id),
             namespace=NAMESPACE,
             lifetime="detached",
             num_cpus=0,
@@ -104,7 +107,7 @@ def stop_runner(
             stopped = job_client(settings).stop_job(job_id)
     ensure_ray(settings)
     try:
-        actor = ray.get_actor(runner_name(deployment_id), namespace=NAMESPACE)
+        actor = ray.get_actor(runner_name(settings, deployment_id), namespace=NAMESPACE)
     except ValueError:
         return stopped
     try:  # abort the Ray Train runs (frees their placement groups), then end the runner

@@ -414,8 +414,10 @@ class _TuneDriver:
         self._stop.set()
 
 
-def _driver_name(tune_id: int) -> str:
-    return f"tune-{tune_id}"
+def _driver_name(settings: Settings, tune_id: int) -> str:
+    from kafkaml_ray._private.rayutil import actor_name
+
+    return actor_name("tune", settings, tune_id)
 
 
 def start_tune(settings: Settings, tune_id: int, max_concurrent_trials: int = 2) -> None:
@@ -428,7 +430,7 @@ def start_tune(settings: Settings, tune_id: int, max_concurrent_trials: int = 2)
     actor = (
         ray.remote(_TuneDriver)
         .options(
-            name=_driver_name(tune_id),
+            name=_driver_name(settings, tune_id),
             namespace=NAMESPACE,
             lifetime="detached",
             num_cpus=0,
@@ -449,7 +451,7 @@ def stop_tune(settings: Settings, tune_id: int, timeout: float = 60.0) -> bool:
 
     ensure_ray(settings)
     try:
-        actor = ray.get_actor(_driver_name(tune_id), namespace=NAMESPACE)
+        actor = ray.get_actor(_driver_name(settings, tune_id), namespace=NAMESPACE)
     except ValueError:
         return False
     try:
@@ -457,7 +459,7 @@ def stop_tune(settings: Settings, tune_id: int, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                ray.get_actor(_driver_name(tune_id), namespace=NAMESPACE)
+                ray.get_actor(_driver_name(settings, tune_id), namespace=NAMESPACE)
             except ValueError:
                 return True  # the driver finished the search and exited
             time.sleep(0.2)
