@@ -88,6 +88,7 @@ from benchmarks._common import (
     write_json,
 )
 from kafkaml_ray.serve.app import InferenceSpec
+from kafkaml_ray.serve.options import INGRESS_CPUS, PREDICTOR_CPUS
 from kafkaml_ray.settings import Settings
 
 __all__ = ["main", "run", "Plan", "SIZES", "LoopWorker", "Collector"]
@@ -109,9 +110,8 @@ AIM_VS_BASELINE, AIM_VS_ECHO = 10.0, 0.5
 #: p50(ours) - p50(baseline) must end below this share of the baseline's p50.
 LIGHT_MARGIN = 0.05
 LIGHT_AIM = f"light_load_p50_within_{LIGHT_MARGIN:.0%}_of_baseline_ci95"
-#: Logical CPUs per replica, as `kafkaml_ray.serve.deploy.deployment_options` gives ours
-#: (ingress 0.25 + predictor 0.5); the baseline actor gets both shares, echo the ingress's.
-INGRESS_CPUS, PREDICTOR_CPUS = 0.25, 0.5
+#: Logical CPUs per replica (`kafkaml_ray.serve.options`): the ingress's 0.25, and the 0.5 a
+#: GPU predictor takes; the baseline actor gets both shares, echo the ingress's.
 TRAIN_BATCH = 32
 
 
@@ -641,7 +641,7 @@ def start_pipeline(
     if side == "ours":
         from ray import serve
 
-        from kafkaml_ray.serve.deploy import app_name
+        from kafkaml_ray.serve.options import app_name
 
         kw = {} if max_wait_ms is None else {"max_wait_ms": max_wait_ms}
         inf = client.deploy_inference(

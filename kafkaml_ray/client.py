@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from kafkaml_ray.errors import Conflict, InvalidInput, NotFound
 from kafkaml_ray.registry import FRAMEWORKS, validate_model
 from kafkaml_ray.schemas import (
+    DEFAULT_BATCH_SIZE,
     ConfigurationInfo,
     DatasourceInfo,
     DeploymentInfo,
@@ -390,7 +391,7 @@ class Client:
         min_replicas: int | None = None,
         max_replicas: int | None = None,
         gpu_fraction: float = 0.0,
-        batch_size: int = 512,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_wait_ms: float = 0.0,
         autoscaling: Mapping[str, Any] | None = None,
     ) -> InferenceInfo:

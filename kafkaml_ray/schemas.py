@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "ModelInfo",
     "ConfigurationInfo",
     "ResultInfo",
@@ -17,6 +18,10 @@ __all__ = [
     "Prediction",
     "TuneInfo",
 ]
+
+#: Samples an inference predicts together (an ingress chunk, a Predictor batch): the one
+#: default of the API, the CLI, the store and the manifests.
+DEFAULT_BATCH_SIZE = 512
 
 
 class _Record(BaseModel):

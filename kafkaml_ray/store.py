@@ -48,6 +48,7 @@ from sqlalchemy.orm import (
 )
 
 from kafkaml_ray.errors import Unavailable
+from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
 
 __all__ = [
     "Base",
@@ -251,7 +252,7 @@ class Inference(_Stamped, Base):
     min_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     gpu_fraction: Mapped[float] = mapped_column(Float, default=0.0)
-    batch_size: Mapped[int] = mapped_column(Integer, default=512)
+    batch_size: Mapped[int] = mapped_column(Integer, default=DEFAULT_BATCH_SIZE)
     max_wait_ms: Mapped[float] = mapped_column(Float, default=0.0)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[TrainingResult] = relationship()

@@ -330,11 +330,14 @@ def test_serve_config_fractional_gpus_and_autoscaling():
     gpu = _groups(svc["spec"]["rayClusterConfig"])["gpu"]
     assert gpu["maxReplicas"] == 3  # ten quarter-GPU predictors need three GPUs
     only_max = serve_config(1, replicas=3, max_replicas=5)["applications"][0]["deployments"][0]
-    assert only_max["autoscaling_config"] == {
+    scaling = only_max["autoscaling_config"]
+    assert {k: scaling[k] for k in ("min_replicas", "max_replicas", "initial_replicas")} == {
         "min_replicas": 1,
         "max_replicas": 5,
         "initial_replicas": 3,
     }
+    # the ingress scales on consumer lag there too, as it does on local Serve
+    assert scaling["policy"]["policy_function"] == "kafkaml_ray.serve.autoscale:LagPolicy"
 
 
 @pytest.mark.parametrize(
@@ -781,3 +784,77 @@ def test_cli_reports_missing_crds(api, store_env):
     assert out.exit_code == 1
     assert out.output.startswith("error: the KubeRay CRDs are not installed in this cluster")
     assert out.output.count("\n") == 1
+
+
+def _plain(value):
+    """A Serve option as plain data, whichever form the schema kept it in."""
+    from ray.serve.config import AutoscalingConfig
+
+    if isinstance(value, dict) and "min_replicas" in value:
+        value = AutoscalingConfig(**value)
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        {"replicas": 2, "min_replicas": None, "max_replicas": None, "gpu_fraction": 0.0},
+        {"replicas": 2, "min_replicas": 1, "max_replicas": 6, "gpu_fraction": 0.0},
+        {"replicas": 1, "min_replicas": 1, "max_replicas": 4, "gpu_fraction": 0.25},
+    ],
+)
+def test_the_rayservice_runs_the_application_that_local_serve_runs(scaling):
+    """Parity: the serveConfigV2 of an inference and the application `start_inference` runs
+    on local Serve, both read through Serve's own schemas, describe the same deployments."""
+    from types import SimpleNamespace
+
+    from ray.serve._private.build_app import build_app
+    from ray.serve.deployment import deployment_to_schema
+    from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
+
+    from kafkaml_ray.serve.app import InferenceSpec, app_for
+    from kafkaml_ray.serve.options import (
+        SERVE_IMPORT_PATH,
+        app_name,
+        deployment_options,
+        route_prefix,
+    )
+    from kafkaml_ray.settings import Settings
+
+    row = SimpleNamespace(id=7, batch_size=64, **scaling)
+    # What start_inference hands to serve.run for this row:
+    ingress, predictor = deployment_options(row)
+    spec = InferenceSpec(
+        inference_id=7, result_id=1, framework="pytorch", code="", imports="", weights_uri="",
+        input_shape=None, input_topic="in", output_topic="out", input_format="RAW",
+        input_config={}, settings=Settings(), batch_size=64,
+    )  # fmt: skip
+    built = build_app(app_for(spec, ingress, predictor), name=app_name(7))
+    local = ServeApplicationSchema(
+        name=app_name(7),
+        route_prefix=route_prefix(7),
+        import_path=SERVE_IMPORT_PATH,
+        args={"inference_id": 7},
+        deployments=[deployment_to_schema(d) for d in built.deployments],
+    )
+    cfg = serve_config(7, batch_size=64, **scaling)
+    (k8s,) = ServeDeploySchema.model_validate(cfg).applications
+    assert (k8s.name, k8s.route_prefix, k8s.import_path, k8s.args) == (
+        local.name,
+        local.route_prefix,
+        local.import_path,
+        local.args,
+    )
+    ours = {d.name: d for d in local.deployments}
+    assert sorted(ours) == sorted(d.name for d in k8s.deployments) == ["KafkaIngress", "Predictor"]
+    for theirs in k8s.deployments:
+        mine = ours[theirs.name]
+        # Every option the manifest sets is what local Serve runs with ...
+        for field in theirs.model_dump(exclude_unset=True):
+            if field != "name":
+                assert _plain(getattr(mine, field)) == _plain(getattr(theirs, field)), field
+        # ... and what decides scaling and resources is set there, not left to defaults.
+        assert "ray_actor_options" in theirs.model_fields_set
+        assert ("autoscaling_config" in theirs.model_fields_set) == (
+            scaling["min_replicas"] is not None
+        )

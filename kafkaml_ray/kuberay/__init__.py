@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from kafkaml_ray.errors import Conflict, InvalidInput, KafkaMLError, NotFound, Unavailable
+from kafkaml_ray.serve.options import DEFAULT_BATCH_SIZE, serve_application
 
 __all__ = [
     "ClusterSpec",
@@ -63,11 +64,8 @@ KINDS: dict[str, str] = {
 #: Name of the long-lived RayCluster (``kuberay/raycluster.yaml``).
 CLUSTER_NAME = "kafkaml"
 RAY_VERSION = "2.60.0"
-SERVE_IMPORT_PATH = "kafkaml_ray.serve.app:build_app"
 PART_OF = {"app.kubernetes.io/part-of": "kafkaml-ray"}
 ARTIFACTS_MOUNT = "/artifacts"
-INGRESS_CPUS = 0.5  # a Kafka consumer loop: mostly waiting on the broker and the predictor
-PREDICTOR_CPUS = 1.0
 
 
 class ClusterSpec(BaseModel, frozen=True, extra="forbid"):
@@ -120,7 +118,7 @@ class _Serving(BaseModel, frozen=True):
     min_replicas: int | None = Field(None, ge=1)
     max_replicas: int | None = Field(None, ge=1)
     gpu_fraction: float = Field(0.0, ge=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> _Serving:
@@ -338,19 +336,20 @@ def serve_config(
     min_replicas: int | None = None,
     max_replicas: int | None = None,
     gpu_fraction: float = 0.0,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict[str, Any]:
     """The Ray Serve config (``serveConfigV2``) of an inference: application
-    ``inference-<id>`` with its ``KafkaIngress`` and ``Predictor`` deployments.
+    ``inference-<id>`` with its ``KafkaIngress`` and ``Predictor`` deployments, with the
+    options that local Serve gets (`kafkaml_ray.serve.options`).
 
     Both deployments get ``replicas`` replicas, or autoscale between ``min_replicas`` and
-    ``max_replicas`` when either is set (starting at ``replicas``). A predictor takes
-    ``gpu_fraction`` of a GPU (0.25: four predictors share one) and up to twice
-    ``batch_size`` requests at once, so a batch fills while the previous one runs.
+    ``max_replicas`` when either is set (starting at ``replicas``; the ingress on consumer
+    lag). A predictor takes ``gpu_fraction`` of a GPU (0.25: four predictors share one).
 
     >>> cfg = serve_config(3, replicas=2, min_replicas=1, max_replicas=4)
-    >>> cfg["applications"][0]["deployments"][0]["autoscaling_config"]
-    {'min_replicas': 1, 'max_replicas': 4, 'initial_replicas': 2}
+    >>> scaling = cfg["applications"][0]["deployments"][0]["autoscaling_config"]
+    >>> scaling["min_replicas"], scaling["max_replicas"], scaling["initial_replicas"]
+    (1, 4, 2)
     """
     s = _spec(
         _Serving,
@@ -361,45 +360,7 @@ def serve_config(
         gpu_fraction=gpu_fraction,
         batch_size=batch_size,
     )
-    if s.min_replicas is None and s.max_replicas is None:
-        scaling: dict[str, Any] = {"num_replicas": s.replicas}
-    else:
-        lo = s.min_replicas or 1
-        hi = s.max_replicas or max(s.replicas, lo)
-        scaling = {
-            "autoscaling_config": {
-                "min_replicas": lo,
-                "max_replicas": hi,
-                "initial_replicas": min(max(s.replicas, lo), hi),
-            }
-        }
-    predictor_actor: dict[str, Any] = {"num_cpus": PREDICTOR_CPUS}
-    if s.gpu_fraction:
-        predictor_actor["num_gpus"] = s.gpu_fraction
-    app = f"inference-{s.inference_id}"
-    return {
-        "applications": [
-            {
-                "name": app,
-                "route_prefix": f"/{app}",
-                "import_path": SERVE_IMPORT_PATH,
-                "args": {"inference_id": s.inference_id},
-                "deployments": [
-                    {
-                        "name": "KafkaIngress",
-                        **copy.deepcopy(scaling),
-                        "ray_actor_options": {"num_cpus": INGRESS_CPUS},
-                    },
-                    {
-                        "name": "Predictor",
-                        **copy.deepcopy(scaling),
-                        "max_ongoing_requests": 2 * s.batch_size,
-                        "ray_actor_options": predictor_actor,
-                    },
-                ],
-            }
-        ]
-    }
+    return {"applications": [serve_application(s.inference_id, s)]}
 
 
 def render_rayservice(
@@ -409,7 +370,7 @@ def render_rayservice(
     min_replicas: int | None = None,
     max_replicas: int | None = None,
     gpu_fraction: float = 0.0,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     cluster: ClusterSpec | None = None,
 ) -> dict[str, Any]:
     """A RayService serving an inference: `serve_config` on a Ray cluster of its own, with

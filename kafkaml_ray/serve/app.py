@@ -42,6 +42,7 @@ import numpy as np
 import orjson
 from ray import serve
 
+from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
 from kafkaml_ray.settings import Settings
 
 __all__ = ["InferenceSpec", "KafkaIngress", "Predictor", "build_app", "app_for", "HEADERS"]
@@ -68,7 +69,7 @@ class InferenceSpec:
     input_format: str
     input_config: dict[str, Any]
     settings: Settings
-    batch_size: int = 512
+    batch_size: int = DEFAULT_BATCH_SIZE
     max_wait_ms: float = 0.0
     #: Chunks one ingress replica keeps waiting on the predictor at once.
     in_flight: int = 4

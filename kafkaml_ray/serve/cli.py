@@ -8,6 +8,7 @@ import time
 import click
 
 from kafkaml_ray._private.clikit import client_from_env, emit, json_option, table
+from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
 
 __all__ = ["infer"]
 
@@ -67,7 +68,7 @@ def _inference_text(i) -> str:
     show_default=True,
     help="GPU fraction per predictor replica, e.g. 0.25.",
 )
-@click.option("--batch-size", type=int, default=512, show_default=True)
+@click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option(
     "--max-wait-ms",
     type=float,

@@ -8,34 +8,20 @@ from typing import Any
 
 from kafkaml_ray.errors import InvalidInput, NotFound, Unavailable
 from kafkaml_ray.serve.app import InferenceSpec, app_for
-from kafkaml_ray.serve.autoscale import POLICY
+from kafkaml_ray.serve.options import app_name, deployment_options, route_prefix
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import Inference, Store
 
 __all__ = [
     "spec_from_store",
-    "deployment_options",
     "start_inference",
     "stop_inference",
-    "app_name",
-    "route_prefix",
     "app_status",
     "ensure_topics",
     "placement_wait",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: CPUs reserved by an ingress replica (it predicts on CPU) and by a GPU predictor replica.
-INGRESS_CPUS, PREDICTOR_CPUS = 0.25, 0.5
-
-
-def app_name(inference_id: int) -> str:
-    return f"inference-{inference_id}"
-
-
-def route_prefix(inference_id: int) -> str:
-    return f"/inference/{inference_id}"
 
 
 def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
@@ -63,44 +49,6 @@ def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
             max_wait_ms=inf.max_wait_ms,
             predict_in_ingress=not inf.gpu_fraction,
         )
-
-
-def deployment_options(
-    inf: Any, target_lag: float = 1000.0, autoscaling: dict[str, Any] | None = None
-) -> tuple[dict, dict]:
-    """Serve options of (KafkaIngress, Predictor) for an inference row.
-
-    A CPU inference predicts in its ingress replicas; its Predictor only answers HTTP and
-    reserves no CPU, so that two CPU inferences and a training fit on 2 CPUs."""
-    ingress: dict[str, Any] = {"ray_actor_options": {"num_cpus": INGRESS_CPUS}}
-    predictor: dict[str, Any] = {
-        "ray_actor_options": {
-            "num_cpus": PREDICTOR_CPUS if inf.gpu_fraction else 0.0,
-            "num_gpus": inf.gpu_fraction,
-        },
-        "max_ongoing_requests": max(16, 2 * inf.batch_size),
-    }
-    if inf.min_replicas is not None and inf.max_replicas is not None:
-        ingress["autoscaling_config"] = {
-            "min_replicas": inf.min_replicas,
-            "max_replicas": inf.max_replicas,
-            "initial_replicas": inf.min_replicas,
-            "metrics_interval_s": 2.0,
-            "look_back_period_s": 10.0,
-            "upscale_delay_s": 5.0,
-            "downscale_delay_s": 30.0,
-            "policy": {"policy_function": POLICY, "policy_kwargs": {"target_lag": target_lag}},
-            **(autoscaling or {}),
-        }
-        predictor["autoscaling_config"] = {
-            "min_replicas": inf.min_replicas,
-            "max_replicas": inf.max_replicas,
-            "initial_replicas": inf.min_replicas,
-            "target_ongoing_requests": 2,
-        }
-    else:
-        ingress["num_replicas"] = predictor["num_replicas"] = inf.replicas
-    return ingress, predictor
 
 
 def ensure_topics(settings: Settings, inf: Any) -> None:
