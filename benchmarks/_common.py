@@ -9,7 +9,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from kafkaml_ray._private.procs import free_ports
 from kafkaml_ray.ingest import ControlMessage, RawSink
 from kafkaml_ray.settings import Settings
 
@@ -49,24 +49,6 @@ _LIBRARIES = (
     "tensorflow",
     "keras",
 )
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count > 65000:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free ports")
 
 
 @contextlib.contextmanager

@@ -87,8 +87,8 @@ from benchmarks._common import (
     summary,
     write_json,
 )
-from kafkaml_ray.serve.app import InferenceSpec
 from kafkaml_ray.serve.options import INGRESS_CPUS, PREDICTOR_CPUS
+from kafkaml_ray.serve.spec import InferenceSpec
 from kafkaml_ray.settings import Settings
 
 __all__ = ["main", "run", "Plan", "SIZES", "LoopWorker", "Collector"]

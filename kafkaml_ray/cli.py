@@ -11,8 +11,13 @@ import click
 from kafkaml_ray._private.clikit import (
     UserErrorGroup,
     client_from_env,
+    deployment_text,
     emit,
+    follow,
     json_option,
+    metrics_text,
+    parts_text,
+    results_table,
     settings_from_env,
     table,
 )
@@ -80,13 +85,6 @@ def broker_status(as_json: bool) -> None:
 
 
 # -- stack ---------------------------------------------------------------------------------
-def _parts_text(parts) -> str:
-    return table(
-        [(p.name, "running" if p.running else "stopped", p.address, p.detail) for p in parts],
-        ["part", "state", "address", "detail"],
-    )
-
-
 @cli.command()
 @click.option("--ui/--no-ui", default=True, show_default=True, help="Also serve the control panel.")
 @json_option
@@ -94,7 +92,7 @@ def up(ui: bool, as_json: bool) -> None:
     """Start the local stack: Kafka broker, Ray head, control listener (and UI)."""
     from kafkaml_ray import stack
 
-    emit(stack.up(settings_from_env(), with_ui=ui), as_json, _parts_text)
+    emit(stack.up(settings_from_env(), with_ui=ui), as_json, parts_text)
 
 
 @cli.command()
@@ -103,7 +101,7 @@ def down(as_json: bool) -> None:
     """Stop the local stack."""
     from kafkaml_ray import stack
 
-    emit(stack.down(settings_from_env()), as_json, _parts_text)
+    emit(stack.down(settings_from_env()), as_json, parts_text)
 
 
 @cli.command()
@@ -112,7 +110,7 @@ def status(as_json: bool) -> None:
     """Each part of the stack, whether it runs, and its address."""
     from kafkaml_ray import stack
 
-    emit(stack.status(settings_from_env()), as_json, _parts_text)
+    emit(stack.status(settings_from_env()), as_json, parts_text)
 
 
 # -- models --------------------------------------------------------------------------------
@@ -259,44 +257,6 @@ def train() -> None:
     """Deploy configurations for training, follow and stop them."""
 
 
-def _metrics(m: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in sorted(m.items())) if m else ""
-
-
-def _deployment_text(d) -> str:
-    head = (
-        f"deployment {d.id} of configuration {d.configuration_name!r}: batch size {d.batch_size}"
-        f", GPU per model {d.gpu_fraction:g}, datasource {d.datasource_id or '(waiting)'}"
-        + (f", Ray job {d.job_id}" if d.job_id else "")
-    )
-    waits = [f"result {r.id}: {r.progress['waiting']}" for r in d.results if _waiting(r)]
-    return "\n".join([head, _results_table(d.results), *waits])
-
-
-def _waiting(r) -> bool:
-    return r.status == "training" and bool((r.progress or {}).get("waiting"))
-
-
-def _results_table(results) -> str:
-    return table(
-        [
-            (
-                r.id,
-                r.model_name,
-                r.framework,
-                r.status,
-                _metrics(r.train_metrics),
-                _metrics(r.val_metrics),
-                _metrics(r.test_metrics),
-                f"{r.training_time_s:.1f}s" if r.training_time_s else "",
-                (r.error or "")[:120],
-            )
-            for r in results
-        ],
-        ["result", "model", "framework", "status", "train", "validation", "test", "time", "error"],
-    )
-
-
 @train.command("deploy")
 @click.argument("configuration")
 @click.option("-b", "--batch-size", default=32, show_default=True)
@@ -359,7 +319,7 @@ def train_deploy(
         on_malformed=on_malformed,
         submit=submit,
     )
-    emit(dep, as_json, lambda d: _deployment_text(d) + f"\nsend data with deployment_id={d.id}")
+    emit(dep, as_json, lambda d: deployment_text(d) + f"\nsend data with deployment_id={d.id}")
 
 
 @train.command("list")
@@ -389,14 +349,14 @@ def train_list(as_json: bool) -> None:
 @json_option
 def train_show(deployment_id: int, as_json: bool) -> None:
     """One deployment with its results (metrics, time, errors)."""
-    emit(client_from_env().get_deployment(deployment_id), as_json, _deployment_text)
+    emit(client_from_env().get_deployment(deployment_id), as_json, deployment_text)
 
 
 @train.command("stop")
 @click.argument("deployment_id", type=int)
 def train_stop(deployment_id: int) -> None:
     """Stop a deployment's training (frees its Ray resources)."""
-    click.echo(_deployment_text(client_from_env().stop_training(deployment_id)))
+    click.echo(deployment_text(client_from_env().stop_training(deployment_id)))
 
 
 @train.command("follow")
@@ -405,42 +365,7 @@ def train_stop(deployment_id: int) -> None:
 def train_follow(deployment_id: int, interval: float) -> None:
     """Live progress bars per model (epoch, batches, latest metrics) until all are done."""
     dep = follow(client_from_env(), deployment_id, interval)
-    click.echo(_results_table(dep.results))
-
-
-def follow(client, deployment_id: int, interval: float = 0.5):
-    """Show a progress bar per model of a deployment until every model is done; return it."""
-    import time
-
-    from tqdm.auto import tqdm
-
-    dep = client.get_deployment(deployment_id)
-    bars = {
-        r.id: tqdm(total=1, desc=r.model_name, position=i, leave=True, unit="batch")
-        for i, r in enumerate(dep.results)
-    }
-    said: dict[int, str] = {}
-    while True:
-        dep = client.get_deployment(deployment_id)
-        for r in dep.results:
-            bar, p = bars[r.id], r.progress or {}
-            if _waiting(r) and said.get(r.id) != p["waiting"]:
-                said[r.id] = p["waiting"]
-                tqdm.write(f"{r.model_name}: {p['waiting']}")
-            epochs, batches = p.get("epochs") or 1, p.get("batches") or 1
-            epoch, batch = p.get("epoch") or 0, p.get("batch")
-            done = (epoch - (0 if batch is None else 1)) * batches + (batch or 0)
-            bar.total = epochs * batches
-            bar.n = bar.total if r.status == "finished" else min(done, bar.total)
-            bar.set_description(f"{r.model_name} [{r.status}] epoch {epoch}/{epochs}")
-            bar.set_postfix_str(_metrics(p.get("metrics") or {}) or p.get("phase", ""))
-            bar.refresh()
-        if dep.done:
-            break
-        time.sleep(interval)
-    for bar in bars.values():
-        bar.close()
-    return dep
+    click.echo(results_table(dep.results))
 
 
 # -- results -------------------------------------------------------------------------------
@@ -454,7 +379,7 @@ def result() -> None:
 @json_option
 def result_list(deployment_id, as_json) -> None:
     """Results side by side: model, metrics, training time, status."""
-    emit(client_from_env().list_results(deployment_id), as_json, _results_table)
+    emit(client_from_env().list_results(deployment_id), as_json, results_table)
 
 
 @result.command("show")
@@ -465,11 +390,11 @@ def result_show(result_id: int, as_json: bool) -> None:
 
     def text(r) -> str:
         curve = table(
-            [(h["epoch"], _metrics(h["train"]), _metrics(h["val"])) for h in r.history],
+            [(h["epoch"], metrics_text(h["train"]), metrics_text(h["val"])) for h in r.history],
             ["epoch", "train", "validation"],
         )
         extra = f"\nweights: {r.weights_uri}" if r.weights_uri else ""
-        return _results_table([r]) + "\n\nlearning curve:\n" + curve + extra
+        return results_table([r]) + "\n\nlearning curve:\n" + curve + extra
 
     emit(client_from_env().get_result(result_id), as_json, text)
 

@@ -401,6 +401,7 @@ class Client:
         result's data stream. ``min_replicas``/``max_replicas`` turn on lag-driven
         autoscaling (``autoscaling`` overrides Serve's settings, e.g. shorter delays)."""
         from kafkaml_ray.ingest.formats import get_format
+        from kafkaml_ray.serve.spec import unlabelled
 
         r = self.get_result(result_id)
         if r.status != "finished" or not r.weights_uri:
@@ -416,17 +417,8 @@ class Client:
                 ds_id = owner.datasource_id if owner else None
                 ds = s.get(Datasource, ds_id) if ds_id else None
                 input_format = input_format or (ds.input_format if ds else "RAW")
-                input_config = (
-                    input_config
-                    if input_config is not None
-                    else (
-                        {
-                            k: v
-                            for k, v in (ds.input_config if ds else {}).items()
-                            if not k.startswith("label_")
-                        }
-                    )
-                )
+                if input_config is None:
+                    input_config = unlabelled(ds.input_config if ds else {})
         get_format(input_format, input_config)
         for name, topic in (("input_topic", input_topic), ("output_topic", output_topic)):
             if not topic or not all(c.isalnum() or c in "._-" for c in topic):

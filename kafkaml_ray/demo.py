@@ -51,12 +51,12 @@ def register_examples(client: Client, names=tuple(EXAMPLES)) -> dict[str, int]:
 
 def run(settings: Settings, keep_running: bool = True, epochs: int = 10) -> dict[str, float]:
     """The whole pipeline; returns the figures it printed (accuracies, throughput)."""
-    from kafkaml_ray.cli import _parts_text, _results_table, follow, table
+    from kafkaml_ray._private.clikit import follow, parts_text, results_table, table
 
     _check_installed()
     figures: dict[str, float] = {}
     click.secho("1. starting the local stack", bold=True)
-    click.echo(_parts_text(stack.up(settings)))
+    click.echo(parts_text(stack.up(settings)))
     client = Client(settings)
 
     click.secho("\n2. registering the example models (validated in Ray workers)", bold=True)
@@ -99,7 +99,7 @@ def run(settings: Settings, keep_running: bool = True, epochs: int = 10) -> dict
     dep = follow(client, dep.id)
 
     click.secho("\n5. comparison", bold=True)
-    click.echo(_results_table(dep.results))
+    click.echo(results_table(dep.results))
     finished = [r for r in dep.results if r.status == "finished"]
     if not finished:
         raise click.ClickException("no model finished training; see the errors above")

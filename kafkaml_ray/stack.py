@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kafkaml_ray._private.procs import port_open
 from kafkaml_ray.broker import EmbeddedKafka
 from kafkaml_ray.errors import Unavailable
 from kafkaml_ray.settings import Settings
@@ -60,14 +60,6 @@ def _pid(path: Path, marker: str) -> int | None:
     return None if state == "Z" else pid
 
 
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _stop_pid(pid: int, timeout: float = 20.0) -> None:
     """SIGTERM the leader of a process group, then SIGKILL the group after ``timeout``."""
     try:
@@ -90,7 +82,7 @@ def _pid_alive(pid: int) -> bool:
 
 # -- Ray head ------------------------------------------------------------------------------
 def local_ray_running(settings: Settings) -> bool:
-    return _pid(_run_dir(settings) / "ray.pid", "ray") is not None and _port_open(settings.ray_port)
+    return _pid(_run_dir(settings) / "ray.pid", "ray") is not None and port_open(settings.ray_port)
 
 
 def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 120.0) -> str:
@@ -98,7 +90,7 @@ def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 
     address = f"127.0.0.1:{settings.ray_port}"
     if local_ray_running(settings):
         return address
-    if _port_open(settings.ray_port):
+    if port_open(settings.ray_port):
         raise Unavailable(
             f"port {settings.ray_port} is taken by another program; set KAFKAML_RAY_PORT to a "
             "free port, or RAY_ADDRESS to the Ray cluster that listens there"
@@ -169,7 +161,7 @@ def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 
 
 
 def _jobs_ready(settings: Settings) -> bool:
-    if not (_port_open(settings.ray_port) and _port_open(settings.dashboard_port)):
+    if not (port_open(settings.ray_port) and port_open(settings.dashboard_port)):
         return False
     from ray.job_submission import JobSubmissionClient
 

@@ -147,7 +147,7 @@ def test_the_predictor_path_of_gpu_inferences(trained):
     from ray import serve
 
     from kafkaml_ray.serve.app import app_for
-    from kafkaml_ray.serve.deploy import spec_from_store
+    from kafkaml_ray.serve.spec import spec_from_store
 
     client, result, x = trained
     settings = client.settings

@@ -12,7 +12,8 @@ from collections import deque
 import numpy as np
 
 from kafkaml_ray.ingest.formats import get_format
-from kafkaml_ray.serve.app import InferenceSpec, KafkaIngress
+from kafkaml_ray.serve.app import KafkaIngress
+from kafkaml_ray.serve.spec import InferenceSpec
 from kafkaml_ray.settings import Settings
 
 

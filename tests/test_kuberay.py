@@ -812,13 +812,14 @@ def test_the_rayservice_runs_the_application_that_local_serve_runs(scaling):
     from ray.serve.deployment import deployment_to_schema
     from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 
-    from kafkaml_ray.serve.app import InferenceSpec, app_for
+    from kafkaml_ray.serve.app import app_for
     from kafkaml_ray.serve.options import (
         SERVE_IMPORT_PATH,
         app_name,
         deployment_options,
         route_prefix,
     )
+    from kafkaml_ray.serve.spec import InferenceSpec
     from kafkaml_ray.settings import Settings
 
     row = SimpleNamespace(id=7, batch_size=64, **scaling)

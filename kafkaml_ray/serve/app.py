@@ -35,59 +35,22 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 from ray import serve
 
-from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
+from kafkaml_ray.serve.spec import InferenceSpec, spec_from_store, unlabelled
 from kafkaml_ray.settings import Settings
 
-__all__ = ["InferenceSpec", "KafkaIngress", "Predictor", "build_app", "app_for", "HEADERS"]
+__all__ = ["KafkaIngress", "Predictor", "build_app", "app_for", "HEADERS"]
 
 logger = logging.getLogger(__name__)
 
 #: Provenance headers added to every prediction (and dead letter).
 HEADERS = ("kafkaml-result-id", "kafkaml-input-partition", "kafkaml-input-offset")
-
-
-@dataclass
-class InferenceSpec:
-    """Everything the replicas need; built from the store by `spec_from_store`."""
-
-    inference_id: int
-    result_id: int
-    framework: str
-    code: str
-    imports: str
-    weights_uri: str
-    input_shape: list[int] | None
-    input_topic: str
-    output_topic: str
-    input_format: str
-    input_config: dict[str, Any]
-    settings: Settings
-    batch_size: int = DEFAULT_BATCH_SIZE
-    max_wait_ms: float = 0.0
-    #: Chunks one ingress replica keeps waiting on the predictor at once.
-    in_flight: int = 4
-    #: Predict inside the ingress replicas (CPU inferences) instead of in the Predictor.
-    predict_in_ingress: bool = True
-    #: Acknowledged offsets are committed at most this often (and always on stop and
-    #: rebalance): at most this much is consumed again after a crash.
-    commit_interval_s: float = 0.5
-    stats_interval_s: float = 2.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def group_id(self) -> str:
-        return f"kafkaml-inference-{self.inference_id}"
-
-    @property
-    def dlq_topic(self) -> str:
-        return f"{self.output_topic}.dlq"
 
 
 @serve.deployment(name="Predictor", max_ongoing_requests=64)
@@ -188,7 +151,7 @@ class KafkaIngress:
             )
         # With the model here a prediction is done when asked: nothing to keep in flight.
         self.depth = 1 if self.model else max(1, spec.in_flight)
-        self.format = get_format(spec.input_format, _unlabelled(spec.input_config))
+        self.format = get_format(spec.input_format, unlabelled(spec.input_config))
         settings = spec.settings
         self.consumer = Consumer(
             settings.kafka_config(
@@ -515,11 +478,6 @@ class KafkaIngress:
             self._thread.join(30)
 
 
-def _unlabelled(config: dict[str, Any]) -> dict[str, Any]:
-    """An input config for inference: the samples only, no labels."""
-    return {k: v for k, v in (config or {}).items() if not k.startswith("label_")}
-
-
 def app_for(
     spec: InferenceSpec,
     ingress: dict[str, Any] | None = None,
@@ -533,7 +491,5 @@ def app_for(
 def build_app(args: dict[str, Any]):
     """Import-path builder (``kafkaml_ray.serve.app:build_app``) for serve configs and
     KubeRay RayServices: the inference is read from the store named by ``KAFKAML_DB``."""
-    from kafkaml_ray.serve.deploy import spec_from_store
-
     settings = Settings.from_env()
     return app_for(spec_from_store(settings, int(args["inference_id"])))

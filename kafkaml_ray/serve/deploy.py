@@ -6,14 +6,14 @@ import logging
 import time
 from typing import Any
 
-from kafkaml_ray.errors import InvalidInput, NotFound, Unavailable
-from kafkaml_ray.serve.app import InferenceSpec, app_for
+from kafkaml_ray.errors import InvalidInput, Unavailable
+from kafkaml_ray.serve.app import app_for
 from kafkaml_ray.serve.options import app_name, deployment_options, route_prefix
+from kafkaml_ray.serve.spec import spec_from_store
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import Inference, Store
 
 __all__ = [
-    "spec_from_store",
     "start_inference",
     "stop_inference",
     "app_status",
@@ -22,33 +22,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
-    with Store(settings.db_url).session() as s:
-        inf = s.get(Inference, inference_id)
-        if inf is None:
-            raise NotFound(f"no inference with id {inference_id}")
-        r, m = inf.result, inf.result.model
-        if not r.weights_uri:
-            raise InvalidInput(f"result {r.id} has no trained weights (status {r.status})")
-        return InferenceSpec(
-            inference_id=inf.id,
-            result_id=r.id,
-            framework=m.framework,
-            code=m.code,
-            imports=m.imports,
-            weights_uri=r.weights_uri,
-            input_shape=m.input_shape,
-            input_topic=inf.input_topic,
-            output_topic=inf.output_topic,
-            input_format=inf.input_format,
-            input_config=dict(inf.input_config),
-            settings=settings,
-            batch_size=inf.batch_size,
-            max_wait_ms=inf.max_wait_ms,
-            predict_in_ingress=not inf.gpu_fraction,
-        )
 
 
 def ensure_topics(settings: Settings, inf: Any) -> None:

@@ -34,7 +34,7 @@ def _space(text: str) -> dict[str, Any]:
         raise click.BadParameter(f"not JSON: {e}", param_hint="--space") from None
 
 
-def _metrics(m: dict[str, Any]) -> str:
+def metrics_text(m: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in sorted(m.items()) if isinstance(v, int | float))
 
 
@@ -57,7 +57,7 @@ def _tune_text(t) -> str:
                 for k, v in sorted(r.hyperparameters.items())
             ),
             "" if (v := metric_value(r, t.metric)) is None else f"{v:.4g}",
-            _metrics(r.val_metrics),
+            metrics_text(r.val_metrics),
             f"{r.training_time_s:.1f}s" if r.training_time_s else "",
             (r.error or "")[:120],
         )
@@ -85,7 +85,7 @@ def _follow(client, tune_id: int, interval: float = 1.0):
             p = r.progress or {}
             line = (
                 f"trial result {r.id} [{r.status}] epoch {p.get('epoch') or 0}/"
-                f"{p.get('epochs') or '?'} {_metrics(p.get('metrics') or {})}"
+                f"{p.get('epochs') or '?'} {metrics_text(p.get('metrics') or {})}"
             )
             if seen.get(r.id) != line:
                 seen[r.id] = line

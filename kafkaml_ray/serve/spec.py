@@ -1,0 +1,88 @@
+"""What an inference's replicas need to run (`InferenceSpec`), and how it is read from the
+store (`spec_from_store`): shared by the Serve application (`kafkaml_ray.serve.app`), its
+deployment (`kafkaml_ray.serve.deploy`) and the import-path builder that KubeRay uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafkaml_ray.errors import InvalidInput, NotFound
+from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
+from kafkaml_ray.settings import Settings
+from kafkaml_ray.store import Inference, Store
+
+__all__ = ["InferenceSpec", "spec_from_store", "unlabelled"]
+
+
+@dataclass
+class InferenceSpec:
+    """Everything the replicas need; built from the store by `spec_from_store`."""
+
+    inference_id: int
+    result_id: int
+    framework: str
+    code: str
+    imports: str
+    weights_uri: str
+    input_shape: list[int] | None
+    input_topic: str
+    output_topic: str
+    input_format: str
+    input_config: dict[str, Any]
+    settings: Settings
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_wait_ms: float = 0.0
+    #: Chunks one ingress replica keeps waiting on the predictor at once.
+    in_flight: int = 4
+    #: Predict inside the ingress replicas (CPU inferences) instead of in the Predictor.
+    predict_in_ingress: bool = True
+    #: Acknowledged offsets are committed at most this often (and always on stop and
+    #: rebalance): at most this much is consumed again after a crash.
+    commit_interval_s: float = 0.5
+    stats_interval_s: float = 2.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group_id(self) -> str:
+        return f"kafkaml-inference-{self.inference_id}"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.output_topic}.dlq"
+
+
+def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
+    with Store(settings.db_url).session() as s:
+        inf = s.get(Inference, inference_id)
+        if inf is None:
+            raise NotFound(f"no inference with id {inference_id}")
+        r, m = inf.result, inf.result.model
+        if not r.weights_uri:
+            raise InvalidInput(f"result {r.id} has no trained weights (status {r.status})")
+        return InferenceSpec(
+            inference_id=inf.id,
+            result_id=r.id,
+            framework=m.framework,
+            code=m.code,
+            imports=m.imports,
+            weights_uri=r.weights_uri,
+            input_shape=m.input_shape,
+            input_topic=inf.input_topic,
+            output_topic=inf.output_topic,
+            input_format=inf.input_format,
+            input_config=dict(inf.input_config),
+            settings=settings,
+            batch_size=inf.batch_size,
+            max_wait_ms=inf.max_wait_ms,
+            predict_in_ingress=not inf.gpu_fraction,
+        )
+
+
+def unlabelled(config: dict[str, Any] | None) -> dict[str, Any]:
+    """An input config for inference: the samples' fields only, no ``label_*``.
+
+    >>> unlabelled({"data_type": "float32", "label_type": "int64", "label_reshape": ""})
+    {'data_type': 'float32'}
+    """
+    return {k: v for k, v in (config or {}).items() if not k.startswith("label_")}
