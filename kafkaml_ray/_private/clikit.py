@@ -54,7 +54,9 @@ def _jsonable(obj: Any) -> Any:
 def emit(obj: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     """Print ``obj`` as JSON (for scripts) or as text for people."""
     if as_json:
-        click.echo(json.dumps(_jsonable(obj), indent=2, default=str))
+        ctx = click.get_current_context(silent=True)
+        out = ctx.meta.get(_JSON_OUT, sys.stdout) if ctx else sys.stdout
+        click.echo(json.dumps(_jsonable(obj), indent=2, default=str), file=out)
     else:
         click.echo(text(obj))
 
@@ -70,7 +72,26 @@ def table(rows: Iterable[Sequence[Any]], header: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+_JSON_OUT = "kafkaml_ray.json_out"
+
+
+def _json_alone_on_stdout(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """With ``--json``, stdout carries the JSON alone: whatever else is printed until the
+    process ends goes to stderr (Ray's driver prints raylet warnings to stdout from a
+    thread of its own, at any time)."""
+    if value and _JSON_OUT not in ctx.meta:
+        ctx.meta[_JSON_OUT] = sys.stdout
+        sys.stdout = sys.stderr
+    return value
+
+
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    callback=_json_alone_on_stdout,
+    help="Print JSON for scripts (alone on stdout).",
+)
 
 
 class UserErrorGroup(click.Group):
