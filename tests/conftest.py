@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kafkaml_ray._private.procs import free_ports
@@ -130,6 +131,44 @@ def add_model_unvalidated(client, name: str, framework: str, code: str = "...") 
         s.add(row)
         s.flush()
         return row.id
+
+
+def send_like_kafka_ml(settings, topic, dep_id, x, y):
+    """The bytes Kafka-ML's own RawSink writes (kafka-python): ``x.tobytes()`` values, the
+    label's bytes as keys, ranges from end positions read before and after, types and shapes
+    inferred from the first sample (a numpy scalar label is announced as "1"), and the
+    deployment id as a one-byte key."""
+    import json
+
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    positions = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    tp = TopicPartition(topic, 0)
+    producer.send(topic, b"", partition=0).get(30)  # creates the topic; not in the range
+    start = positions.end_offsets([tp])[tp]
+    for xi, yi in zip(x, y, strict=True):
+        producer.send(topic, value=xi.tobytes(), key=yi.tobytes(), partition=0)
+    producer.flush()
+    end = positions.end_offsets([tp])[tp]
+    control = {
+        "topic": f"{topic}:0:{start}:{end}",
+        "input_format": "RAW",
+        "input_config": {
+            "data_type": str(x[0].dtype),
+            "label_type": str(y[0].dtype),
+            "data_reshape": " ".join(map(str, x[0].shape)),
+            "label_reshape": str(np.asarray(y[0]).size),  # its len() of a scalar label: "1"
+        },
+        "description": "Kafka-ML RawSink",
+        "validation_rate": 0.1,
+        "test_rate": 0.1,
+        "total_msg": len(x),
+    }
+    key = bytes([dep_id])
+    producer.send(settings.control_topic, key=key, value=json.dumps(control).encode()).get(30)
+    producer.close()
+    positions.close()
 
 
 @pytest.fixture

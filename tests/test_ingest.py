@@ -14,7 +14,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kafkaml_ray.ingest import AvroSink, JsonSink, RawSink
 from kafkaml_ray.ingest.control import TopicRange
 from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset, split_sizes
-from tests.conftest import add_model_unvalidated, running_listener, wait_until
+from tests.conftest import (
+    add_model_unvalidated,
+    running_listener,
+    send_like_kafka_ml,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -340,41 +345,12 @@ def test_a_broker_that_goes_away_mid_read_ends_with_an_error(ray_cluster, tmp_pa
 
 def test_kafka_python_client_like_kafka_ml(ray_cluster, broker, client, settings, topic):
     """kafka-python writes data and a control message byte for byte as Kafka-ML's RawSink
-    (one-byte key, ranges from positions read before and after); the listener and reader
-    produce the same dataset as our own sink."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-
+    (one-byte key, ranges from positions read before and after, "label_reshape": "1"); the
+    listener and reader produce the same dataset as our own sink."""
     dep = _deployment(client)
     x, y = _digits()
     x, y = x[:300], y[:300]
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-    tp = TopicPartition(topic, 0)
-    producer.send(topic, b"warm-up").get(30)  # the topic exists, position 1
-    positions = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    start = positions.end_offsets([tp])[tp]
-    for xi, yi in zip(x, y, strict=True):
-        producer.send(topic, value=xi.tobytes(), key=yi.tobytes(), partition=0)
-    producer.flush()
-    end = positions.end_offsets([tp])[tp]
-    control = {
-        "topic": f"{topic}:0:{start}:{end}",
-        "input_format": "RAW",
-        "input_config": {
-            "data_type": "float32",
-            "label_type": "int64",
-            "data_reshape": "8 8",
-            "label_reshape": "",
-        },
-        "description": "kafka-python",
-        "validation_rate": 0.1,
-        "test_rate": 0.1,
-        "total_msg": len(x),
-    }
-    producer.send(
-        settings.control_topic, key=bytes([dep.id]), value=json.dumps(control).encode()
-    ).get(30)
-    producer.close()
-    positions.close()
+    send_like_kafka_ml(settings, topic, dep.id, x, y)
     with running_listener(settings, handler=None):
         ds = wait_until(lambda: client.list_datasources(), what="the datasource")[0]
     assert (ds.status, ds.deployment_id, ds.total_msg) == ("accepted", dep.id, 300)

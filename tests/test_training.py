@@ -7,7 +7,7 @@ import pytest
 
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.ingest import RawSink
-from tests.conftest import running_listener, wait_until
+from tests.conftest import running_listener, send_like_kafka_ml, wait_until
 
 pytestmark = pytest.mark.integration
 EPOCHS = 10
@@ -41,44 +41,6 @@ def _send(settings, topic, dep_id, x, y, **kw):
     return sink.announced
 
 
-def _send_like_kafka_ml(settings, topic, dep_id, x, y):
-    """The bytes Kafka-ML's own RawSink writes (kafka-python): ``x.tobytes()`` values, the
-    label's bytes as keys, ranges from end positions read before and after, types and shapes
-    inferred from the first sample (a numpy scalar label is announced as "1"), and the
-    deployment id as a one-byte key."""
-    import json
-
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-    positions = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    tp = TopicPartition(topic, 0)
-    producer.send(topic, b"", partition=0).get(30)  # creates the topic; not in the range
-    start = positions.end_offsets([tp])[tp]
-    for xi, yi in zip(x, y, strict=True):
-        producer.send(topic, value=xi.tobytes(), key=yi.tobytes(), partition=0)
-    producer.flush()
-    end = positions.end_offsets([tp])[tp]
-    control = {
-        "topic": f"{topic}:0:{start}:{end}",
-        "input_format": "RAW",
-        "input_config": {
-            "data_type": str(x[0].dtype),
-            "label_type": str(y[0].dtype),
-            "data_reshape": " ".join(map(str, x[0].shape)),
-            "label_reshape": str(np.asarray(y[0]).size),  # its len() of a scalar label: "1"
-        },
-        "description": "Kafka-ML RawSink",
-        "validation_rate": 0.1,
-        "test_rate": 0.1,
-        "total_msg": len(x),
-    }
-    key = bytes([dep_id])
-    producer.send(settings.control_topic, key=key, value=json.dumps(control).encode()).get(30)
-    producer.close()
-    positions.close()
-
-
 @pytest.fixture
 def digits_models(ray_cluster, client, example):
     from kafkaml_ray.demo import register_examples
@@ -93,7 +55,7 @@ def test_digits_in_both_frameworks_side_by_side(broker, client, settings, topic,
     assert [r.status for r in dep.results] == ["waiting", "waiting"]
     x, y = _digits()
     with running_listener(settings):
-        _send_like_kafka_ml(settings, topic, dep.id, x, y)
+        send_like_kafka_ml(settings, topic, dep.id, x, y)
         dep = client.wait_for_deployment(dep.id, timeout=900)
     n_test = int(0.1 * len(x))
     for r in dep.results:
