@@ -243,16 +243,16 @@ def run_deployment(
         return
     refs = [task.remote(spec, datasets, spec.train_args.get("num_workers", 1)) for spec in specs]
     _running.extend(refs)
-    pending, started = list(refs), time.monotonic()
-    while pending:
+    pending = list(refs)
+    while pending:  # every WAIT_REPORT_S that the runs are not done: what do they wait for?
         _, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_REPORT_S)
-        if pending and time.monotonic() - started > WAIT_REPORT_S:
+        if pending:
             _say_what_runs_wait_for(store, specs)
     ray.get(refs)  # (the runs record their own errors)
     logger.info("deployment %d: done", deployment_id)
 
 
-#: Seconds after which a run that has not started training says what it waits for.
+#: How often a run that has not started training says what it waits for (seconds).
 WAIT_REPORT_S = 5.0
 
 
