@@ -1,11 +1,11 @@
 """What the benchmarks share: a private broker and Ray head, the digits data, producing it
-with `RawSink`, machine facts, and the statistics and files every benchmark writes."""
+with `RawSink`, machine facts, and the statistics of repeated measurements (the files they
+write and their Markdown: `benchmarks._report`)."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -32,7 +32,6 @@ __all__ = [
     "machine_facts",
     "settle",
     "summary",
-    "write_json",
 ]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -214,8 +213,3 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
         "spread": (max(values) - min(values)) / med if med else 0.0,
         "values": list(values),
     }
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=float) + "\n")

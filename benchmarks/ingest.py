@@ -40,7 +40,16 @@ from benchmarks._common import (
     produce_digits,
     settle,
     summary,
-    write_json,
+)
+from benchmarks._report import (
+    figure,
+    median_range,
+    met,
+    num,
+    shared_machine,
+    table,
+    versions,
+    write_results,
 )
 from kafkaml_ray.ingest import TopicRange
 from kafkaml_ray.ingest.dataset import read_ranges
@@ -183,19 +192,20 @@ def run(messages: int, repeat: int, consumer_config: dict[str, str]) -> dict[str
     }
 
 
-def _fmt(v: float) -> str:
-    return f"{v:,.0f}"
-
-
 def markdown(r: dict[str, Any]) -> str:
     rows = []
     for p in PARTITIONS:
         d = r["partitions"][str(p)]
         o, pl = d["ours_s"], d["plain_s"]
         rows.append(
-            f"| {p} | {_fmt(d['ours_msgs_per_s'])} | {_fmt(d['plain_msgs_per_s'])} | "
-            f"**{d['ratio']:.2f}** | {o['median']:.3f} ({o['min']:.3f}-{o['max']:.3f}) | "
-            f"{pl['median']:.3f} ({pl['min']:.3f}-{pl['max']:.3f}) |"
+            [
+                p,
+                num(d["ours_msgs_per_s"]),
+                num(d["plain_msgs_per_s"]),
+                f"**{d['ratio']:.2f}**",
+                median_range(o, 3, grouped=False),
+                median_range(pl, 3, grouped=False),
+            ]
         )
     m = r["machine"]
     spreads = [
@@ -203,23 +213,24 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     aims = r["aims"]
     produce = ", ".join(
-        f"{p} partition(s): {_fmt(r['produce_with_rawsink'][str(p)]['msgs_per_s'])} msgs/s"
+        f"{p} partition(s): {num(r['produce_with_rawsink'][str(p)]['msgs_per_s'])} msgs/s"
         for p in PARTITIONS
     )
     extra = ", ".join(f"`{k}={v}`" for k, v in r["consumer_config"].items()) or "none"
+    header = (
+        "partitions | ours msgs/s | plain msgs/s | ratio | ours s (min-max) | plain s (min-max)"
+    )
     return f"""# Ingest: Kafka -> decoded data, ours vs a plain consumer
 
 {r["messages"]:,} RAW digits messages ({r["message_bytes"]["value"]} B values, \
 {r["message_bytes"]["key"]} B keys) on one embedded Kafka broker; median of {r["repeat"]} \
 timed rounds after one warm-up of each side; ratio = ours / plain throughput.
 
-| partitions | ours msgs/s | plain msgs/s | ratio | ours s (min-max) | plain s (min-max) |
-|---:|---:|---:|---:|---:|---:|
-{chr(10).join(rows)}
+{table(header, "rrrrrr", rows)}
 
-- Aim `ratio` >= {AIM_RATIO}: **{"met" if aims[f"ratio_at_least_{AIM_RATIO}"] else "not met"}** \
+- Aim `ratio` >= {AIM_RATIO}: {met(aims[f"ratio_at_least_{AIM_RATIO}"])} \
 (ratio {r["ratio"]:.2f}). Aim 4 partitions faster than 1: \
-**{"met" if aims["4_partitions_faster_than_1"] else "not met"}** (ours \
+{met(aims["4_partitions_faster_than_1"])} (ours \
 {r["ours_speedup_4_vs_1_partitions"]:.2f}x; 4-partition ratio {r["ratio_4_partitions"]:.2f}).
 - **ours** = `read_ranges(...)` then `.dataset.materialize()`: one Ray task per partition \
 range (consumer, watermark check, fetch, decode, Arrow block into Ray's object store); the \
@@ -229,43 +240,32 @@ consumers cold each time; same librdkafka settings (extra: {extra}).
 - 4 partitions: filled by the `random` partitioner, sizes \
 {r["partitions"]["4"]["partition_sizes"]}; the plain loop still reads them in one process.
 - Producing with `RawSink` (not timed above): {produce}.
-- Noise: the machine ({m["cores"]} cores, {m["cpu"]}, {m["memory"]}) was shared with other \
-jobs (1-minute load {m["load_average_1m_at_start"]} at start, \
-{m["load_average_1m_at_end"]} at end); repeat spread (max-min)/median was \
-{min(spreads):.0%}-{max(spreads):.0%}. Python {m["python"]}, ray \
-{m["versions"]["ray"]}, confluent-kafka {m["versions"]["confluent-kafka"]}.
+- Noise: the {shared_machine(m)}; repeat spread (max-min)/median was \
+{min(spreads):.0%}-{max(spreads):.0%}. {versions(m, "ray", "confluent-kafka")}.
 
 `python -m benchmarks.ingest --messages {r["messages"]} --repeat {r["repeat"]}`
 """
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    width = 0.38
-    for j, (side, color) in enumerate((("ours", "tab:blue"), ("plain", "tab:gray"))):
-        xs, meds, errs = [], [], [[], []]
-        for i, p in enumerate(PARTITIONS):
-            d = r["partitions"][str(p)]
-            s = d[f"{side}_s"]
-            rate = d["messages"] / s["median"]
-            xs.append(i + (j - 0.5) * width)
-            meds.append(rate)
-            errs[0].append(rate - d["messages"] / s["max"])
-            errs[1].append(d["messages"] / s["min"] - rate)
-        label = "ours (read_ranges -> Ray Dataset)" if side == "ours" else "plain consumer loop"
-        ax.bar(xs, meds, width, yerr=errs, capsize=3, color=color, label=label)
-    ax.set_xticks(range(len(PARTITIONS)), [f"{p} partition{'s' * (p > 1)}" for p in PARTITIONS])
-    ax.set_ylabel("messages / s (median, min-max)")
-    ax.set_title(f"Kafka -> decoded arrays, {r['messages']:,} RAW digits messages")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with figure(path, (6, 3.6)) as ax:
+        width = 0.38
+        for j, (side, color) in enumerate((("ours", "tab:blue"), ("plain", "tab:gray"))):
+            xs, meds, errs = [], [], [[], []]
+            for i, p in enumerate(PARTITIONS):
+                d = r["partitions"][str(p)]
+                s = d[f"{side}_s"]
+                rate = d["messages"] / s["median"]
+                xs.append(i + (j - 0.5) * width)
+                meds.append(rate)
+                errs[0].append(rate - d["messages"] / s["max"])
+                errs[1].append(d["messages"] / s["min"] - rate)
+            label = "ours (read_ranges -> Ray Dataset)" if side == "ours" else "plain consumer loop"
+            ax.bar(xs, meds, width, yerr=errs, capsize=3, color=color, label=label)
+        ax.set_xticks(range(len(PARTITIONS)), [f"{p} partition{'s' * (p > 1)}" for p in PARTITIONS])
+        ax.set_ylabel("messages / s (median, min-max)")
+        ax.set_title(f"Kafka -> decoded arrays, {r['messages']:,} RAW digits messages")
+        ax.legend(fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -286,11 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         args.messages, args.repeat = 20_000, 2
     consumer_config = dict(kv.split("=", 1) for kv in args.consumer_config)
     result = run(args.messages, args.repeat, consumer_config)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "ingest.json", result)
-    (args.out / "ingest.md").write_text(markdown(result))
-    plot(result, args.out / "ingest.png")
-    print(markdown(result))
+    write_results(args.out, "ingest", result, markdown, plot)
 
 
 if __name__ == "__main__":
