@@ -1,7 +1,9 @@
-"""What the pages share: the session's Client, the stack state, messages and errors."""
+"""What the pages share: the session's Client, the stack state, messages and errors, the
+widgets and texts several pages draw (record pickers, tables, JSON fields, labels)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -12,7 +14,9 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from kafkaml_ray import Client, KafkaMLError, ModelCodeError, Settings
+from kafkaml_ray.schemas import DatasourceInfo, DeploymentInfo, ResultInfo
 from kafkaml_ray.stack import Part
+from kafkaml_ray.ui.charts import result_label
 
 __all__ = [
     "client",
@@ -23,6 +27,8 @@ __all__ = [
     "header",
     "done",
     "call",
+    "act",
+    "stop_training",
     "prefill",
     "take_prefill",
     "show_code_error",
@@ -32,6 +38,13 @@ __all__ = [
     "seconds",
     "EXAMPLES",
     "pick",
+    "pick_newest",
+    "choice",
+    "table",
+    "json_field",
+    "stored_streams",
+    "waiting_for_data",
+    "tested_label",
     "FRAMEWORK_NAMES",
 ]
 
@@ -126,6 +139,33 @@ def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[bo
     return False, None
 
 
+def act(
+    what: str,
+    fn: Callable[..., T],
+    *args: Any,
+    then: str | Callable[[T], str],
+    reset: Mapping[str, Any] | Callable[[T], Mapping[str, Any]] | None = None,
+    **kwargs: Any,
+) -> None:
+    """`call` a Client action and, when it worked, finish with `done` (``then`` is its
+    message, ``reset`` the widgets it sets; either may be made from the action's value);
+    when it failed its error stays on the page."""
+    ok, value = call(what, fn, *args, **kwargs)
+    if ok:
+        done(then(value) if callable(then) else then, reset(value) if callable(reset) else reset)
+
+
+def stop_training(deployment_id: int) -> None:
+    """Stop every model of a training deployment (Training and Results pages), if Ray runs."""
+    if need("ray", "stop the training"):
+        act(
+            "Stopping the training...",
+            client().stop_training,
+            deployment_id,
+            then=f"Stopped deployment {deployment_id}.",
+        )
+
+
 def prefill(page: str, **values: Any) -> None:
     """Leave values for the widgets of another page (``page``: its script name) and open it;
     that page applies them with `take_prefill` before drawing its widgets."""
@@ -217,3 +257,81 @@ def pick(
         label, list(by_id), format_func=lambda i: label_of(by_id[i]), key=key, **kwargs
     )
     return by_id.get(chosen)
+
+
+def pick_newest(
+    label: str, items: Sequence[Any], key: str, label_of: Callable[[Any], str], **kwargs: Any
+) -> Any | None:
+    """`pick` over records as the Client lists them (oldest first), offered newest first."""
+    return pick(label, list(reversed(items)), key, label_of, **kwargs)
+
+
+def choice(label: str, options: Mapping[str, str], key: str, **kwargs: Any) -> str:
+    """A horizontal radio over ``options`` (value: how it is shown); the chosen value."""
+    return st.radio(
+        label, list(options), format_func=options.get, horizontal=True, key=key, **kwargs
+    )
+
+
+def table(rows: Sequence[Mapping[str, Any]], empty: str, **kwargs: Any) -> None:
+    """``rows`` as a table (no index column), or the ``empty`` message when there are none."""
+    if not rows:
+        st.info(empty)
+        return
+    st.dataframe(rows, hide_index=True, **kwargs)
+
+
+def json_field(text: str, what: str, check: Callable[[Any], T]) -> T | None:
+    """The value of a JSON form field (``what`` names it in errors) after ``check``, which
+    raises a KafkaMLError when the value is wrong; None after showing why it is not
+    usable. Caught here, before any back end."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        st.error(f"The {what} is not valid JSON: {e}", icon=":material/error:")
+        return None
+    try:
+        return check(value)
+    except KafkaMLError as e:
+        st.error(str(e), icon=":material/error:")
+        return None
+
+
+def stored_streams(sources: Sequence[DatasourceInfo]) -> list[DatasourceInfo]:
+    """The datasources whose data Kafka holds (not refused, with ranges): what a training
+    or a search can read again."""
+    return [d for d in sources if d.status != "refused" and d.topic]
+
+
+def ranges_text(topic: str) -> str:
+    """``"digits:0:0:700,digits:1:0:690"`` as ``"digits[0] 0-700, digits[1] 0-690"``."""
+    out = []
+    for entry in filter(None, (e.strip() for e in topic.split(","))):
+        parts = entry.split(":")
+        if len(parts) == 4:
+            out.append(f"{parts[0]}[{parts[1]}] {parts[2]}-{parts[3]}")
+        elif len(parts) == 3:
+            out.append(f"{parts[0]}[{parts[1]}] {parts[2]} (empty)")
+        else:
+            out.append(entry)
+    return ", ".join(out)
+
+
+def pick_stream(streams: Sequence[DatasourceInfo], key: str) -> DatasourceInfo | None:
+    """One of the `stored_streams`, newest first, by description or ranges."""
+    return pick_newest(
+        "Datasource",
+        streams,
+        key,
+        lambda d: f"{d.id} · {d.description or ranges_text(d.topic)} ({d.total_msg} messages)",
+    )
+
+
+def waiting_for_data(dep: DeploymentInfo) -> bool:
+    """Whether a training deployment has a model still waiting for its data stream."""
+    return any(r.status == "waiting" for r in dep.results)
+
+
+def tested_label(r: ResultInfo) -> str:
+    """A result with its test metrics: ``"3 · digits-cnn (test: loss 0.1 · accuracy 0.9)"``."""
+    return f"{result_label(r)} (test: {metrics_text(r.test_metrics) or '-'})"

@@ -60,12 +60,7 @@ def _matrix(results: list[ResultInfo], picked: list[ResultInfo]) -> None:
         st.session_state["charts_matrix"] = preferred[-1].id
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     with left:
-        r = common.pick(
-            "Result",
-            list(reversed(with_matrix)),
-            "charts_matrix",
-            lambda r: f"{result_label(r)} (test: {common.metrics_text(r.test_metrics) or '-'})",
-        )
+        r = common.pick_newest("Result", with_matrix, "charts_matrix", common.tested_label)
     normalize = right.toggle("Share of each true class", key="charts_normalize")
     if r is None:
         return

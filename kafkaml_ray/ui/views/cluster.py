@@ -74,10 +74,7 @@ def _kafka() -> None:
         hide_index=True,
     )
     st.subheader("Consumer groups")
-    if not groups:
-        st.info("No consumer groups.")
-        return
-    st.dataframe(
+    common.table(
         [
             {
                 "group": g.group_id,
@@ -90,7 +87,7 @@ def _kafka() -> None:
             }
             for g in groups
         ],
-        hide_index=True,
+        "No consumer groups.",
     )
 
 

@@ -12,10 +12,7 @@ CREATE_DEFAULTS = {"config_name": "", "config_description": "", "config_models":
 
 
 def _table(configs: list[ConfigurationInfo]) -> None:
-    if not configs:
-        st.info("No configurations yet: create one below.")
-        return
-    st.dataframe(
+    common.table(
         [
             {
                 "id": c.id,
@@ -26,7 +23,7 @@ def _table(configs: list[ConfigurationInfo]) -> None:
             }
             for c in configs
         ],
-        hide_index=True,
+        "No configurations yet: create one below.",
     )
 
 

@@ -9,20 +9,6 @@ from kafkaml_ray.schemas import DatasourceInfo, DeploymentInfo
 from kafkaml_ray.ui import common
 
 
-def ranges_text(topic: str) -> str:
-    """``"digits:0:0:700,digits:1:0:690"`` as ``"digits[0] 0-700, digits[1] 0-690"``."""
-    out = []
-    for entry in filter(None, (e.strip() for e in topic.split(","))):
-        parts = entry.split(":")
-        if len(parts) == 4:
-            out.append(f"{parts[0]}[{parts[1]}] {parts[2]}-{parts[3]}")
-        elif len(parts) == 3:
-            out.append(f"{parts[0]}[{parts[1]}] {parts[2]} (empty)")
-        else:
-            out.append(entry)
-    return ", ".join(out)
-
-
 def _table(sources: list[DatasourceInfo]) -> None:
     st.dataframe(
         [
@@ -32,7 +18,7 @@ def _table(sources: list[DatasourceInfo]) -> None:
                 "status": d.status,
                 "description": d.description,
                 "format": d.input_format,
-                "ranges": ranges_text(d.topic),
+                "ranges": common.ranges_text(d.topic),
                 "messages": d.total_msg,
                 "validation": d.validation_rate,
                 "test": d.test_rate,
@@ -51,13 +37,12 @@ def _table(sources: list[DatasourceInfo]) -> None:
     )
 
 
+def _label(d: DatasourceInfo) -> str:
+    return f"{d.id} · {d.description or common.ranges_text(d.topic) or 'no ranges'} ({d.status})"
+
+
 def _detail(sources: list[DatasourceInfo]) -> None:
-    d = common.pick(
-        "Datasource",
-        list(reversed(sources)),
-        "ds_detail",
-        lambda d: f"{d.id} · {d.description or ranges_text(d.topic) or 'no ranges'} ({d.status})",
-    )
+    d = common.pick_newest("Datasource", sources, "ds_detail", _label)
     if d is None:
         return
     if d.status in ("refused", "failed"):
@@ -81,7 +66,7 @@ def _resend(sources: list[DatasourceInfo], deps: list[DeploymentInfo]) -> None:
         "The stored control message goes to the chosen deployment: it trains on the same "
         "Kafka ranges, and the data is not sent again."
     )
-    usable = [d for d in sources if d.status != "refused" and d.topic]
+    usable = common.stored_streams(sources)
     if not usable:
         st.info("No stored stream can be re-sent: every control message was refused.")
         return
@@ -89,19 +74,18 @@ def _resend(sources: list[DatasourceInfo], deps: list[DeploymentInfo]) -> None:
         st.info("Deploy a configuration on the Training page first.")
         return
     with st.form("resend"):
-        d = common.pick(
-            "Datasource",
-            list(reversed(usable)),
-            "ds_resend",
-            lambda d: f"{d.id} · {d.description or ranges_text(d.topic)} ({d.total_msg} messages)",
-        )
+        d = common.pick_stream(usable, "ds_resend")
         dep = common.pick(
             "Deployment",
-            sorted(deps, key=lambda x: (not _waiting(x), -x.id)),
+            sorted(deps, key=lambda x: (not common.waiting_for_data(x), -x.id)),
             "ds_deployment",
             lambda x: (
                 f"{x.id} · {x.configuration_name}"
-                + (" (waiting for data)" if _waiting(x) else " (not waiting: it will refuse it)")
+                + (
+                    " (waiting for data)"
+                    if common.waiting_for_data(x)
+                    else " (not waiting: it will refuse it)"
+                )
             ),
         )
         send = st.form_submit_button("Re-send", type="primary", icon=":material/send:")
@@ -109,21 +93,14 @@ def _resend(sources: list[DatasourceInfo], deps: list[DeploymentInfo]) -> None:
         return
     if not common.need("kafka", "send the control message"):
         return
-    ok, _ = common.call(
+    common.act(
         "Sending the control message to Kafka...",
         common.client().resend_datasource,
         d.id,
         dep.id,
+        then=f"Re-sent datasource {d.id} to deployment {dep.id}: it trains when the control "
+        "listener reads it.",
     )
-    if ok:
-        common.done(
-            f"Re-sent datasource {d.id} to deployment {dep.id}: it trains when the control "
-            "listener reads it."
-        )
-
-
-def _waiting(dep: DeploymentInfo) -> bool:
-    return any(r.status == "waiting" for r in dep.results)
 
 
 def render() -> None:

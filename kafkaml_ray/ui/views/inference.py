@@ -12,9 +12,10 @@ import pandas as pd
 import streamlit as st
 
 from kafkaml_ray import KafkaMLError
+from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.schemas import InferenceInfo, ResultInfo
 from kafkaml_ray.ui import common
-from kafkaml_ray.ui.charts import class_chart, classify, result_label
+from kafkaml_ray.ui.charts import class_chart, classify
 
 FORMATS = ["RAW", "AVRO", "JSON"]
 
@@ -66,13 +67,7 @@ def _deploy(results: list[ResultInfo]) -> None:
         st.session_state["infer_result"] = ids[0]
     if "infer_config" not in st.session_state:
         _prefill()
-    r = common.pick(
-        "Result",
-        list(reversed(ready)),
-        "infer_result",
-        lambda r: f"{result_label(r)} (test: {common.metrics_text(r.test_metrics) or '-'})",
-        on_change=_prefill,
-    )
+    r = common.pick_newest("Result", ready, "infer_result", common.tested_label, on_change=_prefill)
     left, right = st.columns(2)
     input_topic = left.text_input("Input topic", key="infer_input")
     output_topic = right.text_input(
@@ -86,12 +81,10 @@ def _deploy(results: list[ResultInfo]) -> None:
         height=120,
         help="Pre-filled from the stream the result was trained on, without its labels.",
     )
-    scaling = st.radio(
+    scaling = common.choice(
         "Replicas",
-        ["fixed", "auto"],
-        format_func={"fixed": "a fixed number", "auto": "autoscale on consumer lag"}.get,
-        horizontal=True,
-        key="infer_scaling",
+        {"fixed": "a fixed number", "auto": "autoscale on consumer lag"},
+        "infer_scaling",
     )
     cols = st.columns(4)
     if scaling == "fixed":
@@ -105,7 +98,7 @@ def _deploy(results: list[ResultInfo]) -> None:
     batch = cols[3].number_input("Batch size", 1, 100_000, 512, key="infer_batch")
     if not st.button("Deploy", type="primary", key="infer_deploy", icon=":material/rocket_launch:"):
         return
-    config = _config(config_text)
+    config = common.json_field(config_text or "{}", "input config", _an_object)
     problem = _check(input_topic, output_topic, low, high) if config is not None else ""
     if config is None or problem:
         if problem:
@@ -115,7 +108,7 @@ def _deploy(results: list[ResultInfo]) -> None:
         common.need("kafka", "deploy the inference") and common.need("ray", "deploy the inference")
     ):
         return
-    ok, inf = common.call(
+    common.act(
         "Deploying on Ray Serve (creating topics, starting replicas)...",
         common.client().deploy_inference,
         r.id,
@@ -128,23 +121,16 @@ def _deploy(results: list[ResultInfo]) -> None:
         max_replicas=None if high is None else int(high),
         gpu_fraction=float(gpu),
         batch_size=int(batch),
+        then=lambda i: (
+            f"Inference {i.id} of {i.model_name} runs: {i.input_topic} → {i.output_topic}."
+        ),
+        reset=lambda i: {"infer_manage": i.id},
     )
-    if ok and inf is not None:
-        common.done(
-            f"Inference {inf.id} of {inf.model_name} runs: {inf.input_topic} → {inf.output_topic}.",
-            {"infer_manage": inf.id},
-        )
 
 
-def _config(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError as e:
-        st.error(f"The input config is not valid JSON: {e}", icon=":material/error:")
-        return None
+def _an_object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
-        st.error("The input config must be a JSON object ({...}).", icon=":material/error:")
-        return None
+        raise InvalidInput("The input config must be a JSON object ({...}).")
     return value
 
 
@@ -163,6 +149,10 @@ def _check(input_topic: str, output_topic: str, low: Any, high: Any) -> str:
 def _replicas(i: InferenceInfo) -> str:
     planned = f"{i.min_replicas}-{i.max_replicas} (auto)" if i.max_replicas else str(i.replicas)
     return f"{i.live_replicas} live of {planned}"
+
+
+def _label(i: InferenceInfo) -> str:
+    return f"{i.id} · {i.model_name}: {i.input_topic} → {i.output_topic} ({i.status})"
 
 
 def _table(infs: list[InferenceInfo]) -> None:
@@ -228,9 +218,9 @@ def _manage(inf: InferenceInfo) -> None:
         ),
         "delete": (client.delete_inference, "Deleting...", f"Deleted inference {inf.id}."),
     }[chosen]
-    ok, _ = common.call(what, fn, inf.id)
-    if ok:
-        common.done(message, {"infer_manage": None} if chosen == "delete" else None)
+    common.act(
+        what, fn, inf.id, then=message, reset={"infer_manage": None} if chosen == "delete" else None
+    )
 
 
 # -- live predictions ----------------------------------------------------------------------
@@ -305,12 +295,7 @@ def render() -> None:
         return
     st.button("Refresh", key="infer_list_refresh")
     _table(infs)
-    inf = common.pick(
-        "Inference",
-        list(reversed(infs)),
-        "infer_manage",
-        lambda i: f"{i.id} · {i.model_name}: {i.input_topic} → {i.output_topic} ({i.status})",
-    )
+    inf = common.pick_newest("Inference", infs, "infer_manage", _label)
     if inf is not None:
         _manage(inf)
         _live(inf)

@@ -19,10 +19,7 @@ VALIDATING = "Validating the model code in a Ray worker..."
 
 
 def _table(models: list[ModelInfo]) -> None:
-    if not models:
-        st.info("No models yet: register one below.")
-        return
-    st.dataframe(
+    common.table(
         [
             {
                 "id": m.id,
@@ -36,7 +33,7 @@ def _table(models: list[ModelInfo]) -> None:
             }
             for m in models
         ],
-        hide_index=True,
+        "No models yet: register one below.",
     )
 
 
@@ -66,12 +63,8 @@ def _add() -> None:
         left.selectbox("Start from an example", examples, key="add_example")
         right.button("Load example", on_click=_load_example, key="add_load")
     name = st.text_input("Name", key="add_name")
-    framework = st.radio(
-        "Framework",
-        FRAMEWORKS,
-        format_func=FRAMEWORK_NAMES.get,
-        horizontal=True,
-        key="add_framework",
+    framework = common.choice(
+        "Framework", {f: FRAMEWORK_NAMES[f] for f in FRAMEWORKS}, "add_framework"
     )
     description = st.text_input("Description", key="add_description")
     imports = st.text_area(

@@ -97,9 +97,9 @@ def _best(frame: pd.DataFrame) -> Any:
 
 def _act(results: list[ResultInfo]) -> None:
     st.subheader("Act on a result")
-    r = common.pick(
+    r = common.pick_newest(
         "Result",
-        list(reversed(results)),
+        results,
         "results_act",
         lambda r: f"{result_label(r)} ({r.status})",
     )
@@ -113,23 +113,22 @@ def _act(results: list[ResultInfo]) -> None:
         st.caption("Hyper-parameters: " + common.metrics_text(r.hyperparameters))
     stop, delete, download, deploy = st.columns(4)
     can_stop = not r.done and r.deployment_id is not None
-    stopping = stop.button(
+    if stop.button(
         "Stop",
         key="results_stop",
         disabled=not can_stop,
         help=f"Stops every model of deployment {r.deployment_id}.",
         icon=":material/stop_circle:",
-    )
-    if stopping and common.need("ray", "stop the training"):
-        ok, _ = common.call(
-            "Stopping the training...", common.client().stop_training, r.deployment_id
-        )
-        if ok:
-            common.done(f"Stopped deployment {r.deployment_id}.")
+    ):
+        common.stop_training(r.deployment_id)
     if delete.button("Delete", key="results_delete", icon=":material/delete:"):
-        ok, _ = common.call("Deleting...", common.client().delete_result, r.id)
-        if ok:
-            common.done(f"Deleted result {r.id} ({r.model_name}).", {"results_act": None})
+        common.act(
+            "Deleting...",
+            common.client().delete_result,
+            r.id,
+            then=f"Deleted result {r.id} ({r.model_name}).",
+            reset={"results_act": None},
+        )
     name = r.weights_uri.rsplit("/", 1)[-1] if r.weights_uri else "weights"
     download.download_button(
         "Download weights",

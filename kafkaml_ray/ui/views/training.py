@@ -75,12 +75,10 @@ def _deploy(configs: list[ConfigurationInfo]) -> None:
                 help="Shuffle before splitting train/validation/test with this seed; empty: "
                 "keep the stream's order (the newest messages are the test set).",
             )
-            on_malformed = st.radio(
+            on_malformed = common.choice(
                 "Malformed messages",
-                ["fail", "skip"],
-                format_func={"fail": "fail the run", "skip": "skip and count them"}.get,
-                horizontal=True,
-                key="train_malformed",
+                {"fail": "fail the run", "skip": "skip and count them"},
+                "train_malformed",
             )
             submit = st.checkbox(
                 "Start it now as a Ray job (it waits for its data stream)",
@@ -96,7 +94,7 @@ def _deploy(configs: list[ConfigurationInfo]) -> None:
         return
     if submit and not common.need("ray", "submit a Ray job"):
         return
-    ok, dep = common.call(
+    common.act(
         "Submitting the Ray job..." if submit else "Deploying...",
         common.client().deploy_training,
         config.id,
@@ -108,13 +106,12 @@ def _deploy(configs: list[ConfigurationInfo]) -> None:
         shuffle_seed=int(seed) if seed else None,
         on_malformed=on_malformed,
         submit=submit,
-    )
-    if ok and dep is not None:
-        common.done(
+        then=lambda dep: (
             f"Deployed {config.name!r} as deployment {dep.id}: {len(dep.results)} model(s) "
-            f"wait for a control message with deployment_id {dep.id}.",
-            {"train_deployment": dep.id},
-        )
+            f"wait for a control message with deployment_id {dep.id}."
+        ),
+        reset=lambda dep: {"train_deployment": dep.id},
+    )
 
 
 def _state(dep: DeploymentInfo) -> str:
@@ -125,10 +122,7 @@ def _state(dep: DeploymentInfo) -> str:
 
 def _table(deps: list[DeploymentInfo]) -> None:
     st.subheader("Deployments")
-    if not deps:
-        st.info("No deployments yet: deploy a configuration above.")
-        return
-    st.dataframe(
+    common.table(
         [
             {
                 "deployment": d.id,
@@ -148,7 +142,7 @@ def _table(deps: list[DeploymentInfo]) -> None:
             }
             for d in reversed(deps)
         ],
-        hide_index=True,
+        "No deployments yet: deploy a configuration above.",
     )
 
 
@@ -179,17 +173,15 @@ def _progress(r: ResultInfo) -> None:
         st.warning(f"{r.model_name}: {r.error or 'stopped'}")
 
 
+def _label(d: DeploymentInfo) -> str:
+    return f"{d.id} · {d.configuration_name} ({_state(d)})"
+
+
 def _detail(deps: list[DeploymentInfo]) -> None:
-    dep = common.pick(
-        "Deployment",
-        list(reversed(deps)),
-        "train_deployment",
-        lambda d: f"{d.id} · {d.configuration_name} ({_state(d)})",
-    )
+    dep = common.pick_newest("Deployment", deps, "train_deployment", _label)
     if dep is None:
         return
-    waiting = any(r.status == "waiting" for r in dep.results)
-    if waiting:
+    if common.waiting_for_data(dep):
         st.info(
             f"Waiting for data: send a control message with deployment_id {dep.id} to "
             f"{common.settings().control_topic!r} (e.g. with a kafkaml_ray.ingest sink), or "
@@ -216,11 +208,7 @@ def _detail(deps: list[DeploymentInfo]) -> None:
     for r in dep.results:
         _progress(r)
     if not dep.done and st.button("Stop this deployment", key="train_stop"):
-        if not common.need("ray", "stop the training"):
-            return
-        ok, _ = common.call("Stopping the training...", common.client().stop_training, dep.id)
-        if ok:
-            common.done(f"Stopped deployment {dep.id}.")
+        common.stop_training(dep.id)
 
 
 def _epoch(r: ResultInfo) -> str:

@@ -9,7 +9,6 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from kafkaml_ray import KafkaMLError
 from kafkaml_ray.schemas import DatasourceInfo, ModelInfo, TuneInfo
 from kafkaml_ray.train.tune import SAMPLERS, check_space, metric_value
 from kafkaml_ray.ui import common
@@ -29,7 +28,7 @@ SPACE_HELP = (
 
 def _start(models: list[ModelInfo], sources: list[DatasourceInfo]) -> None:
     st.subheader("Start a search")
-    usable = [d for d in sources if d.status != "refused" and d.topic]
+    usable = common.stored_streams(sources)
     if not models or not usable:
         st.info(
             "A search needs a registered model and a stored data stream: register one on "
@@ -46,12 +45,7 @@ def _start(models: list[ModelInfo], sources: list[DatasourceInfo]) -> None:
                 lambda m: f"{m.id} · {m.name} ({common.FRAMEWORK_NAMES[m.framework]})",
             )
         with right:
-            ds = common.pick(
-                "Datasource",
-                list(reversed(usable)),
-                "tune_datasource",
-                lambda d: f"{d.id} · {d.description or d.topic} ({d.total_msg} messages)",
-            )
+            ds = common.pick_stream(usable, "tune_datasource")
         space_text = st.text_area(
             "Search space (JSON)",
             json.dumps(EXAMPLE_SPACE, indent=2),
@@ -74,10 +68,10 @@ def _start(models: list[ModelInfo], sources: list[DatasourceInfo]) -> None:
         start = st.form_submit_button("Start the search", type="primary", icon=":material/tune:")
     if not start or model is None or ds is None:
         return
-    space = _space(space_text)
+    space = common.json_field(space_text or "", "search space", check_space)
     if space is None or not common.need("ray", "start the search"):
         return
-    ok, run = common.call(
+    common.act(
         "Starting the Ray Tune search...",
         common.client().tune,
         model.id,
@@ -87,27 +81,16 @@ def _start(models: list[ModelInfo], sources: list[DatasourceInfo]) -> None:
         mode=mode,
         num_samples=int(samples),
         max_concurrent_trials=int(concurrent),
-    )
-    if ok and run is not None:
-        common.done(
+        then=lambda run: (
             f"Started search {run.id}: {run.num_samples} sample(s) of {run.model_name} on "
-            f"datasource {run.datasource_id}, best by {run.metric} ({run.mode}).",
-            {"tune_run": run.id},
-        )
+            f"datasource {run.datasource_id}, best by {run.metric} ({run.mode})."
+        ),
+        reset=lambda run: {"tune_run": run.id},
+    )
 
 
-def _space(text: str) -> dict[str, Any] | None:
-    """The search space of the form, checked (as the Client will) before any back end."""
-    try:
-        space = json.loads(text or "")
-    except ValueError as e:
-        st.error(f"The search space is not valid JSON: {e}", icon=":material/error:")
-        return None
-    try:
-        return check_space(space)
-    except KafkaMLError as e:
-        st.error(str(e), icon=":material/error:")
-        return None
+def _label(t: TuneInfo) -> str:
+    return f"{t.id} · {t.model_name} by {t.metric} ({t.status})"
 
 
 def _runs(runs: list[TuneInfo]) -> None:
@@ -199,13 +182,19 @@ def _trials(t: TuneInfo) -> None:
     if stop.button(
         "Stop", key="tune_stop", disabled=t.done, icon=":material/stop:"
     ) and common.need("ray", "stop the search"):
-        ok, _ = common.call("Stopping the search...", common.client().stop_tune, t.id)
-        if ok:
-            common.done(f"Stopped search {t.id}.")
+        common.act(
+            "Stopping the search...",
+            common.client().stop_tune,
+            t.id,
+            then=f"Stopped search {t.id}.",
+        )
     if delete.button("Delete", key="tune_delete", disabled=not t.done, icon=":material/delete:"):
-        ok, _ = common.call("Deleting the search...", common.client().delete_tune, t.id)
-        if ok:
-            common.done(f"Deleted search {t.id} and its {len(t.trials)} trial result(s).")
+        common.act(
+            "Deleting the search...",
+            common.client().delete_tune,
+            t.id,
+            then=f"Deleted search {t.id} and its {len(t.trials)} trial result(s).",
+        )
 
 
 def _curves(t: TuneInfo) -> None:
@@ -247,12 +236,7 @@ def render() -> None:
             st.info("No searches yet: start one above.")
             return
         _runs(runs)
-        t = common.pick(
-            "Search",
-            list(reversed(runs)),
-            "tune_run",
-            lambda t: f"{t.id} · {t.model_name} by {t.metric} ({t.status})",
-        )
+        t = common.pick_newest("Search", runs, "tune_run", _label)
         if t is not None:
             _trials(t)
 
