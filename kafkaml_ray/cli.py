@@ -11,9 +11,7 @@ import click
 from kafkaml_ray._private.clikit import (
     UserErrorGroup,
     client_from_env,
-    deployment_text,
     emit,
-    follow,
     json_option,
     metrics_text,
     parts_text,
@@ -251,123 +249,6 @@ def config_delete(ref: str) -> None:
     click.echo(f"deleted configuration {ref}")
 
 
-# -- training ------------------------------------------------------------------------------
-@cli.group()
-def train() -> None:
-    """Deploy configurations for training, follow and stop them."""
-
-
-@train.command("deploy")
-@click.argument("configuration")
-@click.option("-b", "--batch-size", default=32, show_default=True)
-@click.option(
-    "--kwargs",
-    "both",
-    default="epochs=5",
-    show_default=True,
-    help="Training arguments for every framework, e.g. 'epochs=5, lr=0.001'.",
-)
-@click.option(
-    "--pytorch-kwargs", help="Training arguments for PyTorch models (overrides --kwargs)."
-)
-@click.option(
-    "--tensorflow-kwargs", help="Training arguments for Keras models (overrides --kwargs)."
-)
-@click.option("--val-kwargs", default="", help="Validation arguments, e.g. 'batch_size=256'.")
-@click.option(
-    "--gpu",
-    "gpu_fraction",
-    default=0.0,
-    show_default=True,
-    help="GPU per model, e.g. 0.25 (fractional GPUs).",
-)
-@click.option("--confusion-matrix/--no-confusion-matrix", default=True, show_default=True)
-@click.option("--shuffle-seed", type=int, help="Shuffle before splitting (else test = newest).")
-@click.option(
-    "--on-malformed",
-    type=click.Choice(["fail", "skip"]),
-    default="fail",
-    show_default=True,
-    help="Malformed messages: fail the read, or skip and count them.",
-)
-@click.option("--submit", is_flag=True, help="Run it now as a Ray job that waits for its data.")
-@json_option
-def train_deploy(
-    configuration,
-    batch_size,
-    both,
-    pytorch_kwargs,
-    tensorflow_kwargs,
-    val_kwargs,
-    gpu_fraction,
-    confusion_matrix,
-    shuffle_seed,
-    on_malformed,
-    submit,
-    as_json,
-):
-    """Deploy CONFIGURATION for training: its models wait for a data stream, announced by a
-    control message naming this deployment's id."""
-    dep = client_from_env().deploy_training(
-        configuration,
-        batch_size=batch_size,
-        kwargs={"pytorch": pytorch_kwargs or both, "tensorflow": tensorflow_kwargs or both},
-        val_kwargs=val_kwargs,
-        gpu_fraction=gpu_fraction,
-        confusion_matrix=confusion_matrix,
-        shuffle_seed=shuffle_seed,
-        on_malformed=on_malformed,
-        submit=submit,
-    )
-    emit(dep, as_json, lambda d: deployment_text(d) + f"\nsend data with deployment_id={d.id}")
-
-
-@train.command("list")
-@json_option
-def train_list(as_json: bool) -> None:
-    """Training deployments and the state of their models."""
-    emit(
-        client_from_env().list_deployments(),
-        as_json,
-        lambda ds: table(
-            [
-                (
-                    d.id,
-                    d.configuration_name,
-                    d.datasource_id or "",
-                    ", ".join(f"{r.model_name}:{r.status}" for r in d.results),
-                )
-                for d in ds
-            ],
-            ["id", "configuration", "datasource", "models"],
-        ),
-    )
-
-
-@train.command("show")
-@click.argument("deployment_id", type=int)
-@json_option
-def train_show(deployment_id: int, as_json: bool) -> None:
-    """One deployment with its results (metrics, time, errors)."""
-    emit(client_from_env().get_deployment(deployment_id), as_json, deployment_text)
-
-
-@train.command("stop")
-@click.argument("deployment_id", type=int)
-def train_stop(deployment_id: int) -> None:
-    """Stop a deployment's training (frees its Ray resources)."""
-    click.echo(deployment_text(client_from_env().stop_training(deployment_id)))
-
-
-@train.command("follow")
-@click.argument("deployment_id", type=int)
-@click.option("--interval", default=0.5, show_default=True, help="Seconds between updates.")
-def train_follow(deployment_id: int, interval: float) -> None:
-    """Live progress bars per model (epoch, batches, latest metrics) until all are done."""
-    dep = follow(client_from_env(), deployment_id, interval)
-    click.echo(results_table(dep.results))
-
-
 # -- results -------------------------------------------------------------------------------
 @cli.group()
 def result() -> None:
@@ -490,12 +371,13 @@ def demo(keep_running: bool) -> None:
 
 def _register_groups() -> None:
     from kafkaml_ray.kuberay.cli import k8s
+    from kafkaml_ray.panel import ui_command
     from kafkaml_ray.serve.cli import infer
-    from kafkaml_ray.train.tune_cli import tune
-    from kafkaml_ray.ui.launch import ui_command
+    from kafkaml_ray.train.cli import train, tune
 
     cli.add_command(infer)
     cli.add_command(k8s)
+    cli.add_command(train)
     cli.add_command(tune)
     cli.add_command(ui_command)
 

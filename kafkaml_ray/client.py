@@ -1,5 +1,10 @@
 """The Python API: every action of the CLI and the control panel goes through `Client`.
 
+Kept whole: it is one class, the library's whole public surface, and each method is thin
+(check the input, one store transaction, hand the work to `train`, `serve` or `ingest`).
+Read top to bottom it follows a user's path: models, configurations, training, results,
+datasources, inference, tuning. Split across files, one surface would be read in several.
+
 >>> from kafkaml_ray import Client, Settings
 >>> client = Client(Settings(home="/tmp/kml-doctest", db="sqlite://"))
 >>> client.list_models()
@@ -20,7 +25,6 @@ from sqlalchemy.exc import IntegrityError
 from kafkaml_ray.errors import Conflict, InvalidInput, NotFound
 from kafkaml_ray.registry import FRAMEWORKS, validate_model
 from kafkaml_ray.schemas import (
-    DEFAULT_BATCH_SIZE,
     ConfigurationInfo,
     DatasourceInfo,
     DeploymentInfo,
@@ -28,7 +32,10 @@ from kafkaml_ray.schemas import (
     ModelInfo,
     Prediction,
     ResultInfo,
+    ServingOptions,
+    TrainingOptions,
     TuneInfo,
+    checked,
 )
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import (
@@ -58,7 +65,7 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, store: Store | None = None):
         self.settings = settings or Settings.from_env()
-        self.store = store or Store(self.settings.db_url)
+        self.store = store or Store.for_url(self.settings.db_url)
 
     # -- models ------------------------------------------------------------------------
     def add_model(
@@ -192,31 +199,23 @@ class Client:
     def deploy_training(
         self,
         configuration: Ref,
-        batch_size: int = 32,
         kwargs: Mapping[str, str | Mapping[str, Any]] | str | None = None,
         val_kwargs: Mapping[str, str | Mapping[str, Any]] | str | None = None,
-        gpu_fraction: float = 0.0,
-        confusion_matrix: bool = True,
-        shuffle_seed: int | None = None,
-        on_malformed: str = "fail",
         submit: bool = False,
+        **options: Any,
     ) -> DeploymentInfo:
         """Deploy a configuration for training: one result per model, waiting for data.
 
         ``kwargs``/``val_kwargs``: per framework (``{"pytorch": "epochs=5", "tensorflow":
         "epochs=5, lr=0.001"}``) or one text for both; parsed safely, never evaluated.
-        ``gpu_fraction``: GPU per model (e.g. 0.25). ``shuffle_seed``: shuffled split (else
-        ordered: test newest). ``on_malformed``: "fail" or "skip" (count) bad messages.
-        ``submit``: run it as a Ray job now, waiting for its data stream.
+        ``submit``: run it as a Ray job now, waiting for its data stream. ``options`` are
+        `~kafkaml_ray.schemas.TrainingOptions`: ``batch_size``, ``gpu_fraction`` (GPU per
+        model, e.g. 0.25), ``confusion_matrix``, ``shuffle_seed`` (shuffled split, else
+        ordered: test newest), ``on_malformed`` ("fail", or "skip" and count bad messages).
         """
         from kafkaml_ray.train.kwargs import parse_kwargs
 
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInput(f"batch_size must be a whole number >= 1, not {batch_size!r}")
-        if not 0 <= gpu_fraction <= 8:
-            raise InvalidInput(f"gpu_fraction must be between 0 and 8, not {gpu_fraction!r}")
-        if on_malformed not in ("fail", "skip"):
-            raise InvalidInput(f"on_malformed must be 'fail' or 'skip', not {on_malformed!r}")
+        training: TrainingOptions = checked(TrainingOptions, **options)
 
         def per_framework(value, kind) -> dict[str, dict[str, Any]]:
             if value is None or isinstance(value, str):
@@ -233,11 +232,7 @@ class Client:
                 raise InvalidInput(f"configuration {config.name!r} has no models")
             dep = TrainingDeployment(
                 configuration=config,
-                batch_size=batch_size,
-                gpu_fraction=gpu_fraction,
-                confusion_matrix=confusion_matrix,
-                shuffle_seed=shuffle_seed,
-                on_malformed=on_malformed,
+                **training.model_dump(),
                 kwargs={fw: {"train": train[fw], "val": val[fw]} for fw in FRAMEWORKS},
             )
             s.add(dep)
@@ -246,7 +241,7 @@ class Client:
                 s.add(TrainingResult(deployment=dep, model=m))
             dep_id = dep.id
         if submit:
-            from kafkaml_ray.train.jobs import submit_training
+            from kafkaml_ray.train.submit import submit_training
 
             job_id = submit_training(self.settings, dep_id)
             with self.store.session() as s:
@@ -387,22 +382,20 @@ class Client:
         output_topic: str,
         input_format: str | None = None,
         input_config: Mapping[str, Any] | None = None,
-        replicas: int = 1,
-        min_replicas: int | None = None,
-        max_replicas: int | None = None,
-        gpu_fraction: float = 0.0,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_wait_ms: float = 0.0,
         autoscaling: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> InferenceInfo:
         """Serve a trained result: Kafka ingress replicas read ``input_topic`` (one consumer
         group) and write ``{"values": [...]}`` to ``output_topic``; bad inputs go to
         ``<output_topic>.dlq``. The input format and config default to those of the
-        result's data stream. ``min_replicas``/``max_replicas`` turn on lag-driven
-        autoscaling (``autoscaling`` overrides Serve's settings, e.g. shorter delays)."""
+        result's data stream. ``options`` are `~kafkaml_ray.schemas.ServingOptions`
+        (``replicas``, ``min_replicas``/``max_replicas`` for lag-driven autoscaling,
+        ``gpu_fraction``, ``batch_size``, ``max_wait_ms``); ``autoscaling`` overrides Serve's
+        autoscaling settings (e.g. shorter delays)."""
         from kafkaml_ray.ingest.formats import get_format
         from kafkaml_ray.serve.spec import unlabelled
 
+        serving: ServingOptions = checked(ServingOptions, **options)
         r = self.get_result(result_id)
         if r.status != "finished" or not r.weights_uri:
             raise InvalidInput(f"result {result_id} is {r.status}: only a finished result serves")
@@ -425,14 +418,6 @@ class Client:
                 raise InvalidInput(f"{name} {topic!r} is not a valid Kafka topic name")
         if input_topic == output_topic:
             raise InvalidInput("input_topic and output_topic must differ")
-        if (min_replicas is None) != (max_replicas is None):
-            raise InvalidInput("autoscaling needs both min_replicas and max_replicas")
-        if min_replicas is not None and not 1 <= min_replicas <= max_replicas:
-            raise InvalidInput("need 1 <= min_replicas <= max_replicas")
-        if replicas < 1 or batch_size < 1 or max_wait_ms < 0 or gpu_fraction < 0:
-            raise InvalidInput(
-                "replicas and batch_size must be >= 1, max_wait_ms and gpu_fraction >= 0"
-            )
         with self.store.session() as s:
             inf = Inference(
                 result_id=result_id,
@@ -440,12 +425,7 @@ class Client:
                 output_topic=output_topic,
                 input_format=input_format.upper(),
                 input_config=dict(input_config),
-                replicas=min_replicas or replicas,
-                min_replicas=min_replicas,
-                max_replicas=max_replicas,
-                gpu_fraction=gpu_fraction,
-                batch_size=batch_size,
-                max_wait_ms=max_wait_ms,
+                **serving.model_dump(),
             )
             s.add(inf)
             s.flush()

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kafkaml_ray.errors import InvalidInput
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "ServingOptions",
+    "TrainingOptions",
+    "checked",
     "ModelInfo",
     "ConfigurationInfo",
     "ResultInfo",
@@ -22,6 +27,76 @@ __all__ = [
 #: Samples an inference predicts together (an ingress chunk, a Predictor batch): the one
 #: default of the API, the CLI, the store and the manifests.
 DEFAULT_BATCH_SIZE = 512
+
+
+def checked(model: type[BaseModel], **values: Any) -> Any:
+    """``model(**values)``, or `InvalidInput` naming the first field that is wrong.
+
+    >>> checked(ServingOptions, replicas=0)
+    Traceback (most recent call last):
+    ...
+    kafkaml_ray.errors.InvalidInput: replicas: Input should be greater than or equal to 1
+    """
+    try:
+        return model(**values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"{where + ': ' if where else ''}{first['msg']}") from None
+
+
+class TrainingOptions(BaseModel, frozen=True, extra="forbid"):
+    """How a deployment trains its models: one model for the API and the ``train deploy``
+    options (the per-framework training arguments come apart, as text to parse)."""
+
+    batch_size: int = Field(32, ge=1, description="Samples per training step.")
+    gpu_fraction: float = Field(
+        0.0, ge=0, le=8, description="GPU per model, e.g. 0.25 (fractional GPUs)."
+    )
+    confusion_matrix: bool = Field(True, description="Draw the test set's confusion matrix.")
+    shuffle_seed: int | None = Field(
+        None, description="Shuffle before splitting (else test = newest)."
+    )
+    on_malformed: Literal["fail", "skip"] = Field(
+        "fail", description="Malformed messages: fail the read, or skip and count them."
+    )
+
+
+class ServingOptions(BaseModel, frozen=True, extra="forbid"):
+    """How an inference is served: one model for the API, the ``infer deploy`` options, the
+    store row and the RayService (`kafkaml_ray.serve.options` turns it into Serve options).
+
+    Both deployments (ingress and predictor) get ``replicas`` replicas, or autoscale between
+    ``min_replicas`` (default 1) and ``max_replicas`` (default ``replicas``) when either is
+    set, starting at ``replicas``.
+    """
+
+    replicas: int = Field(1, ge=1, description="Static replicas.")
+    min_replicas: int | None = Field(None, ge=1, description="Autoscale on lag from this...")
+    max_replicas: int | None = Field(None, ge=1, description="...to this (<= partitions).")
+    gpu_fraction: float = Field(
+        0.0, ge=0, description="GPU fraction per predictor replica, e.g. 0.25."
+    )
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="Samples predicted together.")
+    max_wait_ms: float = Field(0.0, ge=0, description="How long a batch waits to fill.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ServingOptions:
+        lo, hi = self.min_replicas, self.max_replicas
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"min_replicas ({lo}) is above max_replicas ({hi})")
+        if self.gpu_fraction > 1 and not self.gpu_fraction.is_integer():
+            raise ValueError("a GPU share above 1 must be a whole number of GPUs")
+        return self
+
+    @classmethod
+    def of(cls, row: Any) -> ServingOptions:
+        """The options of an `~kafkaml_ray.store.Inference` row."""
+        return cls(**{name: getattr(row, name) for name in cls.model_fields})
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.min_replicas is not None or self.max_replicas is not None
 
 
 class _Record(BaseModel):

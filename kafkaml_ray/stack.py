@@ -3,25 +3,33 @@ the control panel, started and stopped together (`kafkaml-ray up|down|status`).
 
 Every service binds to 127.0.0.1. The Ray head keeps Ray's token authentication on.
 Ports: Ray GCS ``KAFKAML_RAY_PORT`` (6380), its client server port+1, its dashboard agent
-port+2; dashboard and job server ``KAFKAML_DASHBOARD_PORT`` (8265).
+port+2; dashboard and job server ``KAFKAML_DASHBOARD_PORT`` (8265). Logs and pid files:
+``$KAFKAML_HOME/run`` (the broker's: ``$KAFKAML_HOME/kafka``).
+
+`Part` and `local_ray_running` live in ``_private/procs`` (so that the panel's launcher and
+``_private/rayutil`` need not import this module) and are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from kafkaml_ray._private.procs import port_open
+from kafkaml_ray._private.procs import (
+    Part,
+    local_ray_running,
+    port_open,
+    read_pid,
+    run_dir,
+    spawn,
+    stop_pid,
+    wait_ready,
+)
 from kafkaml_ray.broker import EmbeddedKafka
 from kafkaml_ray.errors import Unavailable
+from kafkaml_ray.panel import start_ui, stop_ui, ui_status
 from kafkaml_ray.settings import Settings
 
 __all__ = ["Part", "up", "down", "status", "start_ray", "stop_ray", "local_ray_running"]
@@ -29,62 +37,7 @@ __all__ = ["Part", "up", "down", "status", "start_ray", "stop_ray", "local_ray_r
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Part:
-    """One service of the stack as `status` reports it."""
-
-    name: str
-    running: bool
-    address: str
-    detail: str = ""
-
-
-def _run_dir(settings: Settings) -> Path:
-    path = settings.home / "run"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _pid(path: Path, marker: str) -> int | None:
-    try:
-        pid = int(path.read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    if marker.encode() not in cmdline:
-        return None
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return None
-    return None if state == "Z" else pid
-
-
-def _stop_pid(pid: int, timeout: float = 20.0) -> None:
-    """SIGTERM the leader of a process group, then SIGKILL the group after ``timeout``."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)  # whatever the leader left behind
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-# -- Ray head ------------------------------------------------------------------------------
-def local_ray_running(settings: Settings) -> bool:
-    return _pid(_run_dir(settings) / "ray.pid", "ray") is not None and port_open(settings.ray_port)
-
-
+# -- Ray head (`local_ray_running` is in _private/procs, for rayutil too) -------------------
 def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 120.0) -> str:
     """Start a local Ray head (``ray start --head --block`` in its own process group)."""
     address = f"127.0.0.1:{settings.ray_port}"
@@ -136,26 +89,19 @@ def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 
     env.pop("RAY_ADDRESS", None)
     # Ray jobs run `python -m ...`: make it this environment's python.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    log = open(_run_dir(settings) / "ray.log", "ab")  # noqa: SIM115 - handed to the child
-    offset = log.tell()
-    proc = subprocess.Popen(
-        cmd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-    )
-    log.close()
-    (_run_dir(settings) / "ray.pid").write_text(str(proc.pid))
-    log_path = _run_dir(settings) / "ray.log"
-    _wait(
+    log_path = run_dir(settings) / "ray.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0  # where this start's lines begin
+    proc = spawn(cmd, log_path, env=env, pid_file=run_dir(settings) / "ray.pid")
+    wait_ready(
         # `ray start` reaches its --block loop (where SIGTERM stops it cleanly) after the job
         # server already answers: wait for both.
         lambda: _jobs_ready(settings) and _log_says(log_path, offset, b"block forever"),
         timeout,
-        f"the Ray head did not start in {timeout:.0f}s; see {_run_dir(settings) / 'ray.log'}",
-        proc,
+        proc=proc,
+        timed_out=f"the Ray head did not start in {timeout:.0f}s; see {log_path}",
+        exited=lambda _: (
+            f"the Ray head exited before starting, within {timeout:.0f}s; see {log_path}"
+        ),
     )
     return address
 
@@ -182,23 +128,13 @@ def _log_says(path: Path, offset: int, text: bytes) -> bool:
 
 
 def stop_ray(settings: Settings) -> bool:
-    pid = _pid(_run_dir(settings) / "ray.pid", "ray")
-    (_run_dir(settings) / "ray.pid").unlink(missing_ok=True)
-    if pid is None:
+    """Stop the Ray head that `start_ray` started; False if none ran."""
+    found = read_pid(run_dir(settings) / "ray.pid", "ray")
+    (run_dir(settings) / "ray.pid").unlink(missing_ok=True)
+    if found is None:
         return False
-    _stop_pid(pid)
+    stop_pid(found[0], what="Ray head")
     return True
-
-
-def _wait(ready: Callable[[], bool], timeout: float, message: str, proc=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise Unavailable(message.replace("did not start in", "exited before starting, within"))
-        if ready():
-            return
-        time.sleep(0.5)
-    raise Unavailable(message)
 
 
 # -- the whole stack -----------------------------------------------------------------------
@@ -225,8 +161,6 @@ def up(settings: Settings, with_ui: bool = False) -> list[Part]:
         start_ray(settings)
     start_listener(settings)
     if with_ui:
-        from kafkaml_ray.ui.launch import start_ui
-
         start_ui(settings)
     return status(settings)
 
@@ -234,7 +168,6 @@ def up(settings: Settings, with_ui: bool = False) -> list[Part]:
 def down(settings: Settings) -> list[Part]:
     """Stop every part that `up` started (in reverse order)."""
     from kafkaml_ray.ingest.listener import stop_listener
-    from kafkaml_ray.ui.launch import stop_ui
 
     stop_ui(settings)
     if settings.ray_address or local_ray_running(settings):
@@ -246,6 +179,7 @@ def down(settings: Settings) -> list[Part]:
 
 
 def status(settings: Settings) -> list[Part]:
+    """Each part of the stack: whether it runs, and where."""
     parts = []
     if settings.embedded_broker:
         b = EmbeddedKafka(settings).status()
@@ -271,8 +205,6 @@ def status(settings: Settings) -> list[Part]:
         parts.append(_listener_part(settings))
     else:
         parts.append(Part("listener", False, "ray actor control-listener", "needs Ray"))
-    from kafkaml_ray.ui.launch import ui_status
-
     parts.append(ui_status(settings))
     return parts
 

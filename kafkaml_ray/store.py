@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -302,6 +303,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+_STORES: dict[str, Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
 class Store:
     """Connection to the metadata store; creates the tables on first use."""
 
@@ -324,6 +329,16 @@ class Store:
         except OperationalError as e:
             raise Unavailable(f"cannot open the metadata store {self.safe_url}: {e.orig}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def for_url(cls, url: str) -> Store:
+        """This process's one Store for ``url``: one engine and connection pool, the tables
+        checked once. Everything in the library opens the store this way."""
+        with _STORES_LOCK:
+            store = _STORES.get(url)
+            if store is None:
+                store = _STORES[url] = cls(url)
+            return store
 
     @property
     def safe_url(self) -> str:

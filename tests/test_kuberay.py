@@ -10,10 +10,12 @@ import functools
 import json
 import re
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jsonschema
 import pytest
@@ -34,6 +36,7 @@ from kafkaml_ray.kuberay import (
     serve_config,
     to_yaml,
 )
+from kafkaml_ray.kuberay.api import APPLY_TRIES
 from kafkaml_ray.kuberay.cli import k8s
 from kafkaml_ray.store import (
     Configuration,
@@ -254,10 +257,10 @@ def test_raycluster_shape():
 
 
 def test_rayjob_runs_the_training_entrypoint():
-    from kafkaml_ray.train.jobs import entrypoint
+    from kafkaml_ray.train.submit import entrypoint
 
     job = render_rayjob(5)
-    assert job["spec"]["entrypoint"] == "python -m kafkaml_ray.train.job --deployment 5"
+    assert job["spec"]["entrypoint"] == "python -m kafkaml_ray.train --deployment 5"
     assert job["spec"]["entrypoint"] == entrypoint(5)
     assert job["metadata"]["name"] == job["spec"]["jobId"] == "kafkaml-training-5"
     assert job["spec"]["shutdownAfterJobFinishes"] is True
@@ -368,11 +371,97 @@ def test_bad_ids_and_specs_are_refused():
 
 
 # -- a stand-in Kubernetes API server --------------------------------------------------------
+APPLY = "application/apply-patch+yaml"
+JSON_PATCH = "application/json-patch+json"
+#: Fields that server-side apply does not give an owner.
+UNOWNED = {
+    ("apiVersion",),
+    ("kind",),
+    ("metadata", "name"),
+    ("metadata", "namespace"),
+    ("metadata", "resourceVersion"),
+    ("metadata", "managedFields"),
+    ("status",),
+}
+
+
+def _fields(obj: dict | None, prefix: tuple = ()) -> dict[tuple, Any]:
+    """The fields of an object as server-side apply tracks them on a custom object whose CRD
+    has no list-type markers (KubeRay's): maps field by field, every list whole (atomic)."""
+    out: dict[tuple, Any] = {}
+    for key, value in (obj or {}).items():
+        path = (*prefix, key)
+        if path in UNOWNED:
+            continue
+        if isinstance(value, dict) and value:
+            out.update(_fields(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def _put(obj: dict, path: tuple, value: Any) -> None:
+    for key in path[:-1]:
+        obj = obj.setdefault(key, {})
+    obj[path[-1]] = copy.deepcopy(value)
+
+
+def _drop(obj: dict, path: tuple) -> None:
+    for key in path[:-1]:
+        obj = obj.get(key) or {}
+    obj.pop(path[-1], None)
+
+
+def _defaults(schema: dict, obj: Any) -> None:
+    """Fill in the defaults of a CRD schema, as the API server does on every write."""
+    if isinstance(obj, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key not in obj and "default" in sub:
+                obj[key] = copy.deepcopy(sub["default"])
+            if key in obj:
+                _defaults(sub, obj[key])
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for item in obj:
+            _defaults(schema["items"], item)
+
+
+def _json_patch(obj: dict, ops: list[dict]) -> dict:
+    """RFC 6902 ``add`` and ``replace`` (what Ray's autoscaler sends)."""
+    out = copy.deepcopy(obj)
+    for op in ops:
+        if op.get("op") not in ("add", "replace"):
+            raise ValueError(f"the stand-in takes add and replace, not {op.get('op')!r}")
+        *parents, last = (
+            p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]
+        )
+        target: Any = out
+        for p in parents:
+            target = target[int(p)] if isinstance(target, list) else target[p]
+        if isinstance(target, list):
+            target[int(last)] = copy.deepcopy(op["value"])
+        else:
+            target[last] = copy.deepcopy(op["value"])
+    return out
+
+
 class FakeApiServer:
     """Just enough of the API server for ray.io/v1 custom objects: create, get, list
-    (label selector), replace (resourceVersion) and delete, validating bodies against the
-    CRDs. ``mode`` makes it answer as a cluster without KubeRay ("no-crd") or with
-    credentials lacking rights ("forbidden")."""
+    (label selector), replace (resourceVersion), patch and delete, validating bodies against
+    the CRDs and filling in the CRD defaults. ``mode`` makes it answer as a cluster without
+    KubeRay ("no-crd") or with credentials lacking rights ("forbidden").
+
+    PATCH takes two content types. ``application/apply-patch+yaml`` is a server-side apply:
+    it needs ``fieldManager``, takes ``force`` (``true``/``false``) and a
+    ``metadata.resourceVersion`` as a precondition, creates the object when there is none,
+    fails (409) on fields that another manager owns with another value unless forced, and
+    removes the fields its manager applied last time and no longer does.
+    ``application/json-patch+json`` (``add``/``replace``, what Ray's autoscaler sends) is an
+    update, like POST and PUT: it takes over the fields it changes, for the manager named by
+    ``fieldManager`` or else by the User-Agent up to its first "/". ``force`` on anything
+    but an apply is refused; another content type gets 415. Field ownership is kept as
+    Kubernetes keeps it for KubeRay's CRDs, which have no list-type markers: maps field by
+    field, every list whole (`_fields`); ``managers[key]`` maps each manager of an object to
+    the field paths it owns."""
 
     PATH = re.compile(r"^/apis/ray\.io/v1/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?$")
 
@@ -380,9 +469,11 @@ class FakeApiServer:
         self.token = token
         self.namespaces = set(namespaces)
         self.mode = "ok"
-        self.race = False
+        self.race: bool | int = False  # True: every GET is raced; a number: that many GETs
         self.objects: dict[tuple[str, str, str], dict] = {}
-        self.requests: list[tuple[str, str, dict | None]] = []
+        self.managers: dict[tuple[str, str, str], dict[str, set[tuple]]] = {}
+        self.requests: list[tuple[str, str, dict | list | None]] = []
+        self.content_types: list[str] = []  # of each request, in the same order
         self._version = 0
         fake = self
 
@@ -401,8 +492,12 @@ class FakeApiServer:
             def _handle(self):
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
+                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                raw = self.rfile.read(length) if length else b""
+                # an apply body is YAML (the kubernetes client sends JSON, which is YAML too)
+                body = (yaml.safe_load(raw) if ctype == APPLY else json.loads(raw)) if raw else None
                 fake.requests.append((self.command, self.path, body))
+                fake.content_types.append(ctype)
                 if self.headers.get("Authorization") != f"Bearer {fake.token}":
                     return self._reply(401, _status(401, "Unauthorized", "Unauthorized"))
                 if fake.mode == "no-crd":
@@ -422,10 +517,13 @@ class FakeApiServer:
                             f'in API group "ray.io" in the namespace "{ns}"',
                         ),
                     )
-                code, out = fake.serve(self.command, ns, plural, name, url.query, body)
+                agent = (self.headers.get("User-Agent") or "unknown").split("/")[0]
+                code, out = fake.serve(
+                    self.command, ns, plural, name, url.query, body, content_type=ctype, agent=agent
+                )
                 self._reply(code, out)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -436,11 +534,28 @@ class FakeApiServer:
         self.server.shutdown()
         self.server.server_close()
 
-    def serve(self, verb, ns, plural, name, query, body):
+    def serve(self, verb, ns, plural, name, query, body, content_type="", agent="unknown"):
         kind = {v: k for k, v in KINDS.items()}[plural]
         if ns not in self.namespaces:
             return 404, _status(404, "NotFound", f'namespaces "{ns}" not found', ns, "namespaces")
+        params = parse_qs(query)
+        manager = params.get("fieldManager", [agent])[0]
         key = (ns, plural, name)
+        if verb == "PATCH":
+            force = params.get("force", [None])[0]
+            if content_type not in (APPLY, JSON_PATCH):
+                return 415, _status(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format ({content_type})",
+                )
+            if force not in (None, "true", "false") or (force and content_type != APPLY):
+                return 400, _status(400, "BadRequest", f"invalid force {force!r} for a patch")
+            if content_type == APPLY:
+                if "fieldManager" not in params:
+                    message = "PATCH requests with apply content type require fieldManager"
+                    return 400, _status(400, "BadRequest", message)
+                return self._apply(key, kind, body, manager, force == "true")
         if verb == "POST":
             assert name is None and body["kind"] == kind and body["apiVersion"] == "ray.io/v1"
             try:
@@ -452,9 +567,9 @@ class FakeApiServer:
                 return 409, _status(
                     409, "AlreadyExists", f'{plural}.ray.io "{key[2]}" already exists', key[2]
                 )
-            return 201, self._store(key, body)
+            return 201, self._store(key, body, manager)
         if verb == "GET" and name is None:
-            selector = parse_qs(query).get("labelSelector", [""])[0]
+            selector = params.get("labelSelector", [""])[0]
             wanted = dict(p.split("=", 1) for p in selector.split(",") if p)
             items = [
                 o
@@ -469,8 +584,17 @@ class FakeApiServer:
         if verb == "GET":
             current = copy.deepcopy(self.objects[key])
             if self.race:  # someone else changes it right after this read
-                self._store(key, self.objects[key])
+                self._store(key, self.objects[key], "someone")
+                if self.race is not True:
+                    self.race -= 1
             return 200, current
+        if verb == "PATCH":  # a JSON patch
+            try:
+                patched = _json_patch(self.objects[key], body)
+                validate_crd(patched)
+            except (AssertionError, KeyError, IndexError, ValueError) as e:
+                return 422, _status(422, "Invalid", f"{kind} is invalid: {e}")
+            return 200, self._store(key, patched, manager)
         if verb == "PUT":
             validate_crd(body)
             if (
@@ -478,15 +602,79 @@ class FakeApiServer:
                 != self.objects[key]["metadata"]["resourceVersion"]
             ):
                 return 409, _status(409, "Conflict", "the object has been modified", name)
-            return 200, self._store(key, body)
+            return 200, self._store(key, body, manager)
         if verb == "DELETE":
             del self.objects[key]
+            self.managers.pop(key, None)
             return 200, _status(200, "", "", name)
         raise AssertionError(verb)
 
-    def _store(self, key, body):
+    def _apply(self, key, kind, body, manager, force):
+        """A server-side apply of ``body`` by ``manager``."""
+        ns, plural, name = key
+        meta = body.get("metadata") or {}
+        what = (body.get("apiVersion"), body.get("kind"), meta.get("name"))
+        if what != ("ray.io/v1", kind, name):
+            return 400, _status(400, "BadRequest", "apiVersion, kind or name do not match")
+        live = self.objects.get(key)
+        version = meta.get("resourceVersion")
+        if version is not None and (live is None or version != live["metadata"]["resourceVersion"]):
+            return 409, _status(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {plural}.ray.io "{name}": the object has '
+                "been modified; please apply your changes to the latest version and try again",
+                name,
+            )
+        owners = {m: set(paths) for m, paths in self.managers.get(key, {}).items()}
+        mine, current = _fields(body), _fields(live)
+        conflicts = sorted(
+            (m, path)
+            for m, paths in owners.items()
+            if m != manager
+            for path in paths & mine.keys()
+            if current.get(path) != mine[path]
+        )
+        if conflicts and not force:
+            listed = ", ".join(f'conflict with "{m}": .{".".join(p)}' for m, p in conflicts)
+            return 409, _status(
+                409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s): {listed}", name
+            )
+        for m, path in conflicts:
+            owners[m].discard(path)
+        others = set().union(*(paths for m, paths in owners.items() if m != manager))
+        obj = copy.deepcopy(live) if live else {"metadata": {}}
+        for path in owners.get(manager, set()) - mine.keys() - others:
+            _drop(obj, path)  # applied last time, not now, and nobody else's
+        for path, value in mine.items():
+            _put(obj, path, value)
+        obj.update(apiVersion="ray.io/v1", kind=kind)
+        obj["metadata"]["name"] = name
+        _defaults(crd_validators()[kind].schema, obj)
+        try:
+            validate_crd(obj)
+        except AssertionError as e:
+            return 422, _status(422, "Invalid", f"{kind} is invalid: {e}")
+        owners[manager] = set(mine)
+        self.managers[key] = {m: paths for m, paths in owners.items() if paths}
         self._version += 1
+        obj["metadata"].update(namespace=ns, resourceVersion=str(self._version))
+        self.objects[key] = obj
+        return (200 if live else 201), copy.deepcopy(obj)
+
+    def _store(self, key, body, manager):
+        """An update (POST, PUT, JSON patch) by ``manager``: it takes over what it changes."""
         obj = copy.deepcopy(body)
+        _defaults(crd_validators()[obj["kind"]].schema, obj)
+        before, after = _fields(self.objects.get(key)), _fields(obj)
+        changed = {p for p in after if p not in before or before[p] != after[p]}
+        changed |= before.keys() - after.keys()
+        owners = self.managers.setdefault(key, {})
+        for paths in owners.values():
+            paths -= changed
+        owners.setdefault(manager, set()).update(changed & after.keys())
+        self.managers[key] = {m: paths for m, paths in owners.items() if paths}
+        self._version += 1
         obj["metadata"].update(namespace=key[0], resourceVersion=str(self._version))
         self.objects[key] = obj
         return obj
@@ -517,44 +705,194 @@ def client(api) -> KubeRayClient:
     return KubeRayClient(host=api.url, token=api.token, namespace="kafkaml")
 
 
-def test_apply_creates_with_the_right_path_and_body(api, client):
+BASE = "/apis/ray.io/v1/namespaces/kafkaml"
+SSA_QUERY = {"fieldManager": ["kafkaml-ray"], "force": ["true"]}
+
+
+def _split(path: str) -> tuple[str, dict[str, list[str]]]:
+    url = urlsplit(path)
+    return url.path, parse_qs(url.query)
+
+
+def _send(api, method, path, body, content_type, agent="test/1.0", **query):
+    """A request from another client than ours (Ray's autoscaler, kubectl)."""
+    url = f"{api.url}{BASE}/{path}" + (f"?{urlencode(query)}" if query else "")
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={
+            "Authorization": f"Bearer {api.token}",
+            "Content-Type": content_type,
+            "User-Agent": agent,
+        },
+    )
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _autoscale(api, ops):
+    """What Ray's autoscaler sends to scale the RayCluster ``kafkaml``: a JSON patch,
+    from a client that names no field manager (the User-Agent does)."""
+    code, out = _send(api, "PATCH", "rayclusters/kafkaml", ops, JSON_PATCH, "ray-autoscaler/2.60")
+    assert code == 200, out
+    return out
+
+
+def _replicas(obj: dict) -> dict[str, int]:
+    return {g["groupName"]: g["replicas"] for g in obj["spec"]["workerGroupSpecs"]}
+
+
+def test_apply_is_a_server_side_apply(api, client):
     svc = render_rayservice(3, gpu_fraction=0.25)
     obj = client.apply(svc)
     assert obj["metadata"]["namespace"] == "kafkaml"
-    (req,) = api.requests
-    assert req[:2] == ("POST", "/apis/ray.io/v1/namespaces/kafkaml/rayservices")
+    assert obj["metadata"]["resourceVersion"] == "1"
+    (req,) = api.requests  # one request creates it
+    assert req[0] == "PATCH"
+    assert _split(req[1]) == (f"{BASE}/rayservices/kafkaml-inference-3", SSA_QUERY)
+    assert api.content_types == ["application/apply-patch+yaml"]
     assert req[2] == svc
+    owned = api.managers[("kafkaml", "rayservices", "kafkaml-inference-3")]
+    assert set(owned) == {"kafkaml-ray"}
+    assert ("spec", "serveConfigV2") in owned["kafkaml-ray"]
 
 
-def test_apply_replaces_an_existing_object(api, client):
+def test_apply_updates_an_existing_object(api, client):
     client.apply(render_rayservice(3))
+    # someone annotates it (kubectl annotate): a field that our manifest does not set
+    note = [{"op": "add", "path": "/metadata/annotations", "value": {"team": "ml"}}]
+    code, _ = _send(api, "PATCH", "rayservices/kafkaml-inference-3", note, JSON_PATCH, "kubectl")
+    assert code == 200
     changed = render_rayservice(3, replicas=4)
     obj = client.apply(changed)
-    verbs = [(v, p) for v, p, _ in api.requests]
-    base = "/apis/ray.io/v1/namespaces/kafkaml/rayservices"
+    verbs = [(v, _split(p)) for v, p, _ in api.requests]
+    name = f"{BASE}/rayservices/kafkaml-inference-3"
     assert verbs == [
-        ("POST", base),
-        ("POST", base),  # 409: exists
-        ("GET", f"{base}/kafkaml-inference-3"),
-        ("PUT", f"{base}/kafkaml-inference-3"),
+        ("PATCH", (name, SSA_QUERY)),
+        ("PATCH", (name, {})),  # the annotation
+        ("PATCH", (name, SSA_QUERY)),
     ]
-    put = api.requests[-1][2]
-    assert put["metadata"]["resourceVersion"] == "1"
-    assert put["spec"] == changed["spec"]
-    assert obj["metadata"]["resourceVersion"] == "2"
-    assert (
-        "num_replicas: 4"
-        in api.objects[("kafkaml", "rayservices", "kafkaml-inference-3")]["spec"]["serveConfigV2"]
+    assert api.content_types == [APPLY, JSON_PATCH, APPLY]
+    sent = api.requests[-1][2]
+    assert sent == changed and "resourceVersion" not in sent["metadata"]
+    assert obj["metadata"]["resourceVersion"] == "3"
+    stored = api.objects[("kafkaml", "rayservices", "kafkaml-inference-3")]
+    assert "num_replicas: 4" in stored["spec"]["serveConfigV2"]
+    assert stored["metadata"]["annotations"] == {"team": "ml"}  # a replace would drop it
+
+
+def test_apply_keeps_the_autoscalers_worker_counts(api, client):
+    """A RayCluster scaled by Ray's autoscaler keeps its worker counts when it is applied
+    again, though the manifest says ``replicas: <min>``; create-then-replace (PUT) and a plain
+    server-side apply of the manifest would both scale it back down."""
+    client.apply(render_raycluster(cluster=ClusterSpec(gpu_max_workers=0)))
+    assert _replicas(api.objects[("kafkaml", "rayclusters", "kafkaml")]) == {"cpu": 1}
+    _autoscale(
+        api,
+        [
+            {"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 3},
+            {"op": "add", "path": "/spec/workerGroupSpecs/0/scaleStrategy", "value": {}},
+        ],
     )
+    key = ("kafkaml", "rayclusters", "kafkaml")
+    # the worker groups are one atomic list: the autoscaler owns all of it now
+    assert ("spec", "workerGroupSpecs") in api.managers[key]["ray-autoscaler"]
+    api.requests.clear()
+    api.content_types.clear()
+
+    changed = render_raycluster(cluster=ClusterSpec(cpu_max_workers=6))  # adds the GPU group
+    assert _replicas(changed) == {"cpu": 1, "gpu": 0}
+    obj = client.apply(changed)
+    assert _replicas(obj) == {"cpu": 3, "gpu": 0}  # the new group starts at its minimum
+    assert _replicas(api.objects[key]) == {"cpu": 3, "gpu": 0}
+    assert [g["maxReplicas"] for g in obj["spec"]["workerGroupSpecs"]] == [6, 2]
+    (get, patch) = api.requests
+    assert get[:2] == ("GET", f"{BASE}/rayclusters/kafkaml")
+    assert patch[0] == "PATCH"
+    assert _split(patch[1]) == (f"{BASE}/rayclusters/kafkaml", SSA_QUERY)
+    assert api.content_types[1] == APPLY
+    assert patch[2]["metadata"]["resourceVersion"] == "2"  # as read
+    assert _replicas(patch[2]) == {"cpu": 3, "gpu": 0}
+    assert patch[2]["spec"]["workerGroupSpecs"][0]["scaleStrategy"] == {}
+    assert ("spec", "workerGroupSpecs") in api.managers[key]["kafkaml-ray"]
+    assert "ray-autoscaler" not in api.managers[key]
+
+    # the autoscaler scales on; a lower maximum holds the count to it
+    _autoscale(api, [{"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 5}])
+    obj = client.apply(render_raycluster(cluster=ClusterSpec(cpu_max_workers=4)))
+    assert _replicas(obj) == {"cpu": 4, "gpu": 0}
+
+
+def test_the_worker_groups_are_an_atomic_list(api, client):
+    """Why `apply` carries the autoscaler's counts over: applying the worker groups as
+    rendered, with or without ``replicas``, would reset them (to the manifest's count, or to
+    the CRD default 0), and without force it fails on the autoscaler's fields."""
+    client.apply(render_raycluster())
+    _autoscale(api, [{"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 3}])
+    path = "rayclusters/kafkaml"
+    rendered = render_raycluster()
+    code, out = _send(api, "PATCH", path, rendered, APPLY, fieldManager="kafkaml-ray")
+    assert code == 409 and out["reason"] == "Conflict"
+    assert out["message"] == (
+        'Apply failed with 1 conflict(s): conflict with "ray-autoscaler": .spec.workerGroupSpecs'
+    )
+    query = {"fieldManager": "kafkaml-ray", "force": "true"}
+    without = copy.deepcopy(rendered)
+    for group in without["spec"]["workerGroupSpecs"]:
+        del group["replicas"]
+    code, out = _send(api, "PATCH", path, without, APPLY, **query)
+    assert code == 200 and _replicas(out) == {"cpu": 0, "gpu": 0}
+    _autoscale(api, [{"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 3}])
+    code, out = _send(api, "PATCH", path, rendered, APPLY, **query)
+    assert code == 200 and _replicas(out) == {"cpu": 1, "gpu": 0}
+    # and what the stand-in refuses
+    code, out = _send(api, "PATCH", path, rendered, APPLY)
+    assert code == 400 and "require fieldManager" in out["message"]
+    ops = [{"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 2}]
+    assert _send(api, "PATCH", path, ops, JSON_PATCH, force="true")[0] == 400
+    assert _send(api, "PATCH", path, rendered, "application/json", **query)[0] == 415
 
 
 def test_apply_reports_a_concurrent_change(api, client):
-    client.apply(render_rayservice(3))
-    api.race = True
-    with pytest.raises(
-        Conflict, match="'kafkaml-inference-3' in namespace 'kafkaml' changed while"
-    ):
-        client.apply(render_rayservice(3, replicas=2))
+    client.apply(render_raycluster())
+    api.requests.clear()
+    api.race = True  # the RayCluster changes after every read
+    with pytest.raises(Conflict, match="'kafkaml' in namespace 'kafkaml' changed while"):
+        client.apply(render_raycluster(cluster=ClusterSpec(cpu_max_workers=6)))
+    assert [v for v, _, _ in api.requests] == ["GET", "PATCH"] * APPLY_TRIES  # read, applied
+    stored = api.objects[("kafkaml", "rayclusters", "kafkaml")]
+    assert stored["spec"]["workerGroupSpecs"][0]["maxReplicas"] == 4  # unchanged
+    api.race = 1  # once: the second try goes through
+    obj = client.apply(render_raycluster(cluster=ClusterSpec(cpu_max_workers=6)))
+    assert obj["spec"]["workerGroupSpecs"][0]["maxReplicas"] == 6
+
+
+def test_api_errors_of_an_apply():
+    from kubernetes.client.exceptions import ApiException
+
+    from kafkaml_ray.kuberay.api import _api_error
+
+    def refusal(code, reason, message):
+        e = ApiException(status=code, reason=reason)
+        e.body = json.dumps(_status(code, reason, message, "kafkaml"))
+        return _api_error(e, "apply", "rayclusters", "kafkaml", "kafkaml")
+
+    e = refusal(409, "Conflict", 'Apply failed with 1 conflict: conflict with "x": .spec.suspend')
+    assert isinstance(e, Conflict)
+    assert str(e) == (
+        "raycluster 'kafkaml' in namespace 'kafkaml': Apply failed with 1 conflict: "
+        'conflict with "x": .spec.suspend'
+    )
+    e = refusal(409, "Conflict", "the object has been modified")
+    assert str(e) == (
+        "raycluster 'kafkaml' in namespace 'kafkaml' changed while being applied: try again"
+    )
+    e = refusal(415, "UnsupportedMediaType", "the body of the request was in an unknown format")
+    assert isinstance(e, Unavailable) and "server-side apply" in str(e)
 
 
 def test_status_and_delete(api, client):
@@ -612,9 +950,10 @@ def test_crds_missing(api, client):
 
 def test_forbidden(api, client):
     api.mode = "forbidden"
-    with pytest.raises(Unavailable, match=r"forbidden \(403\) to create ray.io rayjobs") as e:
+    with pytest.raises(Unavailable, match=r"forbidden \(403\) to apply ray.io rayjobs") as e:
         client.apply(render_rayjob(5))
-    assert 'cannot post resource "rayjobs"' in str(e.value)
+    assert "needs the RBAC verbs patch, and create" in str(e.value)
+    assert 'cannot patch resource "rayjobs"' in str(e.value)
     assert "\n" not in str(e.value)
 
 
@@ -666,7 +1005,7 @@ def test_kubeconfig_and_its_namespace(api, tmp_path):
     client = KubeRayClient(kubeconfig=str(_kubeconfig(tmp_path, api)))
     assert client.namespace == "kafkaml"
     client.apply(render_raycluster())
-    assert api.requests[-1][1] == "/apis/ray.io/v1/namespaces/kafkaml/rayclusters"
+    assert _split(api.requests[-1][1])[0] == f"{BASE}/rayclusters/kafkaml"
     with pytest.raises(Unavailable, match="no usable kubeconfig"):
         KubeRayClient(kubeconfig=str(tmp_path / "missing"))
 
@@ -750,7 +1089,7 @@ def test_cli_apply_status_delete(api, store_env):
     assert out.output == "applied RayJob kafkaml/kafkaml-training-1\n"
     with Store(store_env["KAFKAML_DB"]).session() as s:
         assert s.get(TrainingDeployment, 1).job_id == "kafkaml-training-1"  # listener leaves it
-    out = _run(["apply", "training", "1", "-n", "kafkaml"], env)  # again: replaced
+    out = _run(["apply", "training", "1", "-n", "kafkaml"], env)  # again: applied over it
     assert out.exit_code == 0
     out = _run(["status", "-n", "kafkaml", "--json"], env)
     assert {o["name"] for o in json.loads(out.output)} == {

@@ -242,7 +242,7 @@ def test_stop_in_mid_run_frees_ray_resources(broker, client, settings, topic, di
 
 
 def test_submit_as_a_ray_job(broker, client, settings, topic, digits_models):
-    from kafkaml_ray.train.jobs import job_client
+    from kafkaml_ray.train.submit import job_client
 
     config = client.create_configuration("job", [digits_models["digits-cnn-pytorch"]])
     dep = client.deploy_training(config.id, kwargs="epochs=2", submit=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_ui import produce_predictions, seed_inference, seed_training, seed_tune
 
-from kafkaml_ray.ui.launch import serve_ui
+from kafkaml_ray.panel import serve_ui
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import click
 from pydantic import BaseModel
@@ -94,6 +94,32 @@ json_option = click.option(
 )
 
 
+def model_options(model: type[BaseModel], **spellings: str) -> Callable[[Callable], Callable]:
+    """Click options for the fields of a pydantic options model (`ServingOptions`,
+    `TrainingOptions`): names, types, defaults and help come from the model, so the command
+    and the API cannot drift apart. ``spellings`` gives a field other flags, e.g.
+    ``gpu_fraction="--gpu"``, ``batch_size="-b --batch-size"``. A bool becomes an on/off
+    pair, a ``Literal`` a choice; the model itself checks the values.
+    """
+
+    def decorate(command: Callable) -> Callable:
+        for name, field in reversed(model.model_fields.items()):
+            flags = spellings.get(name, "--" + name.replace("_", "-")).split()
+            kinds = [a for a in (field.annotation, *get_args(field.annotation)) if a]
+            kwargs: dict[str, Any] = {"help": field.description, "default": field.default}
+            if field.annotation is bool:
+                flags[-1] = f"{flags[-1]}/--no-{flags[-1].removeprefix('--')}"
+            elif get_origin(field.annotation) is Literal:
+                kwargs["type"] = click.Choice(get_args(field.annotation))
+            else:
+                kwargs["type"] = float if float in kinds else int
+            kwargs["show_default"] = field.default is not None
+            command = click.option(*flags, name, **kwargs)(command)
+        return command
+
+    return decorate
+
+
 class UserErrorGroup(click.Group):
     def invoke(self, ctx):
         try:
@@ -112,7 +138,8 @@ def parts_text(parts) -> str:
 
 
 def metrics_text(m: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in sorted(m.items())) if m else ""
+    """Numeric metrics as `name=value`, sorted by name."""
+    return ", ".join(f"{k}={v:.4g}" for k, v in sorted(m.items()) if isinstance(v, int | float))
 
 
 def deployment_text(d) -> str:

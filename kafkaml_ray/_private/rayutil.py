@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import Any
 
 from kafkaml_ray.settings import Settings
 
@@ -15,6 +16,10 @@ __all__ = [
     "get_saying_why",
     "placement_pending",
     "actor_name",
+    "start_detached",
+    "run_detached",
+    "find_actor",
+    "stop_detached",
     "NAMESPACE",
 ]
 
@@ -60,7 +65,7 @@ def ray_address(settings: Settings) -> str | None:
     """RAY_ADDRESS, else the local head that `kafkaml-ray up` started, else None."""
     if settings.ray_address:
         return settings.ray_address
-    from kafkaml_ray.stack import local_ray_running
+    from kafkaml_ray._private.procs import local_ray_running
 
     if local_ray_running(settings):
         return f"127.0.0.1:{settings.ray_port}"
@@ -85,6 +90,71 @@ def ensure_ray(settings: Settings) -> None:
         log_to_driver=False,
         configure_logging=False,
     )
+
+
+def start_detached(settings: Settings, cls: type, name: str, *args: Any, **options: Any) -> Any:
+    """Start ``cls`` as the detached actor ``name`` in kafkaml's namespace: it outlives the
+    process that starts it. It reserves no CPU (what it runs reserves its own); ``options``
+    go to Ray's ``.options()`` (restarts, concurrency, ``get_if_exists``)."""
+    import ray
+
+    ensure_ray(settings)
+    options = {"num_cpus": 0, **options}
+    return (
+        ray.remote(cls)
+        .options(name=name, namespace=NAMESPACE, lifetime="detached", **options)
+        .remote(*args)
+    )
+
+
+def run_detached(settings: Settings, cls: type, name: str, *args: Any) -> None:
+    """Run ``cls().run(*args)`` in the detached actor ``name`` and return at once: a one-shot
+    job that ends itself when ``run`` returns, and whose ``stop()`` may be called while
+    ``run`` works (`stop_detached`). Ray does not restart it."""
+    actor = start_detached(settings, cls, name, max_restarts=0, max_concurrency=2)
+    actor.run.remote(*args)
+
+
+def find_actor(settings: Settings, name: str) -> Any | None:
+    """The detached actor ``name``, or None when it is not running."""
+    import ray
+
+    ensure_ray(settings)
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def stop_detached(
+    settings: Settings,
+    name: str,
+    method: str,
+    *args: Any,
+    grace: float = 30.0,
+    exit_wait: float = 0.0,
+) -> bool:
+    """Stop the detached actor ``name``: call its ``method(*args)`` (waiting ``grace``
+    seconds), wait up to ``exit_wait`` seconds for it to exit by itself, then kill it.
+    True if it was running."""
+    import time
+
+    import ray
+
+    actor = find_actor(settings, name)
+    if actor is None:
+        return False
+    try:
+        ray.get(getattr(actor, method).remote(*args), timeout=grace)
+        deadline = time.monotonic() + exit_wait
+        while time.monotonic() < deadline:
+            if find_actor(settings, name) is None:
+                return True  # it finished and exited
+            time.sleep(0.2)
+    except Exception:  # noqa: BLE001 - dead or stuck: the kill below ends it
+        logger.warning("%s: no graceful stop", name, exc_info=True)
+    ray.kill(actor, no_restart=True)
+    return True
 
 
 def _amounts(resources: dict[str, float], names: list[str]) -> str:

@@ -5,6 +5,10 @@ key) and decodes a *batch* of messages into numpy arrays at once. Malformed mess
 one error type, :class:`DecodeError`, naming the format, the field and what was wrong; with
 ``on_error="skip"`` they are left out and reported instead.
 
+Kept whole: the three formats are one wire contract and share its decoding (`Batch`, the
+dtype and reshape parsing, `MessageFormat._finish`); side by side, a reader sees that RAW,
+AVRO and JSON refuse bad input the same way.
+
 >>> import numpy as np
 >>> fmt = get_format("RAW", {"data_type": "float32", "data_reshape": "2 2", "label_type": "int64"})
 >>> value, key = fmt.encode(np.arange(4, dtype="float32"), 7)
@@ -20,6 +24,7 @@ RAW data: message 0 has 3 bytes; data_type float32 with data_reshape '2 2' needs
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -135,6 +140,10 @@ class MessageFormat:
 
     name: str = ""
     has_labels: bool = False
+    data_dtype: Any = None
+    label_dtype: Any = None
+    data_shape: tuple[int, ...] | None = None
+    label_shape: tuple[int, ...] | None = None
 
     def encode(self, data: Any, label: Any = None) -> tuple[bytes, bytes | None]:
         raise NotImplementedError
@@ -158,20 +167,19 @@ class MessageFormat:
         labels: list | np.ndarray | None,
         errors: dict[int, DecodeError],
         on_error: OnError,
-        data_dtype: Any,
-        data_shape: Any,
-        label_dtype: Any = None,
-        label_shape: Any = None,
+        cast: bool = True,
     ) -> Batch:
-        """Drop (or raise for) the bad rows and stack the good ones."""
+        """Drop (or raise for) the bad rows and stack the good ones in the format's shapes,
+        cast to its dtypes (``cast=False``: the rows have them already)."""
         if errors and on_error == "raise":
             raise errors[min(errors)]
         good = np.array([i for i in range(n) if i not in errors], dtype=np.int64)
+        data_dtype, label_dtype = (self.data_dtype, self.label_dtype) if cast else (None, None)
         return Batch(
-            data=_stack([data[i] for i in good], data_dtype, data_shape),
+            data=_stack([data[i] for i in good], data_dtype, self.data_shape),
             labels=None
             if labels is None
-            else _stack([labels[i] for i in good], label_dtype, label_shape),
+            else _stack([labels[i] for i in good], label_dtype, self.label_shape),
             index=good,
             errors=[errors[i] for i in sorted(errors)],
         )
@@ -183,12 +191,9 @@ def _stack(rows: list, dtype: Any, shape: tuple[int, ...] | None) -> np.ndarray:
     return np.stack([np.asarray(r, dtype=dtype) for r in rows])
 
 
-# -- RAW ----------------------------------------------------------------------------------
-class RawFormat(MessageFormat):
-    """Numpy bytes (C order) of ``data_type`` reshaped by ``data_reshape``; the label in the
-    key as bytes of ``label_type`` reshaped by ``label_reshape``. ``string`` is UTF-8 text."""
-
-    name = "RAW"
+class _TypedFormat(MessageFormat):
+    """A format whose samples are arrays of ``data_type`` shaped by ``data_reshape``, with
+    labels of ``label_type`` shaped by ``label_reshape`` (RAW and JSON)."""
 
     def __init__(
         self,
@@ -203,12 +208,6 @@ class RawFormat(MessageFormat):
         self.data_shape = parse_reshape(data_reshape, "data_reshape")
         self.label_shape = label_shape(label_reshape)
         self.has_labels = self.label_type is not None
-        # Bytes of one sample when its shape is known (the common case, decoded fastest).
-        self._data_bytes = (
-            np.dtype(self.data_dtype).itemsize * math.prod(self.data_shape)
-            if self.data_shape is not None and self.data_dtype is not np.str_
-            else None
-        )
 
     def config(self) -> dict[str, Any]:
         return {
@@ -217,6 +216,21 @@ class RawFormat(MessageFormat):
             "data_reshape": " ".join(map(str, self.data_shape or ())),
             "label_reshape": " ".join(map(str, self.label_shape or ())),
         }
+
+
+# -- RAW ----------------------------------------------------------------------------------
+class RawFormat(_TypedFormat):
+    """Numpy bytes (C order) of ``data_type`` reshaped by ``data_reshape``; the label in the
+    key as bytes of ``label_type`` reshaped by ``label_reshape``. ``string`` is UTF-8 text."""
+
+    name = "RAW"
+
+    @functools.cached_property
+    def _data_bytes(self) -> int | None:
+        """Bytes of one sample when its shape is known (the common case, decoded fastest)."""
+        if self.data_shape is None or self.data_dtype is np.str_:
+            return None
+        return np.dtype(self.data_dtype).itemsize * math.prod(self.data_shape)
 
     def encode(self, data: Any, label: Any = None) -> tuple[bytes, bytes | None]:
         value = _raw_bytes(data, self.data_dtype)
@@ -239,9 +253,7 @@ class RawFormat(MessageFormat):
             labels = self._column(keys, "label", self.label_dtype, self.label_shape, errors)
         if not errors:  # fast path: already stacked
             return Batch(data, labels, np.arange(n, dtype=np.int64))
-        return self._finish(
-            n, data, labels, errors, on_error, None, self.data_shape, None, self.label_shape
-        )
+        return self._finish(n, data, labels, errors, on_error, cast=False)
 
     def _column(self, items, fld: str, dtype, shape, errors: dict[int, DecodeError]):
         """All items decoded at once; rows of bad items are filled and noted in errors."""
@@ -357,17 +369,7 @@ class AvroFormat(MessageFormat):
             labels = self._rows(
                 keys, "label", self._label_parsed, self.label_schema, self.label_shape, errors
             )
-        return self._finish(
-            n,
-            data,
-            labels,
-            errors,
-            on_error,
-            self.data_dtype,
-            self.data_shape,
-            self.label_dtype,
-            self.label_shape,
-        )
+        return self._finish(n, data, labels, errors, on_error)
 
     def _rows(self, items, fld, parsed, schema, shape, errors) -> list:
         from fastavro import schemaless_reader
@@ -463,33 +465,11 @@ def _avro_write(parsed: Any, record: dict) -> bytes:
 
 
 # -- JSON ---------------------------------------------------------------------------------
-class JsonFormat(MessageFormat):
+class JsonFormat(_TypedFormat):
     """UTF-8 JSON: the value is an array (the label, if any, JSON in the key), or an object
     with ``data`` and ``label``. ``data_type``/``data_reshape`` cast and shape the arrays."""
 
     name = "JSON"
-
-    def __init__(
-        self,
-        data_type: str = "float32",
-        label_type: str | None = None,
-        data_reshape: str | Sequence[int] | None = None,
-        label_reshape: str | Sequence[int] | None = None,
-    ):
-        self.data_type, self.label_type = data_type, label_type or None
-        self.data_dtype = _dtype(data_type, "data_type")
-        self.label_dtype = _dtype(self.label_type, "label_type")
-        self.data_shape = parse_reshape(data_reshape, "data_reshape")
-        self.label_shape = label_shape(label_reshape)
-        self.has_labels = self.label_type is not None
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "data_type": self.data_type,
-            "label_type": self.label_type,
-            "data_reshape": " ".join(map(str, self.data_shape or ())),
-            "label_reshape": " ".join(map(str, self.label_shape or ())),
-        }
 
     def encode(self, data: Any, label: Any = None) -> tuple[bytes, bytes | None]:
         value = json.dumps(np.asarray(data).tolist(), separators=(",", ":")).encode()
@@ -525,17 +505,7 @@ class JsonFormat(MessageFormat):
         data = self._check(data, "data", self.data_dtype, self.data_shape, errors)
         if labels is not None:
             labels = self._check(labels, "label", self.label_dtype, self.label_shape, errors)
-        return self._finish(
-            n,
-            data,
-            labels,
-            errors,
-            on_error,
-            self.data_dtype,
-            self.data_shape,
-            self.label_dtype,
-            self.label_shape,
-        )
+        return self._finish(n, data, labels, errors, on_error)
 
     def _check(self, rows: list, fld: str, dtype: Any, shape, errors) -> list:
         out: list[Any] = []

@@ -13,7 +13,6 @@ what ``kafkaml-ray up`` does.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import threading
@@ -65,7 +64,7 @@ class ControlListener:
         from confluent_kafka import Consumer
 
         self.settings = settings
-        self.store = Store(settings.db_url)
+        self.store = Store.for_url(settings.db_url)
         self._handler = handler
         self.consumer = Consumer(
             settings.kafka_config(
@@ -251,50 +250,36 @@ def start_listener(
     """Start (or find) the listener actor; Ray restarts it if its process dies."""
     import ray
 
-    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
+    from kafkaml_ray._private.rayutil import start_detached
 
-    ensure_ray(settings)
-    actor = (
-        ray.remote(_ListenerActor)
-        .options(
-            name=name,
-            namespace=NAMESPACE,
-            lifetime="detached",
-            get_if_exists=True,
-            max_restarts=-1,
-            max_task_retries=-1,
-            num_cpus=0,
-        )
-        .remote(settings, handler, group_id)
+    actor = start_detached(
+        settings,
+        _ListenerActor,
+        name,
+        settings,
+        handler,
+        group_id,
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=-1,
     )
     ray.get(actor.status.remote(), timeout=120)
     return actor
 
 
 def stop_listener(settings: Settings, name: str = LISTENER_NAME) -> bool:
-    import ray
+    from kafkaml_ray._private.rayutil import stop_detached
 
-    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
-
-    ensure_ray(settings)
-    try:
-        actor = ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
-        return False
-    with contextlib.suppress(Exception):  # it is killed below anyway
-        ray.get(actor.shutdown.remote(), timeout=30)
-    ray.kill(actor, no_restart=True)
-    return True
+    return stop_detached(settings, name, "shutdown")
 
 
 def listener_status(settings: Settings, name: str = LISTENER_NAME) -> dict[str, Any] | None:
     import ray
 
-    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
+    from kafkaml_ray._private.rayutil import find_actor
 
-    ensure_ray(settings)
     try:
-        actor = ray.get_actor(name, namespace=NAMESPACE)
-        return ray.get(actor.status.remote(), timeout=10)
-    except Exception:  # noqa: BLE001 - not running
+        actor = find_actor(settings, name)
+        return None if actor is None else ray.get(actor.status.remote(), timeout=10)
+    except Exception:  # noqa: BLE001 - not answering
         return None

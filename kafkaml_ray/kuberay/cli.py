@@ -126,7 +126,7 @@ def _store():
     from kafkaml_ray.settings import Settings
     from kafkaml_ray.store import Store
 
-    return Store(Settings.from_env().db_url)
+    return Store.for_url(Settings.from_env().db_url)
 
 
 def _render(what: str, ref: str | int, spec: ClusterSpec, on_cluster: str | None) -> dict:
@@ -164,7 +164,8 @@ def render(what: str, ref: str | None, spec: ClusterSpec, on_cluster: str | None
 @_cluster_options
 @_connection_options
 def apply(what, ref, dry_run, spec, on_cluster, connect) -> None:
-    """Create WHAT in the cluster, or replace it when it exists already.
+    """Create WHAT in the cluster, or update it when it exists already (server-side apply;
+    a RayCluster keeps the worker counts its autoscaler set).
 
     For 'training' the Ray job id (kafkaml-training-ID) is recorded on the deployment, so
     the control listener leaves its training to the RayJob.

@@ -426,7 +426,7 @@ class KafkaIngress:
     def _write_stats(self) -> None:
         from kafkaml_ray.store import ReplicaStats, Store
 
-        store = getattr(self, "_store", None) or Store(self.spec.settings.db_url)
+        store = getattr(self, "_store", None) or Store.for_url(self.spec.settings.db_url)
         self._store = store
         with store.session() as s:
             row = s.get(ReplicaStats, (self.spec.inference_id, self.replica))

@@ -7,8 +7,8 @@ import time
 
 import click
 
-from kafkaml_ray._private.clikit import client_from_env, emit, json_option, table
-from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
+from kafkaml_ray._private.clikit import client_from_env, emit, json_option, model_options, table
+from kafkaml_ray.schemas import ServingOptions
 
 __all__ = ["infer"]
 
@@ -57,39 +57,10 @@ def _inference_text(i) -> str:
     help='Format settings as JSON, e.g. \'{"data_type": "float32", "data_reshape": "8 8"}\' '
     "[default: those of the result's data stream].",
 )
-@click.option("--replicas", type=int, default=1, show_default=True, help="Static replicas.")
-@click.option("--min-replicas", type=int, default=None, help="Autoscale on lag from this...")
-@click.option("--max-replicas", type=int, default=None, help="...to this (<= partitions).")
-@click.option(
-    "--gpu",
-    "gpu_fraction",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="GPU fraction per predictor replica, e.g. 0.25.",
-)
-@click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True)
-@click.option(
-    "--max-wait-ms",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="How long a batch waits to fill.",
-)
+@model_options(ServingOptions, gpu_fraction="--gpu")
 @json_option
 def infer_deploy(
-    result_id,
-    input_topic,
-    output_topic,
-    input_format,
-    input_config,
-    replicas,
-    min_replicas,
-    max_replicas,
-    gpu_fraction,
-    batch_size,
-    max_wait_ms,
-    as_json,
+    result_id, input_topic, output_topic, input_format, input_config, as_json, **options
 ) -> None:
     """Serve RESULT_ID: read INPUT_TOPIC, write predictions to OUTPUT_TOPIC."""
     try:
@@ -102,12 +73,7 @@ def infer_deploy(
         output_topic,
         input_format=input_format,
         input_config=config,
-        replicas=replicas,
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-        gpu_fraction=gpu_fraction,
-        batch_size=batch_size,
-        max_wait_ms=max_wait_ms,
+        **options,
     )
     emit(inf, as_json, _inference_text)
 

@@ -97,7 +97,7 @@ def start_inference(
     """Deploy (or redeploy) the inference's Serve application and wait until it runs.
 
     Returns ``"running"``, or raises with the reason Serve gives."""
-    with Store(settings.db_url).session() as s:
+    with Store.for_url(settings.db_url).session() as s:
         inf = s.get_one(Inference, inference_id)
         ensure_topics(settings, inf)
         ingress, predictor = deployment_options(inf, autoscaling=autoscaling)
@@ -154,7 +154,7 @@ def placement_wait(settings: Settings, inference_id: int) -> str | None:
     wants, how many run, and what they wait for (needs, free, holders); else None."""
     from kafkaml_ray._private.rayutil import resource_wait
 
-    with Store(settings.db_url).session() as s:
+    with Store.for_url(settings.db_url).session() as s:
         ingress, predictor = deployment_options(s.get_one(Inference, inference_id))
     options = {"KafkaIngress": ingress, "Predictor": predictor}
     serve = _serve(settings)

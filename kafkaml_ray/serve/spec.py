@@ -53,7 +53,7 @@ class InferenceSpec:
 
 
 def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
-    with Store(settings.db_url).session() as s:
+    with Store.for_url(settings.db_url).session() as s:
         inf = s.get(Inference, inference_id)
         if inf is None:
             raise NotFound(f"no inference with id {inference_id}")

@@ -1,4 +1,4 @@
-"""Entrypoint of a training Ray job: ``python -m kafkaml_ray.train.job --deployment ID``.
+"""Entrypoint of a training Ray job: ``python -m kafkaml_ray.train --deployment ID``.
 
 Waits for the deployment's data stream (the control listener records it), then trains every
 model of the deployment. Settings come from the environment (``KAFKAML_*``)."""
@@ -15,7 +15,7 @@ from kafkaml_ray.train.runner import fail_results, run_deployment
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m kafkaml_ray.train.job", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kafkaml_ray.train", description=__doc__)
     parser.add_argument("--deployment", type=int, required=True, help="training deployment id")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         ensure_ray(settings)
         run_deployment(settings, args.deployment)
     except Exception as e:
-        fail_results(Store(settings.db_url), args.deployment, f"{type(e).__name__}: {e}")
+        fail_results(Store.for_url(settings.db_url), args.deployment, f"{type(e).__name__}: {e}")
         raise
 
 

@@ -10,206 +10,21 @@ the weights in a safe format (safetensors for PyTorch, ``.keras`` for Keras).
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kafkaml_ray import artifacts
 from kafkaml_ray.errors import InvalidInput
-from kafkaml_ray.settings import Settings
+from kafkaml_ray.train.reporter import Reporter, RunSpec, after_training, confusion
 
-__all__ = ["RunSpec", "Reporter", "train_torch", "train_keras", "to_numpy", "confusion"]
+__all__ = ["train", "predict_torch", "to_numpy"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RunSpec:
-    """Everything one model's training needs; travels to Ray workers."""
-
-    result_id: int
-    model_name: str
-    framework: str
-    code: str
-    imports: str
-    batch_size: int
-    settings: Settings
-    train_args: dict[str, Any] = field(default_factory=dict)
-    val_args: dict[str, Any] = field(default_factory=dict)
-    confusion_matrix: bool = True
-    gpu_fraction: float = 0.0
-    input_shape: list[int] | None = None
-
-    @property
-    def epochs(self) -> int:
-        return int(self.train_args.get("epochs", 1))
-
-
-class Reporter:
-    """Writes progress, the learning curve and final results of one result to the store;
-    in a Tune trial it also reports each epoch to Tune."""
-
-    def __init__(self, spec: RunSpec, enabled: bool = True, tune: bool = False):
-        from kafkaml_ray.store import Store
-
-        self.spec, self.enabled, self.tune = spec, enabled, tune
-        self.store = Store(spec.settings.db_url) if enabled else None
-        self._last = 0.0
-        self.history: list[dict[str, Any]] = []
-        # The run has its resources and has started (the runner stops reporting a wait).
-        self._update(progress={"phase": "loading the data", "epoch": 0, "epochs": spec.epochs})
-
-    def _update(self, **fields: Any) -> None:
-        from kafkaml_ray.store import ResultStatus, TrainingResult
-
-        if not self.enabled:
-            return
-        with self.store.session() as s:
-            row = s.get(TrainingResult, self.spec.result_id)
-            if row is None or row.status != ResultStatus.TRAINING:
-                return  # deleted or stopped meanwhile: write nothing
-            for k, v in fields.items():
-                setattr(row, k, v)
-
-    def batch(self, epoch: int, batch: int, batches: int | None, loss: float | None) -> None:
-        now = time.monotonic()
-        if now - self._last < 1.0:
-            return
-        self._last = now
-        last = self.history[-1] if self.history else {}
-        self._update(
-            progress={
-                "epoch": epoch,
-                "epochs": self.spec.epochs,
-                "batch": batch,
-                "batches": batches,
-                "loss": loss,
-                "metrics": last.get("val") or last.get("train") or {},
-            }
-        )
-
-    def epoch(self, epoch: int, train: dict[str, float], val: dict[str, float]) -> None:
-        self.history.append({"epoch": epoch, "train": _floats(train), "val": _floats(val)})
-        self._update(
-            history=list(self.history),
-            progress={
-                "epoch": epoch,
-                "epochs": self.spec.epochs,
-                "batch": None,
-                "batches": None,
-                "metrics": _floats(val or train),
-            },
-        )
-        if self.tune:
-            import ray.tune
-
-            ray.tune.report(
-                {
-                    "epoch": epoch,
-                    **_floats(train),
-                    **{f"val_{k}": v for k, v in _floats(val).items()},
-                }
-            )
-
-    def trained(
-        self, *, train: dict, val: dict, weights: bytes, weights_name: str, seconds: float
-    ) -> None:
-        """Store the weights first: nothing after training may lose the trained model."""
-        if not self.enabled:
-            return
-        base, prefix = self.spec.settings.artifacts_uri, f"results/{self.spec.result_id}"
-        uri = artifacts.put(base, f"{prefix}/{weights_name}", weights)
-        self._update(
-            train_metrics=_floats(train),
-            val_metrics=_floats(val),
-            training_time_s=seconds,
-            weights_uri=uri,
-        )
-
-    def evaluated(self, test: dict, matrix: list | None, failed: list[str]) -> None:
-        """The test metrics and confusion matrix (with its picture), and the steps that
-        failed after training, named on the result."""
-        if not self.enabled:
-            return
-        fields: dict[str, Any] = {"test_metrics": _floats(test), "confusion_matrix": matrix}
-        if matrix is not None:
-            try:
-                png = confusion_png(matrix, self.spec.model_name)
-                fields["confusion_matrix_uri"] = artifacts.put(
-                    self.spec.settings.artifacts_uri,
-                    f"results/{self.spec.result_id}/confusion_matrix.png",
-                    png,
-                )
-            except Exception as e:  # noqa: BLE001 - the weights are kept; say what failed
-                logger.exception("result %d: the confusion matrix picture", self.spec.result_id)
-                failed = [*failed, f"the confusion matrix picture: {_why(e)}"]
-        if failed:
-            fields["error"] = "trained and saved, then " + "; ".join(failed)
-        self._update(**fields)
-
-
-def _why(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[-1] if text else ''}"
-
-
-def _after_training(
-    reporter: Reporter,
-    spec: RunSpec,
-    *,
-    weights: Callable[[], bytes],
-    weights_name: str,
-    seconds: float,
-    test: Callable[[], dict],
-    matrix: Callable[[], list | None],
-) -> dict[str, Any]:
-    """What both loops do after training, on rank 0: save the weights, then evaluate the
-    test set and build the confusion matrix. A step that fails is recorded on the result
-    and the steps before it are kept; the trained model is never lost."""
-    history = reporter.history
-    train_final = history[-1]["train"] if history else {}
-    val_final = history[-1]["val"] if history else {}
-    reporter.trained(
-        train=train_final,
-        val=val_final,
-        weights=weights(),
-        weights_name=weights_name,
-        seconds=seconds,
-    )
-    failed: list[str] = []
-    test_m: dict = {}
-    conf = None
-    try:
-        test_m = dict(test())
-    except Exception as e:  # noqa: BLE001 - recorded on the result
-        logger.exception("result %d: the test metrics", spec.result_id)
-        failed.append(f"the test metrics failed: {_why(e)}")
-    if spec.confusion_matrix:
-        try:
-            conf = matrix()
-        except Exception as e:  # noqa: BLE001 - recorded on the result
-            logger.exception("result %d: the confusion matrix", spec.result_id)
-            failed.append(f"the confusion matrix failed: {_why(e)}")
-    reporter.evaluated(test_m, conf, failed)
-    return {"train": train_final, "val": val_final, "test": test_m, "seconds": seconds}
-
-
-def _floats(metrics: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for k, v in (metrics or {}).items():
-        try:
-            out[str(k)] = float(np.asarray(v).item())
-        except (TypeError, ValueError):
-            continue  # non-scalar metrics (e.g. a per-class array) are left out
-    return out
 
 
 def to_numpy(it: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -222,6 +37,15 @@ def to_numpy(it: Any) -> tuple[np.ndarray, np.ndarray | None]:
     if not datas:
         return np.empty((0,), np.float32), None
     return np.concatenate(datas), (np.concatenate(labels) if labels else None)
+
+
+def _train_and_val(shards: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """A worker's training and validation shards in memory; training needs labels."""
+    x_train, y_train = to_numpy(shards["train"])
+    x_val, y_val = to_numpy(shards["val"]) if "val" in shards else (x_train[:0], None)
+    if y_train is None:
+        raise InvalidInput("the data stream has no labels (keys): supervised training needs them")
+    return x_train, y_train, x_val, y_val
 
 
 def _fit_shape(x: np.ndarray, shape: list[int] | None, model_name: str) -> np.ndarray:
@@ -238,56 +62,28 @@ def _fit_shape(x: np.ndarray, shape: list[int] | None, model_name: str) -> np.nd
     )
 
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> list[list[int]]:
-    """Confusion matrix: rows are true classes, columns predicted ones."""
-    idx = y_true.astype(np.int64) * classes + y_pred.astype(np.int64)
-    return np.bincount(idx, minlength=classes * classes).reshape(classes, classes).tolist()
-
-
-def confusion_png(matrix: list[list[int]], title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * len(m), 0.8 + 0.5 * len(m)), dpi=100)
-    ax.imshow(m, cmap="Blues")
-    for (i, j), v in np.ndenumerate(m):
-        ax.text(
-            j,
-            i,
-            str(v),
-            ha="center",
-            va="center",
-            color="white" if v > m.max() / 2 else "black",
-            fontsize=8,
-        )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{title}: test set")
-    ax.set_xticks(range(len(m)))
-    ax.set_yticks(range(len(m)))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def _is_classes(y: np.ndarray | None) -> bool:
     return y is not None and y.dtype.kind in "iub"
 
 
-# -- PyTorch ------------------------------------------------------------------------------
-def train_torch(
+def train(
     spec: RunSpec,
     shards: dict[str, Any],
+    *,
     rank: int = 0,
     distributed: bool = False,
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
-    """Train a PyTorch model with Ignite; ``shards`` maps train/val/test to data iterators."""
+    """Train ``spec``'s model on one worker's ``shards`` (train/val/test data iterators) with
+    its framework's loop. Rank 0 reports to the store (``reporter``: a Tune trial's)."""
+    reporter = reporter or Reporter(spec, enabled=rank == 0)
+    loop = _train_torch if spec.framework == "pytorch" else _train_keras
+    return loop(spec, shards, reporter, rank, distributed)
+
+
+# -- PyTorch ------------------------------------------------------------------------------
+def _train_torch(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, distributed: bool):
+    """Train a PyTorch model with Ignite."""
     import torch
     from ignite.engine import Events, create_supervised_evaluator, create_supervised_trainer
 
@@ -296,12 +92,8 @@ def train_torch(
     seed = spec.train_args.get("seed", 0)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    reporter = reporter or Reporter(spec, enabled=rank == 0)
     start = time.perf_counter()
-    x_train, y_train = to_numpy(shards["train"])
-    x_val, y_val = to_numpy(shards["val"]) if "val" in shards else (x_train[:0], None)
-    if y_train is None:
-        raise InvalidInput("the data stream has no labels (keys): supervised training needs them")
+    x_train, y_train, x_val, y_val = _train_and_val(shards)
     model = build_model("pytorch", spec.code, spec.imports)
     shape = spec.input_shape or getattr(model, "input_shape", None)
     x_train, x_val = (
@@ -410,7 +202,7 @@ def train_torch(
         preds = predict_torch(core, test_set["x"], device, val_bs).argmax(axis=1)
         return confusion(test_set["y"], preds, out_dims[0])
 
-    return _after_training(
+    return after_training(
         reporter,
         spec,
         weights=weights,
@@ -442,14 +234,8 @@ def predict_torch(
 
 
 # -- Keras --------------------------------------------------------------------------------
-def train_keras(
-    spec: RunSpec,
-    shards: dict[str, Any],
-    rank: int = 0,
-    distributed: bool = False,
-    reporter: Reporter | None = None,
-) -> dict[str, Any]:
-    """Train a Keras model with ``fit``; ``shards`` maps train/val/test to data iterators."""
+def _train_keras(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, distributed: bool):
+    """Train a Keras model with ``fit``."""
     from kafkaml_ray._private.modelcode import build_model, import_tensorflow
 
     tf = import_tensorflow()
@@ -457,12 +243,8 @@ def train_keras(
 
     seed = spec.train_args.get("seed", 0)
     keras.utils.set_random_seed(seed)
-    reporter = reporter or Reporter(spec, enabled=rank == 0)
     start = time.perf_counter()
-    x_train, y_train = to_numpy(shards["train"])
-    x_val, y_val = to_numpy(shards["val"]) if "val" in shards else (x_train[:0], None)
-    if y_train is None:
-        raise InvalidInput("the data stream has no labels (keys): supervised training needs them")
+    x_train, y_train, x_val, y_val = _train_and_val(shards)
     if distributed and _world_size() > 1:  # TensorflowTrainer has set TF_CONFIG
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
@@ -539,7 +321,7 @@ def train_keras(
             return None
         return confusion(test_set["y"], out.argmax(axis=1), out.shape[1])
 
-    return _after_training(
+    return after_training(
         reporter,
         spec,
         weights=weights,

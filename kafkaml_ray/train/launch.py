@@ -39,7 +39,7 @@ class _Runner:
             run_deployment(settings, deployment_id, datasource_id)
         except Exception as e:  # noqa: BLE001 - recorded on the results
             logger.exception("deployment %d failed", deployment_id)
-            fail_results(Store(settings.db_url), deployment_id, f"{type(e).__name__}: {e}")
+            fail_results(Store.for_url(settings.db_url), deployment_id, f"{type(e).__name__}: {e}")
         ray.actor.exit_actor()
 
     def stop(self, timeout: float) -> None:
@@ -50,7 +50,7 @@ class _Runner:
 
 def on_datasource(settings: Settings, datasource_id: int) -> None:
     """Hand a stored datasource to the deployment it names (the listener's handler)."""
-    store = Store(settings.db_url)
+    store = Store.for_url(settings.db_url)
     with store.session() as s:
         ds = s.get_one(Datasource, datasource_id)
         dep = s.get(TrainingDeployment, ds.deployment_id)
@@ -70,49 +70,25 @@ def on_datasource(settings: Settings, datasource_id: int) -> None:
 
 
 def start_runner(settings: Settings, deployment_id: int, datasource_id: int) -> None:
-    import ray
+    from kafkaml_ray._private.rayutil import run_detached
 
-    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
-
-    ensure_ray(settings)
-    actor = (
-        ray.remote(_Runner)
-        .options(
-            name=runner_name(settings, deployment_id),
-            namespace=NAMESPACE,
-            lifetime="detached",
-            num_cpus=0,
-            max_restarts=0,
-            max_concurrency=2,  # stop() while run() trains
-        )
-        .remote()
-    )
-    actor.run.remote(settings, deployment_id, datasource_id)
+    name = runner_name(settings, deployment_id)
+    run_detached(settings, _Runner, name, settings, deployment_id, datasource_id)
     logger.info("deployment %d: training started on datasource %d", deployment_id, datasource_id)
 
 
 def stop_runner(
     settings: Settings, deployment_id: int, job_id: str | None, timeout: float = 60.0
 ) -> bool:
-    """Kill the deployment's runner actor or Ray job; True if something was running."""
-    import ray
-
-    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
+    """Kill the deployment's runner actor or Ray job; True if something was running. The
+    runner first aborts its Ray Train runs, which frees their placement groups."""
+    from kafkaml_ray._private.rayutil import stop_detached
 
     stopped = False
     if job_id:
-        from kafkaml_ray.train.jobs import job_client
+        from kafkaml_ray.train.submit import job_client
 
         with contextlib.suppress(Exception):
             stopped = job_client(settings).stop_job(job_id)
-    ensure_ray(settings)
-    try:
-        actor = ray.get_actor(runner_name(settings, deployment_id), namespace=NAMESPACE)
-    except ValueError:
-        return stopped
-    try:  # abort the Ray Train runs (frees their placement groups), then end the runner
-        ray.get(actor.stop.remote(timeout), timeout=timeout + 30)
-    except Exception:  # noqa: BLE001 - dead or stuck: the kill below still ends it
-        logger.warning("deployment %d: no graceful stop", deployment_id, exc_info=True)
-    ray.kill(actor, no_restart=True)
-    return True
+    name = runner_name(settings, deployment_id)
+    return stop_detached(settings, name, "stop", timeout, grace=timeout + 30) or stopped

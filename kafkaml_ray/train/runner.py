@@ -3,7 +3,7 @@ of its configuration in parallel, each as its own Ray Train run.
 
 `run_deployment` is the one entry point, called by the deployment's runner actor (started by
 the control listener through `kafkaml_ray.train.launch`) or by a Ray job
-(``python -m kafkaml_ray.train.job``; what ``train deploy --submit`` and a KubeRay RayJob run).
+(``python -m kafkaml_ray.train``; what ``train deploy --submit`` and a KubeRay RayJob run).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from kafkaml_ray.store import (
     TrainingDeployment,
     TrainingResult,
 )
-from kafkaml_ray.train._loops import RunSpec
+from kafkaml_ray.train.reporter import RunSpec
 
 __all__ = ["run_deployment", "wait_for_datasource", "fail_results", "cancel_runs"]
 
@@ -40,13 +40,12 @@ def _worker_loop(config: dict[str, Any]) -> None:
     """The function every Ray Train worker runs."""
     import ray.train
 
-    from kafkaml_ray.train._loops import train_keras, train_torch
+    from kafkaml_ray.train._loops import train
 
     spec: RunSpec = config["spec"]
     ctx = ray.train.get_context()
     shards = {name: ray.train.get_dataset_shard(name) for name in ("train", "val", "test")}
-    loop = train_torch if spec.framework == "pytorch" else train_keras
-    loop(spec, shards, rank=ctx.get_world_rank(), distributed=True)
+    train(spec, shards, rank=ctx.get_world_rank(), distributed=True)
 
 
 def _error_text(e: BaseException) -> str:
@@ -69,7 +68,7 @@ def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> Non
 
     from kafkaml_ray._private.modelcode import import_tensorflow
 
-    store = Store(spec.settings.db_url)
+    store = Store.for_url(spec.settings.db_url)
     start = time.perf_counter()
     scaling = ray.train.ScalingConfig(
         num_workers=num_workers,
@@ -169,7 +168,7 @@ def run_deployment(
     """Read the datasource once, split it, and train every waiting model in parallel."""
     import ray
 
-    store = Store(settings.db_url)
+    store = Store.for_url(settings.db_url)
     if datasource_id is None:
         datasource_id = wait_for_datasource(store, deployment_id)
     with store.session() as s:

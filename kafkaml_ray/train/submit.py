@@ -1,6 +1,6 @@
 """Training as Ray jobs (``kafkaml-ray train deploy --submit``), through Ray's
 `JobSubmissionClient`. The entrypoint is the one a KubeRay RayJob runs:
-``python -m kafkaml_ray.train.job --deployment <id>``."""
+``python -m kafkaml_ray.train --deployment <id>``."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def job_client(settings: Settings):
 
 
 def entrypoint(deployment_id: int) -> str:
-    return f"python -m kafkaml_ray.train.job --deployment {deployment_id}"
+    return f"python -m kafkaml_ray.train --deployment {deployment_id}"
 
 
 def submit_training(settings: Settings, deployment_id: int) -> str:

@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import math
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -39,8 +38,8 @@ import numpy as np
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import Datasource, MLModel, ResultStatus, Store, TrainingResult, TuneRun
-from kafkaml_ray.train._loops import RunSpec
 from kafkaml_ray.train.kwargs import _ALIASES, TRAIN_ARGS, parse_kwargs
+from kafkaml_ray.train.reporter import RunSpec
 
 __all__ = [
     "check_space",
@@ -207,11 +206,12 @@ def _trial(
     shards: dict[str, _Split],
 ) -> None:
     """One Tune trial: its own result row, trained by the framework's loop."""
-    from kafkaml_ray.train._loops import Reporter, train_keras, train_torch
+    from kafkaml_ray.train._loops import train
+    from kafkaml_ray.train.reporter import Reporter
     from kafkaml_ray.train.runner import _error_text
 
     params = {k: _plain(v) for k, v in config.items()}
-    store = Store(template.settings.db_url)
+    store = Store.for_url(template.settings.db_url)
     with store.session() as s:
         row = TrainingResult(
             model_id=model_id,
@@ -230,10 +230,9 @@ def _trial(
         batch_size=params.get("batch_size", template.batch_size),
         train_args=train_args,
     )
-    loop = train_torch if spec.framework == "pytorch" else train_keras
     status, error = ResultStatus.FAILED, "the trial was interrupted"
     try:
-        loop(spec, shards, reporter=Reporter(spec, enabled=True, tune=True))
+        train(spec, shards, reporter=Reporter(spec, enabled=True, tune=True))
         status, error = ResultStatus.FINISHED, None
     except Exception as e:
         error = _error_text(e)
@@ -315,7 +314,7 @@ def run_tune(
 
     from kafkaml_ray.train.runner import _error_text
 
-    store = Store(settings.db_url)
+    store = Store.for_url(settings.db_url)
     with store.session() as s:
         run = s.get_one(TuneRun, tune_id)
         model = s.get_one(MLModel, run.model_id)
@@ -407,7 +406,7 @@ class _TuneDriver:
             run_tune(settings, tune_id, max_concurrent_trials, self._stop)
         except Exception as e:  # noqa: BLE001 - recorded on the search
             logger.exception("tune run %d failed", tune_id)
-            _finish(Store(settings.db_url), tune_id, {}, f"{type(e).__name__}: {e}")
+            _finish(Store.for_url(settings.db_url), tune_id, {}, f"{type(e).__name__}: {e}")
         ray.actor.exit_actor()
 
     def stop(self) -> None:
@@ -422,48 +421,15 @@ def _driver_name(settings: Settings, tune_id: int) -> str:
 
 def start_tune(settings: Settings, tune_id: int, max_concurrent_trials: int = 2) -> None:
     """Start the search of TuneRun ``tune_id`` in a detached Ray actor and return."""
-    import ray
+    from kafkaml_ray._private.rayutil import run_detached
 
-    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
-
-    ensure_ray(settings)
-    actor = (
-        ray.remote(_TuneDriver)
-        .options(
-            name=_driver_name(settings, tune_id),
-            namespace=NAMESPACE,
-            lifetime="detached",
-            num_cpus=0,
-            max_restarts=0,
-            max_concurrency=2,  # stop() while run() searches
-        )
-        .remote()
-    )
-    actor.run.remote(settings, tune_id, max_concurrent_trials)
+    name = _driver_name(settings, tune_id)
+    run_detached(settings, _TuneDriver, name, settings, tune_id, max_concurrent_trials)
 
 
 def stop_tune(settings: Settings, tune_id: int, timeout: float = 60.0) -> bool:
     """Ask a search's driver to stop its trials and wait for it to end (killed after
     ``timeout``); True if a driver was running. Mark the search stopped first."""
-    import ray
+    from kafkaml_ray._private.rayutil import stop_detached
 
-    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray
-
-    ensure_ray(settings)
-    try:
-        actor = ray.get_actor(_driver_name(settings, tune_id), namespace=NAMESPACE)
-    except ValueError:
-        return False
-    try:
-        ray.get(actor.stop.remote(), timeout=30)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                ray.get_actor(_driver_name(settings, tune_id), namespace=NAMESPACE)
-            except ValueError:
-                return True  # the driver finished the search and exited
-            time.sleep(0.2)
-    except Exception:  # noqa: BLE001 - dead or stuck: the kill below ends it
-        logger.warning("tune run %d: no graceful stop", tune_id, exc_info=True)
-    ray.kill(actor, no_restart=True)
-    return True
+    return stop_detached(settings, _driver_name(settings, tune_id), "stop", exit_wait=timeout)

@@ -1,7 +1,7 @@
 """The Streamlit control panel of kafkaml-ray.
 
 ``app.py`` is the entry script (``kafkaml-ray ui`` serves it, see
-:mod:`kafkaml_ray.ui.launch`); each page is one script under ``views/``; ``common.py`` holds
+:mod:`kafkaml_ray.panel`); each page is one script under ``views/``; ``common.py`` holds
 what pages share (the session's :class:`~kafkaml_ray.Client`, messages, errors) and
 ``charts.py`` the Altair charts. Pages act only through the Client.
 

@@ -20,8 +20,8 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from kafkaml_ray.errors import KafkaMLError  # noqa: E402
+from kafkaml_ray.panel import PASSWORD_ENV, is_loopback  # noqa: E402
 from kafkaml_ray.ui import common  # noqa: E402
-from kafkaml_ray.ui.launch import PASSWORD_ENV, is_loopback  # noqa: E402
 
 # (section, script under views/, title, icon). A new page: one script in views/, one row
 # here; e.g. ("Train", "views/training.py", "Training", ":material/model_training:").
