@@ -51,4 +51,6 @@ elif [ -z "${KAFKAML_TEST_POSTGRES:-}" ]; then
 fi
 
 "$KAFKAML_PYTHON" -m ruff check kafkaml_ray tests benchmarks
+# The layers of pyproject.toml's [tool.importlinter] contracts, and no import circles.
+"$KAFKAML_VENV/bin/lint-imports" --no-cache
 "$KAFKAML_PYTHON" -m pytest "$@"
