@@ -67,8 +67,8 @@ class ServingOptions(BaseModel, frozen=True, extra="forbid"):
     store row and the RayService (`kafkaml_ray.serve.options` turns it into Serve options).
 
     Both deployments (ingress and predictor) get ``replicas`` replicas, or autoscale between
-    ``min_replicas`` (default 1) and ``max_replicas`` (default ``replicas``) when either is
-    set, starting at ``replicas``.
+    ``min_replicas`` and ``max_replicas`` when both are set, starting at ``replicas`` (kept
+    within the bounds).
     """
 
     replicas: int = Field(1, ge=1, description="Static replicas.")
@@ -83,6 +83,8 @@ class ServingOptions(BaseModel, frozen=True, extra="forbid"):
     @model_validator(mode="after")
     def _check(self) -> ServingOptions:
         lo, hi = self.min_replicas, self.max_replicas
+        if (lo is None) != (hi is None):
+            raise ValueError("autoscaling needs both min_replicas and max_replicas")
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"min_replicas ({lo}) is above max_replicas ({hi})")
         if self.gpu_fraction > 1 and not self.gpu_fraction.is_integer():

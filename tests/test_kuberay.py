@@ -332,8 +332,11 @@ def test_serve_config_fractional_gpus_and_autoscaling():
     svc = render_rayservice(3, replicas=2, min_replicas=1, max_replicas=10, gpu_fraction=0.25)
     gpu = _groups(svc["spec"]["rayClusterConfig"])["gpu"]
     assert gpu["maxReplicas"] == 3  # ten quarter-GPU predictors need three GPUs
-    only_max = serve_config(1, replicas=3, max_replicas=5)["applications"][0]["deployments"][0]
-    scaling = only_max["autoscaling_config"]
+    # One bound alone is refused, as the API refuses it (the two used to disagree).
+    with pytest.raises(InvalidInput, match="both min_replicas and max_replicas"):
+        serve_config(1, replicas=3, max_replicas=5)
+    bounded = serve_config(1, replicas=3, min_replicas=1, max_replicas=5)
+    scaling = bounded["applications"][0]["deployments"][0]["autoscaling_config"]
     assert {k: scaling[k] for k in ("min_replicas", "max_replicas", "initial_replicas")} == {
         "min_replicas": 1,
         "max_replicas": 5,

@@ -304,7 +304,7 @@ def serve_config(inference_id: int, **options: Any) -> dict[str, Any]:
     `~kafkaml_ray.schemas.ServingOptions`, checked as the API checks them.
 
     Both deployments get ``replicas`` replicas, or autoscale between ``min_replicas`` and
-    ``max_replicas`` when either is set (starting at ``replicas``; the ingress on consumer
+    ``max_replicas`` when both are set (starting at ``replicas``; the ingress on consumer
     lag). A predictor takes ``gpu_fraction`` of a GPU (0.25: four predictors share one).
 
     >>> cfg = serve_config(3, replicas=2, min_replicas=1, max_replicas=4)

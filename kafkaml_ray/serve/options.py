@@ -60,7 +60,7 @@ def deployment_options(
     ``replicas``, ``min_replicas``, ``max_replicas``, ``gpu_fraction`` and ``batch_size``
     (an `~kafkaml_ray.store.Inference` row, or what a manifest is rendered from).
 
-    Autoscaling is on when either bound is set: the ingress on consumer lag (our
+    Autoscaling is on when the bounds are set: the ingress on consumer lag (our
     `~kafkaml_ray.serve.autoscale.LagPolicy`, ``autoscaling`` overriding Serve's settings),
     the predictor on ongoing requests, both between the bounds and starting at ``replicas``.
     """
@@ -70,11 +70,10 @@ def deployment_options(
         "ray_actor_options": gpu if inf.gpu_fraction else {"num_cpus": 0.0},
         "max_ongoing_requests": max(16, 2 * inf.batch_size),
     }
-    if inf.min_replicas is None and inf.max_replicas is None:
+    if inf.min_replicas is None or inf.max_replicas is None:
         ingress["num_replicas"] = predictor["num_replicas"] = inf.replicas
         return ingress, predictor
-    lo = inf.min_replicas or 1
-    hi = inf.max_replicas or max(inf.replicas, lo)
+    lo, hi = inf.min_replicas, inf.max_replicas
     start = min(max(inf.replicas, lo), hi)
     bounds = {"min_replicas": lo, "max_replicas": hi, "initial_replicas": start}
     ingress["autoscaling_config"] = {
