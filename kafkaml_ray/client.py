@@ -51,6 +51,7 @@ from kafkaml_ray.store import (
     TrainingDeployment,
     TrainingResult,
     TuneRun,
+    set_result_if,
 )
 
 __all__ = ["Client"]
@@ -280,8 +281,10 @@ class Client:
         # Stopped first: a run being stopped writes nothing more.
         with self.store.session() as s:
             for r in s.get_one(TrainingDeployment, deployment_id).results:
-                if not r.status.done:
-                    r.status, r.error = ResultStatus.STOPPED, "stopped by the user"
+                running = [ResultStatus.WAITING, ResultStatus.TRAINING]
+                set_result_if(
+                    s, r.id, running, status=ResultStatus.STOPPED, error="stopped by the user"
+                )
         stop_runner(self.settings, deployment_id, dep.job_id)
         return self.get_deployment(deployment_id)
 
@@ -547,7 +550,7 @@ class Client:
                     if m.error() is not None:
                         eofs += 1
                         continue
-                    out.append(_prediction(m))
+                    out.append(_prediction(m, dead_letters))
             return sorted(out, key=lambda p: p.timestamp_ms)[-n:]
         finally:
             consumer.close()
@@ -705,10 +708,12 @@ def _predict(framework, code, imports, weights_uri, input_shape, data):
     return TrainedModel(framework, code, imports, weights_uri, input_shape).predict(data)
 
 
-def _prediction(m) -> Prediction:
+def _prediction(m, dead_letter: bool) -> Prediction:
+    """One output message as read by a tap. Outputs carry their input's headers, which may
+    hold an ``error`` of the sender's own: only a dead letter's last ``error`` is ours."""
     headers = {k: (v or b"").decode("utf-8", "replace") for k, v in (m.headers() or [])}
-    values, error = None, headers.get("error")
-    if error is None:
+    values, error = None, headers.get("error") if dead_letter else None
+    if not dead_letter:
         try:
             values = json.loads(m.value())["values"]
         except (ValueError, KeyError, TypeError) as e:

@@ -69,6 +69,17 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def allowed_hosts(host: str) -> list[str]:
+    """The Host headers the panel's WebSocket accepts: on a loopback address only the local
+    names (``localhost``, ``127.0.0.1``, ``::1``); elsewhere, where a password guards it,
+    any name the machine is reached by.
+
+    >>> allowed_hosts("127.0.0.1")
+    ['localhost', '127.0.0.1', '::1']
+    """
+    return ["localhost", "127.0.0.1", "::1"] if is_loopback(host) else ["*"]
+
+
 def _secrets_files() -> list[Path]:
     return [Path.home() / ".streamlit" / "secrets.toml", Path.cwd() / ".streamlit" / "secrets.toml"]
 
@@ -132,6 +143,13 @@ def serve_ui(
         "false",
         "--client.toolbarMode",
         "minimal",  # no Streamlit "Deploy" button beside the panel's own actions
+        # A web page whose name is rebound to 127.0.0.1 (DNS rebinding) must not drive the
+        # panel: its WebSocket names its own Host, which is refused; other origins too.
+        "--server.enableCORS",
+        "true",
+        "--server.enableXsrfProtection",
+        "true",
+        *(a for h in allowed_hosts(host) for a in ("--server.allowedHosts", h)),
     ]
     env = {**os.environ, **settings.env(), "KAFKAML_UI_PORT": str(port)}
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"

@@ -87,6 +87,8 @@ def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 
         "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
     }
     env.pop("RAY_ADDRESS", None)
+    # Model code runs in Ray workers, which inherit this environment: not the panel's password.
+    env.pop("KAFKAML_UI_PASSWORD", None)
     # Ray jobs run `python -m ...`: make it this environment's python.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log_path = run_dir(settings) / "ray.log"

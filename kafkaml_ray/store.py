@@ -14,15 +14,18 @@ training workers. Every process opens its own :class:`Store` on the same URL.
 from __future__ import annotations
 
 import enum
+import json
 import logging
+import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -37,6 +40,7 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    update,
 )
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import (
@@ -216,7 +220,7 @@ class Datasource(_Stamped, Base):
     # Where the control message was read: the key that makes storing it idempotent.
     source_topic: Mapped[str] = mapped_column(String(255))
     source_partition: Mapped[int] = mapped_column(Integer)
-    source_offset: Mapped[int] = mapped_column(Integer)
+    source_offset: Mapped[int] = mapped_column(BigInteger)
     deployment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[DatasourceStatus] = mapped_column(
         Enum(DatasourceStatus, native_enum=False, length=30)
@@ -228,8 +232,8 @@ class Datasource(_Stamped, Base):
     description: Mapped[str] = mapped_column(Text, default="")
     validation_rate: Mapped[float] = mapped_column(Float, default=0.0)
     test_rate: Mapped[float] = mapped_column(Float, default=0.0)
-    total_msg: Mapped[int] = mapped_column(Integer, default=0)
-    malformed_count: Mapped[int] = mapped_column(Integer, default=0)
+    total_msg: Mapped[int] = mapped_column(BigInteger, default=0)
+    malformed_count: Mapped[int] = mapped_column(BigInteger, default=0)
     message: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # as received
 
 
@@ -267,10 +271,10 @@ class ReplicaStats(Base):
         ForeignKey("inferences.id", ondelete="CASCADE"), primary_key=True
     )
     replica: Mapped[str] = mapped_column(String(200), primary_key=True)
-    consumed: Mapped[int] = mapped_column(Integer, default=0)
-    predicted: Mapped[int] = mapped_column(Integer, default=0)
-    dead_letters: Mapped[int] = mapped_column(Integer, default=0)
-    lag: Mapped[int] = mapped_column(Integer, default=0)
+    consumed: Mapped[int] = mapped_column(BigInteger, default=0)
+    predicted: Mapped[int] = mapped_column(BigInteger, default=0)
+    dead_letters: Mapped[int] = mapped_column(BigInteger, default=0)
+    lag: Mapped[int] = mapped_column(BigInteger, default=0)
     msgs_per_s: Mapped[float] = mapped_column(Float, default=0.0)
     partitions: Mapped[list[Any]] = mapped_column(JSON, default=list)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=_now, onupdate=_now)
@@ -303,6 +307,41 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json_dumps(obj: Any) -> str:
+    """JSON columns as PostgreSQL takes them: a NaN or infinite number (a diverged loss) is
+    stored as null, on every database alike, instead of failing the write.
+
+    >>> _json_dumps({"loss": float("nan"), "history": [1.5, float("inf")]})
+    '{"loss": null, "history": [1.5, null]}'
+    """
+    return json.dumps(_finite(obj))
+
+
+def set_result_if(
+    s: Session, result_id: int, expect: Iterable[ResultStatus], **fields: Any
+) -> bool:
+    """Write ``fields`` on a training result only while its status is one of ``expect``, in
+    one UPDATE: a stop and a run's last write cannot both win (a read, then a write, could
+    turn a stopped run FINISHED). True if it wrote."""
+    stmt = (
+        update(TrainingResult)
+        .where(TrainingResult.id == result_id, TrainingResult.status.in_(list(expect)))
+        .values(**fields)
+        .execution_options(synchronize_session=False)
+    )
+    return s.execute(stmt).rowcount == 1
+
+
 _STORES: dict[str, Store] = {}
 _STORES_LOCK = threading.Lock()
 
@@ -321,7 +360,7 @@ class Store:
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs["pool_pre_ping"] = True
-        self.engine = create_engine(url, **kwargs)
+        self.engine = create_engine(url, json_serializer=_json_dumps, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:

@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import hypothesis
 import numpy as np
 import pytest
 
@@ -182,3 +183,9 @@ def client(settings):
 def example():
     """The text of an example model file."""
     return lambda name: (EXAMPLES / name).read_text()
+
+
+# Hypothesis (tests/test_poison.py): a bounded run in CI; `--hypothesis-profile=deep` for more.
+hypothesis.settings.register_profile("ci", max_examples=100, deadline=None, database=None)
+hypothesis.settings.register_profile("deep", max_examples=5000, deadline=None)
+hypothesis.settings.load_profile("ci")

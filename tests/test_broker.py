@@ -45,6 +45,18 @@ def test_start_twice_is_harmless_and_status_says_where(broker):
     assert again.version.startswith("4.")
 
 
+def test_data_topics_are_kept_past_kafkas_seven_days(broker):
+    """A stored datasource is re-read later: the embedded broker keeps its topics' data."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    _produce(broker.address, topic, [b"x"])
+    admin = AdminClient({"bootstrap.servers": broker.address})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    config = admin.describe_configs([resource])[resource].result(30)
+    assert config["retention.ms"].value == "-1"
+
+
 def test_confluent_kafka_and_kafka_python_on_the_broker(broker):
     from kafka import KafkaConsumer, KafkaProducer
 

@@ -183,6 +183,10 @@ def test_http_requests_use_the_same_predictor(trained):
     )
     bad = requests.post(url, json={"data": "nope"}, timeout=60)
     assert bad.status_code == 400 and "bad request" in bad.json()["error"]
+    nested = requests.post(url, data=b'{"data": ' + b"[" * 100_000 + b"}", timeout=60)
+    assert nested.status_code == 400
+    huge = requests.post(url, data=b"[" + b"0," * (17 * 2**20) + b"0]", timeout=120)
+    assert huge.status_code == 413 and "over" in huge.json()["error"]
     client.delete_inference(inf.id)
 
 

@@ -131,3 +131,54 @@ def test_unreachable_store_is_a_clear_error(tmp_path):
 
     with pytest.raises(Unavailable, match="cannot open the metadata store"):
         Store("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
+
+
+def test_large_counters_offsets_and_a_nan_metric_are_stored(store):
+    """A replica's counters pass 2**31 within days; a diverged loss is NaN (PostgreSQL's JSON
+    refuses NaN): both are stored, the NaN as null."""
+    from kafkaml_ray.store import Inference, ReplicaStats
+
+    big = 2**40
+    with store.session() as s:
+        dep = TrainingDeployment(configuration=Configuration(name="c", models=[_model()]))
+        result = TrainingResult(deployment=dep, model=dep.configuration.models[0])
+        result.train_metrics = {"loss": float("nan"), "accuracy": 0.5}
+        result.history = [{"epoch": 1, "train": {"loss": float("inf")}}]
+        s.add(result)
+        s.add(Datasource(source_topic="control", source_partition=0, source_offset=big,
+                         total_msg=big, status=DatasourceStatus.RECEIVED))  # fmt: skip
+        s.flush()
+        inf = Inference(result_id=result.id, input_topic="i", output_topic="o",
+                        input_format="RAW", input_config={})  # fmt: skip
+        s.add(inf)
+        s.flush()
+        s.add(ReplicaStats(inference_id=inf.id, replica="r", consumed=big, predicted=big, lag=big))
+        result_id = result.id
+    with store.session() as s:
+        r = s.get(TrainingResult, result_id)
+        assert r.train_metrics == {"loss": None, "accuracy": 0.5}
+        assert r.history[0]["train"]["loss"] is None
+        assert s.query(Datasource).one().source_offset == big
+        assert s.query(ReplicaStats).one().consumed == big
+
+
+def test_a_stop_and_a_runs_last_write_cannot_both_win(store):
+    """The status is compared and set in one UPDATE: once stopped, a run's last write (here
+    FINISHED) does nothing, and a run that finished first stays finished."""
+    from kafkaml_ray.store import set_result_if
+
+    with store.session() as s:
+        dep = TrainingDeployment(configuration=Configuration(name="c", models=[_model()]))
+        r = TrainingResult(deployment=dep, model=dep.configuration.models[0])
+        r.status = ResultStatus.TRAINING
+        s.add(r)
+        s.flush()
+        result_id = r.id
+    running = [ResultStatus.WAITING, ResultStatus.TRAINING]
+    with store.session() as s:
+        assert set_result_if(s, result_id, running, status=ResultStatus.STOPPED, error="user")
+    with store.session() as s:
+        training = [ResultStatus.TRAINING]
+        assert not set_result_if(s, result_id, training, status=ResultStatus.FINISHED)
+    with store.session() as s:
+        assert s.get(TrainingResult, result_id).status == ResultStatus.STOPPED

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import uuid
 from pathlib import Path
@@ -866,6 +867,22 @@ def test_the_ui_command_refuses_another_address_without_a_password(monkeypatch, 
         serve_ui(Settings(home=tmp_path), host="0.0.0.0", background=True)
 
 
+def _websocket_handshake(port: int, host: str) -> int:
+    """The HTTP status of a WebSocket handshake to the panel's stream with this Host."""
+    import base64
+    import socket
+
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /_stcore/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: streamlit\r\nOrigin: http://{host}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        return int(sock.recv(4096).split()[1])
+
+
 def test_start_status_and_stop_as_a_part_of_the_stack(settings):
     from conftest import free_ports
 
@@ -875,6 +892,12 @@ def test_start_status_and_stop_as_a_part_of_the_stack(settings):
         part = start_ui(settings)
         assert part.running and part.address == f"http://127.0.0.1:{settings.ui_port}"
         assert start_ui(settings) == part  # harmless twice
+        # DNS rebinding: a page at evil.example resolved to 127.0.0.1 cannot open the
+        # panel's WebSocket (its Host is refused), while the local names can.
+        port = settings.ui_port
+        assert _websocket_handshake(port, f"127.0.0.1:{port}") == 101
+        assert _websocket_handshake(port, f"localhost:{port}") == 101
+        assert _websocket_handshake(port, f"evil.example:{port}") == 403
     finally:
         assert stop_ui(settings)
     assert not ui_status(settings).running

@@ -245,6 +245,9 @@ class EmbeddedKafka:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "log.flush.interval.ms": "1000",
+            # A stored datasource is re-read by later deployments: keep data (Kafka's own
+            # default drops it after 7 days). Per topic, retention.ms still says otherwise.
+            "log.retention.ms": "-1",
         }
         path = self.dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))

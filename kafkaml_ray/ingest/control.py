@@ -18,6 +18,7 @@ a ``deployment_id`` header (decimal text) wins over the key, and the value is JS
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,6 +40,12 @@ __all__ = [
 
 class ControlError(InvalidInput):
     """A control message that cannot be used; the message says why."""
+
+
+#: The largest id, partition and offset a control message may name: ids and partitions are
+#: 32-bit in Kafka and in the store, offsets 64-bit.
+MAX_ID = 2**31 - 1
+MAX_OFFSET = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -107,14 +114,22 @@ def decode_key(key: bytes | None, headers: Sequence[tuple[str, bytes | None]] | 
     for name, raw in headers or ():
         if name == "deployment_id":
             text = (raw or b"").decode("utf-8", "replace").strip()
-            if not text.isdigit():
-                raise ControlError(f"the deployment_id header {text!r} is not a decimal number")
+            if not (text.isascii() and text.isdigit()) or len(text) > 19:
+                raise ControlError(
+                    f"the deployment_id header {text[:40]!r} is not a decimal number "
+                    f"from 0 to {MAX_ID}"
+                )
             return int(text)
     if not key:
         raise ControlError(
             "no deployment id: the key is empty and there is no deployment_id header"
         )
+    if len(key) > 8:
+        raise ControlError(f"the key has {len(key)} bytes: a deployment id has at most 4")
     return int.from_bytes(key, "big")
+
+
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def parse_ranges(text: str) -> list[TopicRange]:
@@ -127,15 +142,26 @@ def parse_ranges(text: str) -> list[TopicRange]:
         # The topic name may not contain ':' (Kafka allows letters, digits, '.', '_', '-').
         parts = entry.split(":")
         if len(parts) not in (3, 4) or not parts[0]:
-            raise ControlError(f"topic range {entry!r} is not topic:partition:start[:end]")
+            raise ControlError(f"topic range {entry[:80]!r} is not topic:partition:start[:end]")
+        if parts[0].startswith("__") or not _TOPIC.fullmatch(parts[0]):
+            raise ControlError(
+                f"topic range {entry[:80]!r}: {parts[0][:80]!r} is not a data topic (Kafka "
+                "topic names have up to 249 letters, digits, '.', '_' and '-'; '__' begins "
+                "Kafka's internal ones)"
+            )
         try:
             nums = [int(p) for p in parts[1:]]
         except ValueError:
-            raise ControlError(f"topic range {entry!r} has a part that is not a number") from None
+            raise ControlError(
+                f"topic range {entry[:80]!r} has a part that is not a number"
+            ) from None
         partition, start = nums[0], nums[1]
         end = nums[2] if len(nums) == 3 else start
-        if partition < 0 or start < 0 or end < start:
-            raise ControlError(f"topic range {entry!r}: need partition >= 0 and 0 <= start <= end")
+        if not (0 <= partition <= MAX_ID and 0 <= start <= end <= MAX_OFFSET):
+            raise ControlError(
+                f"topic range {entry[:80]!r}: need 0 <= partition <= {MAX_ID} and "
+                f"0 <= start <= end <= {MAX_OFFSET}"
+            )
         out.append(TopicRange(parts[0], partition, start, end))
     return out
 
@@ -152,6 +178,15 @@ def _rate(value: Any, name: str) -> float:
     return float(value)
 
 
+def _json(text: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ControlError(f"{what} is not JSON: {e}") from None
+    except RecursionError:
+        raise ControlError(f"{what} is JSON nested too deeply") from None
+
+
 def parse_control(
     key: bytes | None,
     value: bytes | None,
@@ -159,20 +194,20 @@ def parse_control(
 ) -> ControlMessage:
     """Parse and check a control message; :class:`ControlError` says what is wrong."""
     deployment_id = decode_key(key, headers)
-    try:
-        body = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ControlError(f"the value is not JSON: {e}") from None
+    if deployment_id > MAX_ID:
+        raise ControlError(f"deployment id {deployment_id} is above {MAX_ID}")
+    body = _json(value or b"", "the value")
     if not isinstance(body, dict):
         raise ControlError(f"the value must be a JSON object, not {type(body).__name__}")
     ranges = parse_ranges(body.get("topic"))
+    if sum(len(r) for r in ranges) > MAX_OFFSET:
+        raise ControlError(f"the ranges hold more than {MAX_OFFSET} messages")
     fmt = body.get("input_format") or "RAW"
+    if not isinstance(fmt, str):
+        raise ControlError(f"input_format must be RAW, AVRO or JSON, not {fmt!r}")
     config = body.get("input_config") or {}
     if isinstance(config, str):  # some clients send it as JSON text
-        try:
-            config = json.loads(config)
-        except ValueError:
-            raise ControlError("input_config is text that is not JSON") from None
+        config = _json(config, "input_config")
     if not isinstance(config, dict):
         raise ControlError("input_config must be a JSON object")
     try:
@@ -186,14 +221,16 @@ def parse_control(
     if val + test >= 1:
         raise ControlError(f"validation_rate + test_rate is {val + test:g}: nothing left to train")
     total = body.get("total_msg")
-    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
-        raise ControlError(f"total_msg must be a whole number >= 0, not {total!r}")
+    if total is not None and (
+        isinstance(total, bool) or not isinstance(total, int) or not 0 <= total <= MAX_OFFSET
+    ):
+        raise ControlError(f"total_msg must be a whole number >= 0, not {str(total)[:40]}")
     restrictions = body.get("dataset_restrictions") or {}
     if isinstance(restrictions, str):
-        try:
-            restrictions = json.loads(restrictions) if restrictions.strip() else {}
-        except ValueError:
-            raise ControlError("dataset_restrictions is text that is not JSON") from None
+        restrictions = _json(restrictions, "dataset_restrictions") if restrictions.strip() else {}
+    for name in ("description", "unsupervised_topic"):
+        if body.get(name) is not None and not isinstance(body.get(name), str):
+            raise ControlError(f"{name} must be text, not {type(body.get(name)).__name__}")
     return ControlMessage(
         deployment_id=deployment_id,
         ranges=ranges,

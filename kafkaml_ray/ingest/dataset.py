@@ -72,6 +72,8 @@ def _read_range(
                 "group.id": "kafkaml-reader",  # required by librdkafka; nothing is committed
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                # Offsets deleted under the read are an error, not a silent jump ahead.
+                "auto.offset.reset": "error",
                 "socket.timeout.ms": int(stall_timeout_s * 1000),
                 "session.timeout.ms": max(6000, int(stall_timeout_s * 1000)),
             }
@@ -118,6 +120,11 @@ def _read_range(
                     if err.code() == KafkaError._PARTITION_EOF:
                         eof = True
                         continue
+                    if err.code() == KafkaError._AUTO_OFFSET_RESET:
+                        raise ReadError(
+                            f"{where}: offset {position} of {rng.start}..{rng.end} was deleted "
+                            "while it was read (retention)"
+                        )
                     if err.fatal() or err.code() in (
                         KafkaError.UNKNOWN_TOPIC_OR_PART,
                         KafkaError._UNKNOWN_PARTITION,
@@ -174,6 +181,22 @@ def _read_range(
     return BlockAccessor.batch_to_block(columns), stats
 
 
+#: The most messages one read task holds: a large range is read by several tasks.
+MAX_TASK_MESSAGES = 100_000
+
+
+def split_range(rng: TopicRange, most: int = MAX_TASK_MESSAGES) -> list[TopicRange]:
+    """``rng`` in consecutive pieces of at most ``most`` messages.
+
+    >>> [str(r) for r in split_range(TopicRange("d", 0, 5, 25), most=8)]
+    ['d:0:5:13', 'd:0:13:21', 'd:0:21:25']
+    """
+    return [
+        TopicRange(rng.topic, rng.partition, start, min(start + most, rng.end))
+        for start in range(rng.start, rng.end, most)
+    ] or [rng]
+
+
 def read_ranges(
     kafka_config: Mapping[str, Any],
     ranges: Sequence[TopicRange],
@@ -183,7 +206,8 @@ def read_ranges(
     stall_timeout_s: float = 30.0,
     waiting: Callable[[str | None], None] | None = None,
 ) -> StreamData:
-    """Read ``ranges`` into a Ray Dataset, one Ray task per range, decoded in the tasks.
+    """Read ``ranges`` into a Ray Dataset, decoded in Ray tasks: one per range, or per
+    `MAX_TASK_MESSAGES` of a larger one.
 
     ``kafka_config`` holds librdkafka settings (``Settings.kafka_config()``).
     ``on_malformed="fail"`` ends the read with a :class:`ReadError` at the first malformed
@@ -195,7 +219,7 @@ def read_ranges(
     if on_malformed not in ("fail", "skip"):
         raise InvalidInput(f"on_malformed must be 'fail' or 'skip', not {on_malformed!r}")
     get_format(input_format, input_config)  # a bad config fails here, not in every task
-    ranges = [r for r in ranges if len(r)] or list(ranges[:1])
+    ranges = [p for r in ranges if len(r) for p in split_range(r)] or list(ranges[:1])
     if not ranges:
         raise InvalidInput("no topic ranges to read")
     task = ray.remote(num_cpus=1, num_returns=2, max_retries=0)(_read_range)

@@ -21,7 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from kafkaml_ray.ingest.control import ControlError, format_ranges, parse_control
 from kafkaml_ray.settings import Settings
@@ -99,16 +104,32 @@ class ControlListener:
         return self._handler
 
     def poll(self, timeout: float = 1.0) -> int:
-        """Process the control messages that arrive within ``timeout``; return how many."""
+        """Process the control messages that arrive within ``timeout``; return how many.
+
+        Every message is stored, accepted or refused with its reason, before its offset is
+        committed. When one cannot be stored (the store is down), the consumer seeks back to
+        it and the error propagates: it and the messages after it are read again."""
+        from confluent_kafka import TopicPartition
+
         msgs = self.consumer.consume(num_messages=100, timeout=timeout)
         done = 0
         for msg in msgs:
             if msg.error() is not None:
                 logger.warning("control topic: %s", msg.error())
                 continue
-            self.handle(
-                msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers()
-            )
+            try:
+                self.handle(
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    msg.key(),
+                    msg.value(),
+                    msg.headers(),
+                )
+            except BaseException:
+                self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+                self.processed += done
+                raise
             self.consumer.commit(message=msg, asynchronous=False)
             done += 1
         self.processed += done
@@ -149,10 +170,11 @@ class ControlListener:
         )
         try:
             msg = parse_control(key, value, headers)
-        except ControlError as e:
-            row.status, row.error = DatasourceStatus.REFUSED, str(e)
+        except Exception as e:  # noqa: BLE001 - any unreadable message is refused, with why
+            why = str(e) if isinstance(e, ControlError) else f"unreadable: {_why(e)}"
+            row.status, row.error = DatasourceStatus.REFUSED, why
             row.message = _raw(key, value)
-            logger.warning("refused control message at %s:%d:%d: %s", topic, partition, offset, e)
+            logger.warning("refused control message at %s:%d:%d: %s", topic, partition, offset, why)
         else:
             row.deployment_id = msg.deployment_id
             row.topic = format_ranges(msg.ranges)
@@ -161,6 +183,24 @@ class ControlListener:
             row.validation_rate, row.test_rate = msg.validation_rate, msg.test_rate
             row.total_msg = msg.message_count
             row.message = msg.value()
+        try:
+            return self._add(row)
+        except (OperationalError, InterfaceError):
+            raise  # the store is unreachable: the message is read again
+        except SQLAlchemyError as e:  # the store refuses what was parsed: refuse the message
+            logger.warning("control message %s:%d:%d not storable: %s", topic, partition, offset, e)
+            refused = Datasource(
+                source_topic=topic,
+                source_partition=partition,
+                source_offset=offset,
+                status=DatasourceStatus.REFUSED,
+                error=f"the store refused it: {_why(e)}",
+                message=_raw(key, value),
+            )
+            return self._add(refused)
+
+    def _add(self, row: Datasource) -> Datasource:
+        """Store ``row`` once: a row stored first by another listener wins."""
         with self.store.session() as s:
             if (
                 row.deployment_id is not None
@@ -175,9 +215,9 @@ class ControlListener:
                 s.rollback()
                 return s.scalars(
                     select(Datasource).where(
-                        Datasource.source_topic == topic,
-                        Datasource.source_partition == partition,
-                        Datasource.source_offset == offset,
+                        Datasource.source_topic == row.source_topic,
+                        Datasource.source_partition == row.source_partition,
+                        Datasource.source_offset == row.source_offset,
                     )
                 ).one()
         return row
@@ -208,9 +248,14 @@ class ControlListener:
         self.store.dispose()
 
 
+def _why(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
 def _raw(key: bytes | None, value: bytes | None) -> dict[str, Any]:
     return {
-        "key_hex": key.hex() if key else None,
+        "key_hex": key[:64].hex() if key else None,
         "value": (value or b"").decode("utf-8", "replace")[:10_000],
     }
 

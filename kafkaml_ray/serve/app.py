@@ -51,6 +51,11 @@ logger = logging.getLogger(__name__)
 
 #: Provenance headers added to every prediction (and dead letter).
 HEADERS = ("kafkaml-result-id", "kafkaml-input-partition", "kafkaml-input-offset")
+#: Consecutive consume-loop errors without a commit, after which the replica reports
+#: itself unhealthy (Serve replaces it); the loop backs off meanwhile.
+MAX_LOOP_ERRORS = 5
+#: The largest HTTP request body read (bytes); a larger one is answered 413 unread.
+MAX_HTTP_BODY = 32 * 2**20
 
 
 @serve.deployment(name="Predictor", max_ongoing_requests=64)
@@ -208,6 +213,8 @@ class KafkaIngress:
         self.last_commit = -math.inf  # the first commit is due at once
         self.in_flight: deque[_Chunk] = deque()  # of those, the ones being predicted
         self.counts = {"consumed": 0, "predicted": 0, "dead_letters": 0}
+        self.errors = 0  # consume-loop errors since the last commit
+        self.unhealthy: str | None = None  # why, once errors reach MAX_LOOP_ERRORS
 
     def _run(self) -> None:
         last_lag = 0.0
@@ -217,11 +224,22 @@ class KafkaIngress:
                 if time.monotonic() - last_lag > self.spec.stats_interval_s:
                     self._refresh_lag()
                     last_lag = time.monotonic()
-            except Exception:  # noqa: BLE001 - keep consuming from the last commit
+            except Exception as e:  # noqa: BLE001 - keep consuming from the last commit
                 logger.exception("inference %d: ingress loop error", self.spec.inference_id)
-                time.sleep(0.5)
+                self._stop.wait(self._failed(e))
                 self._rewind()
         self._drain()
+
+    def _failed(self, e: Exception) -> float:
+        """Count a consume-loop error; the seconds to back off. After ``MAX_LOOP_ERRORS``
+        without a commit between them the replica reports itself unhealthy, saying why."""
+        self.errors += 1
+        if self.errors >= MAX_LOOP_ERRORS:
+            self.unhealthy = (
+                f"the consume loop failed {self.errors} times without progress; "
+                f"last: {type(e).__name__}: {str(e)[:300]}"
+            )
+        return min(0.5 * 2 ** (self.errors - 1), 10.0)
 
     def _step(self) -> None:
         """Take, predict, produce and commit what can be: one turn of the consume loop."""
@@ -295,9 +313,12 @@ class KafkaIngress:
         for i, row in zip(chunk.index, rows, strict=True):
             if isinstance(row, str):
                 self._dead_letter(msgs[i], f"prediction failed: {row}", batch)
-            else:
-                self._produce(topic, msgs[i], orjson.dumps({"values": row}), batch)
+                continue
+            why = self._produce(topic, msgs[i], orjson.dumps({"values": row}), batch)
+            if why is None:
                 self.counts["predicted"] += 1
+            else:  # e.g. larger than the producer may send: the input goes to the DLQ
+                self._dead_letter(msgs[i], f"its prediction could not be written: {why}", batch)
 
     def _rewind(self) -> None:
         """After an error: forget the uncommitted chunks and consume them again."""
@@ -326,18 +347,25 @@ class KafkaIngress:
         ]
 
     def _dead_letter(self, msg, error: str, batch: _Batch) -> None:
+        """The input, as it came, to the dead-letter topic with an ``error`` header; without
+        its value when even that cannot be written (e.g. too large)."""
         self.counts["dead_letters"] += 1
-        self._produce(
-            self.spec.dlq_topic,
-            msg,
-            msg.value(),
-            batch,
-            [("error", error.encode("utf-8", "replace")[:4000])],
-        )
+        header = error.encode("utf-8", "replace")[:4000]
+        why = self._produce(self.spec.dlq_topic, msg, msg.value(), batch, [("error", header)])
+        if why is None:
+            return
+        note = f" (the input's {len(msg.value() or b'')} bytes not copied: {why})"
+        header = (error[:3000] + note).encode("utf-8", "replace")[:4000]
+        why = self._produce(self.spec.dlq_topic, msg, None, batch, [("error", header)])
+        if why is not None:  # nowhere to put it: never commit past it
+            batch.delivered(why, None)
 
     def _produce(
         self, topic: str, msg, value: bytes | None, batch: _Batch, extra: list | None = None
-    ) -> None:
+    ) -> str | None:
+        """Send one output of ``batch``; None, or why the producer refused it at once."""
+        from confluent_kafka import KafkaException
+
         while True:
             try:
                 self.producer.produce(
@@ -347,9 +375,11 @@ class KafkaIngress:
                     headers=self._headers(msg, extra),
                     on_delivery=batch.delivered,
                 )
-                return
+                return None
             except BufferError:
                 self.producer.poll(0.05)
+            except (KafkaException, ValueError, TypeError) as e:
+                return str(e)[:500]
 
     def _commit_acked(self, wait: bool = False) -> None:
         """Commit the offsets of every consumed chunk whose outputs are all acknowledged:
@@ -370,6 +400,7 @@ class KafkaIngress:
             )
             self.acked.clear()
             self.last_commit = now
+            self.errors, self.unhealthy = 0, None  # progress
         if failed:
             raise RuntimeError(f"a prediction was not delivered: {failed}")
 
@@ -378,10 +409,14 @@ class KafkaIngress:
 
     def _on_revoke(self, consumer, partitions) -> None:
         # Before the partitions move: finish, deliver and commit what was taken (no duplicates).
-        while self.in_flight:
-            self._finish(self.in_flight.popleft())
-        self.producer.flush(30)
-        self._commit_acked(wait=True)
+        try:
+            while self.in_flight:
+                self._finish(self.in_flight.popleft())
+            self.producer.flush(30)
+            self._commit_acked(wait=True)
+        except Exception:  # noqa: BLE001 - raised into librdkafka, it drops fetched messages
+            logger.exception("inference %d: finishing before a rebalance", self.spec.inference_id)
+            self._rewind()  # what stays assigned is consumed again from its last commit
         gone = {(p.topic, p.partition) for p in partitions}
         self.assigned = [tp for tp in self.assigned if tp not in gone]
 
@@ -455,8 +490,15 @@ class KafkaIngress:
         """HTTP: POST {"data": [sample, ...]} -> {"values": [prediction, ...]}."""
         from starlette.responses import JSONResponse
 
+        raw = bytearray()
+        async for part in request.stream():
+            raw += part
+            if len(raw) > MAX_HTTP_BODY:
+                return JSONResponse(
+                    {"error": f"the request body is over {MAX_HTTP_BODY} bytes"}, status_code=413
+                )
         try:
-            body = await request.json()
+            body = orjson.loads(raw)
             samples = body["data"] if isinstance(body, dict) else body
             data = np.asarray(samples, dtype=np.float32)
             if data.ndim == 0 or data.dtype == object:
@@ -471,6 +513,8 @@ class KafkaIngress:
     async def check_health(self) -> None:
         if not self._thread.is_alive():
             raise RuntimeError("the Kafka consume loop stopped")
+        if self.unhealthy:
+            raise RuntimeError(self.unhealthy)
 
     def __del__(self) -> None:
         self._stop.set()

@@ -44,6 +44,13 @@ VAL_ARGS: dict[str, tuple[tuple[type, ...], Any, str]] = {
 _ALIASES = {"max_epochs": "epochs", "learning_rate": "lr", "epoch_length": "steps_per_epoch"}
 
 
+def _source(node: ast.AST) -> str:
+    try:
+        return ast.unparse(node)[:200]
+    except RecursionError:
+        return "the value"
+
+
 def parse_kwargs(text: str | Mapping[str, Any] | None, kind: Kind = "train") -> dict[str, Any]:
     """Parse and check ``text`` (or a dict); :class:`InvalidInput` names what is wrong."""
     allowed = TRAIN_ARGS if kind == "train" else VAL_ARGS
@@ -53,24 +60,27 @@ def parse_kwargs(text: str | Mapping[str, Any] | None, kind: Kind = "train") -> 
     if isinstance(text, Mapping):
         values = dict(text)
     else:
+        form = f"{what}s {text[:200]!r} are not of the form name=value, name=value"
+        if not isinstance(text, str) or len(text) > 10_000:
+            raise InvalidInput(form)
         try:
             call = ast.parse(f"f({text})", mode="eval").body
-        except SyntaxError:
-            raise InvalidInput(
-                f"{what}s {text!r} are not of the form name=value, name=value"
-            ) from None
-        assert isinstance(call, ast.Call)
-        if call.args:
-            raise InvalidInput(f"{what}s {text!r}: every value needs a name (name=value)")
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            raise InvalidInput(form) from None
+        # "epochs=5), (1" parses as a tuple: only one call f(name=value, ...) is arguments.
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
+            raise InvalidInput(form)
+        if call.func.id != "f" or call.args:
+            raise InvalidInput(f"{what}s {text[:200]!r}: every value needs a name (name=value)")
         values = {}
         for kw in call.keywords:
             if kw.arg is None:
-                raise InvalidInput(f"{what}s {text!r}: '**' is not allowed")
+                raise InvalidInput(f"{what}s {text[:200]!r}: '**' is not allowed")
             try:
                 values[kw.arg] = ast.literal_eval(kw.value)
-            except ValueError:
+            except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
                 raise InvalidInput(
-                    f"{what} {kw.arg}: {ast.unparse(kw.value)} is not a literal value"
+                    f"{what} {kw.arg}: {_source(kw.value)} is not a literal value"
                 ) from None
     out = {}
     for name, value in values.items():
@@ -81,6 +91,6 @@ def parse_kwargs(text: str | Mapping[str, Any] | None, kind: Kind = "train") -> 
         types, check, meaning = allowed[key]
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok or (check is not None and not check(value)):
-            raise InvalidInput(f"{what} {name}={value!r} is not valid: {meaning}")
+            raise InvalidInput(f"{what} {name}={repr(value)[:80]} is not valid: {meaning}")
         out[key] = value
     return out

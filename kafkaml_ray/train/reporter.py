@@ -59,16 +59,12 @@ class Reporter:
         self._update(progress={"phase": "loading the data", "epoch": 0, "epochs": spec.epochs})
 
     def _update(self, **fields: Any) -> None:
-        from kafkaml_ray.store import ResultStatus, TrainingResult
+        from kafkaml_ray.store import ResultStatus, set_result_if
 
         if not self.enabled:
             return
-        with self.store.session() as s:
-            row = s.get(TrainingResult, self.spec.result_id)
-            if row is None or row.status != ResultStatus.TRAINING:
-                return  # deleted or stopped meanwhile: write nothing
-            for k, v in fields.items():
-                setattr(row, k, v)
+        with self.store.session() as s:  # (deleted or stopped meanwhile: nothing is written)
+            set_result_if(s, self.spec.result_id, [ResultStatus.TRAINING], **fields)
 
     def batch(self, epoch: int, batch: int, batches: int | None, loss: float | None) -> None:
         now = time.monotonic()

@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Any
 
+from sqlalchemy import func
+
 from kafkaml_ray.errors import InvalidInput, KafkaMLError
 from kafkaml_ray.ingest.control import parse_ranges
 from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset
@@ -24,6 +26,7 @@ from kafkaml_ray.store import (
     Store,
     TrainingDeployment,
     TrainingResult,
+    set_result_if,
 )
 from kafkaml_ray.train.reporter import RunSpec
 
@@ -105,16 +108,18 @@ def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> Non
     except Exception as e:  # noqa: BLE001 - recorded on the result
         logger.exception("training result %d failed", spec.result_id)
         error = _error_text(e)
-    with store.session() as s:
-        row = s.get(TrainingResult, spec.result_id)
-        if row is None or row.status != ResultStatus.TRAINING:
-            return  # stopped or deleted meanwhile
-        if error:
-            row.status, row.error = ResultStatus.FAILED, error
-        else:
-            row.status = ResultStatus.FINISHED
-            if row.training_time_s is None:
-                row.training_time_s = time.perf_counter() - start
+    fields: dict[str, Any] = (
+        {"status": ResultStatus.FAILED, "error": error}
+        if error
+        else {
+            "status": ResultStatus.FINISHED,
+            "training_time_s": func.coalesce(
+                TrainingResult.training_time_s, time.perf_counter() - start
+            ),
+        }
+    )
+    with store.session() as s:  # (stopped or deleted meanwhile: nothing is written)
+        set_result_if(s, spec.result_id, [ResultStatus.TRAINING], **fields)
     store.dispose()
 
 
@@ -143,8 +148,8 @@ def fail_results(
     with store.session() as s:
         dep = s.get(TrainingDeployment, deployment_id)
         for r in dep.results if dep else []:
-            if not r.status.done:
-                r.status, r.error = status, error
+            running = [ResultStatus.WAITING, ResultStatus.TRAINING]
+            set_result_if(s, r.id, running, status=status, error=error)
 
 
 def wait_for_datasource(store: Store, deployment_id: int, poll_s: float = 1.0) -> int:

@@ -9,7 +9,7 @@ import uuid
 from kafkaml_ray.errors import Unavailable
 from kafkaml_ray.settings import Settings
 
-__all__ = ["job_client", "submit_training", "entrypoint", "dashboard_address"]
+__all__ = ["job_client", "job_env", "submit_training", "entrypoint", "dashboard_address"]
 
 
 def dashboard_address(settings: Settings) -> str:
@@ -36,10 +36,36 @@ def entrypoint(deployment_id: int) -> str:
     return f"python -m kafkaml_ray.train --deployment {deployment_id}"
 
 
+#: Words that mark a setting as secret (``KAFKAML_KAFKA_SASL_PASSWORD``, ...).
+_SECRET = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+
+
+def job_env(settings: Settings) -> dict[str, str]:
+    """The settings a training job gets in its ``runtime_env``, which Ray's dashboard shows to
+    anyone who opens it: none that is secret. A database URL with a password, and Kafka
+    passwords, keys or tokens, reach the job from the cluster's own environment instead (the
+    local head is started with them; a KubeRay cluster from its Secret).
+
+    >>> from kafkaml_ray.settings import Settings
+    >>> env = job_env(Settings(db="postgresql://kml:s3cret@db/kml", kafka={"sasl.password": "x"}))
+    >>> "KAFKAML_DB" in env, "KAFKAML_KAFKA_SASL_PASSWORD" in env, env["TF_CPP_MIN_LOG_LEVEL"]
+    (False, False, '2')
+    """
+    from sqlalchemy.engine import make_url
+
+    env = {k: v for k, v in settings.env().items() if k != "RAY_ADDRESS"}
+    for k in list(env):
+        if k.startswith("KAFKAML_KAFKA_") and any(w in k for w in _SECRET):
+            del env[k]
+    if make_url(settings.db_url).password is not None:
+        del env["KAFKAML_DB"]
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
 def submit_training(settings: Settings, deployment_id: int) -> str:
     """Submit the deployment's training as a Ray job; return the job id."""
-    env = {k: v for k, v in settings.env().items() if k != "RAY_ADDRESS"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env = job_env(settings)
     return job_client(settings).submit_job(
         entrypoint=entrypoint(deployment_id),
         submission_id=f"kafkaml-training-{deployment_id}-{uuid.uuid4().hex[:6]}",

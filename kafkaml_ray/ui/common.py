@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -117,6 +118,16 @@ def header(title: str, caption: str = "") -> None:
         st.success(message)
 
 
+def plain(text: str) -> str:
+    r"""Text from outside (a control message, an error quoting it) shown literally where
+    Streamlit renders Markdown: no links, images, HTML or emoji shortcodes.
+
+    >>> print(plain("![x](http://evil.example/a.png) :material/home:"))
+    \!\[x\]\(http\:\/\/evil\.example\/a\.png\) \:material\/home\:
+    """
+    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$:/&])", r"\\\1", text)
+
+
 def done(message: str, reset: Mapping[str, Any] | None = None) -> None:
     """Finish an action: show ``message`` on the next run, set the widgets of ``reset``
     (key: value; None forgets the widget's state) and rerun so every list shows the change."""
@@ -225,6 +236,8 @@ def metrics_text(metrics: Mapping[str, Any] | None) -> str:
 
 
 def _number(value: Any) -> str:
+    if value is None:  # the store keeps a NaN or infinite metric as null
+        return "nan"
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
     return str(value)

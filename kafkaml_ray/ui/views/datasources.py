@@ -46,11 +46,11 @@ def _detail(sources: list[DatasourceInfo]) -> None:
     if d is None:
         return
     if d.status in ("refused", "failed"):
-        st.error(f"{d.status.capitalize()}: {d.error}", icon=":material/error:")
+        st.error(f"{d.status.capitalize()}: {common.plain(d.error or '')}", icon=":material/error:")
     elif d.status == "unknown_deployment":
         st.warning(f"No deployment {d.deployment_id} existed: re-send it to one below.")
     elif d.malformed_count:
-        st.warning(d.error or f"{d.malformed_count} malformed messages were skipped.")
+        st.warning(common.plain(d.error or f"{d.malformed_count} malformed messages were skipped."))
     left, right = st.columns(2)
     with left:
         st.caption("Input config")
