@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -503,6 +504,11 @@ def test_charts_without_results_say_so(settings, open_page):
 
 # -- datasources ---------------------------------------------------------------------------
 @pytest.mark.integration
+def shown(markdown: str) -> str:
+    """What Markdown source with backslash escapes shows."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def test_datasources_list_and_resend_to_another_deployment(broker, client, settings, open_page):
     from confluent_kafka import Consumer
 
@@ -531,11 +537,12 @@ def test_datasources_list_and_resend_to_another_deployment(broker, client, setti
     )
     assert (ds["status"], ds["deployment"], ds["format"]) == ("accepted", ids["deployment"], "RAW")
     refused = "Refused: topic range 'digits:x:0:10' has a part that is not a number"
-    assert [e.value for e in at.error] == [refused]  # the newest is shown first
+    assert [shown(e.value) for e in at.error] == [refused]  # the newest is shown first
+    assert "\\:" in at.error[0].value  # its text is escaped: shown literally, not as Markdown
 
     assert at.selectbox(key="ds_deployment").value == again.id  # the waiting one first
     button(at, "Re-send").click().run()
-    assert not at.exception and [e.value for e in at.error] == [refused]
+    assert not at.exception and [shown(e.value) for e in at.error] == [refused]
     assert at.success[0].value == (
         f"Re-sent datasource {ids['datasource']} to deployment {again.id}: it trains when "
         "the control listener reads it."
