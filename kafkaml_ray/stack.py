@@ -38,6 +38,25 @@ logger = logging.getLogger(__name__)
 
 
 # -- Ray head (`local_ray_running` is in _private/procs, for rayutil too) -------------------
+def ray_env(settings: Settings) -> dict[str, str]:
+    """The environment of the local Ray head, which its workers (and so model code) inherit:
+    this one's and the settings', without the panel's password."""
+    env = {
+        **os.environ,
+        **settings.env(),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "RAY_DISABLE_USAGE_STATS": "1",
+        # One local node: nothing to drain on `down`; stop at once.
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
+    }
+    env.pop("RAY_ADDRESS", None)
+    env.pop("KAFKAML_UI_PASSWORD", None)
+    # Ray jobs run `python -m ...`: make it this environment's python.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 120.0) -> str:
     """Start a local Ray head (``ray start --head --block`` in its own process group)."""
     address = f"127.0.0.1:{settings.ray_port}"
@@ -77,20 +96,7 @@ def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 
     from kafkaml_ray._private.rayutil import token_auth
 
     token_auth(create=True)  # `ray start --head` needs the token to exist
-    env = {
-        **os.environ,
-        **settings.env(),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "RAY_DISABLE_USAGE_STATS": "1",
-        # One local node: nothing to drain on `down`; stop at once.
-        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
-    }
-    env.pop("RAY_ADDRESS", None)
-    # Model code runs in Ray workers, which inherit this environment: not the panel's password.
-    env.pop("KAFKAML_UI_PASSWORD", None)
-    # Ray jobs run `python -m ...`: make it this environment's python.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = ray_env(settings)
     log_path = run_dir(settings) / "ray.log"
     offset = log_path.stat().st_size if log_path.exists() else 0  # where this start's lines begin
     proc = spawn(cmd, log_path, env=env, pid_file=run_dir(settings) / "ray.pid")

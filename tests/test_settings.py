@@ -63,3 +63,13 @@ def test_home_is_a_path():
 def test_invalid_settings_name_the_variable(env, named):
     with pytest.raises(InvalidInput, match=named):
         Settings.from_env(env)
+
+
+def test_the_ray_heads_environment_has_no_panel_password(monkeypatch, tmp_path):
+    """Model code runs in Ray workers, which inherit the head's environment."""
+    from kafkaml_ray.stack import ray_env
+
+    monkeypatch.setenv("KAFKAML_UI_PASSWORD", "s3cret")
+    env = ray_env(Settings(home=tmp_path))
+    assert "KAFKAML_UI_PASSWORD" not in env
+    assert env["KAFKAML_DB"] == Settings(home=tmp_path).db_url and "RAY_ADDRESS" not in env
