@@ -268,11 +268,11 @@ class ControlMsg(Msg):
         return self._headers
 
 
-def listener(tmp_path, msgs) -> ControlListener:
+def listener(tmp_path, msgs, db: str | None = None) -> ControlListener:
     from kafkaml_ray.settings import Settings
 
     lst = ControlListener.__new__(ControlListener)
-    lst.settings = Settings(db=f"sqlite:///{tmp_path / 'kml.db'}")
+    lst.settings = Settings(db=db or f"sqlite:///{tmp_path / 'kml.db'}")
     lst.store, lst._handler, lst.processed = Store(lst.settings.db_url), None, 0
     lst.consumer = ListenerConsumer(msgs)
     return lst
@@ -317,6 +317,41 @@ def test_the_store_away_does_not_move_the_commit(tmp_path, monkeypatch):
     monkeypatch.setattr(lst.store, "session", real)
     lst.consumer.msgs = [ControlMsg(0, *GOOD), ControlMsg(1, *GOOD)]  # as the seek brings
     assert lst.poll() == 2 and lst.consumer.commits == [0, 1]
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_nul_characters_that_postgresql_refuses_are_stored_refused(tmp_path, db):
+    """PostgreSQL's text refuses NUL: a message holding one is still stored (refused, its
+    text escaped) and the commit moves on; the store must not refuse it forever."""
+    import os
+
+    from kafkaml_ray.store import Base
+
+    url = None
+    if db == "postgres":
+        url = os.environ.get("KAFKAML_TEST_POSTGRES")
+        if not url:
+            pytest.skip("KAFKAML_TEST_POSTGRES is not set (scripts/test.sh sets it)")
+    described = ControlMessage(
+        deployment_id=1, ranges=[TopicRange("d", 0, 0, 5)], description="a\x00b"
+    ).to_kafka()
+    msgs = [
+        ControlMsg(0, *described),  # parses; the store may refuse its description
+        ControlMsg(1, b"\x01", b"\x00 not JSON", None),  # refused; its text has a NUL
+        ControlMsg(2, *GOOD),
+    ]
+    lst = listener(tmp_path, msgs, url)
+    Base.metadata.drop_all(lst.store.engine)
+    Base.metadata.create_all(lst.store.engine)
+    try:
+        assert lst.poll() == 3 and lst.consumer.commits == [0, 1, 2]
+        with lst.store.session() as s:
+            rows = s.query(Datasource).order_by(Datasource.source_offset).all()
+            assert [r.source_offset for r in rows] == [0, 1, 2]
+            assert rows[1].status == DatasourceStatus.REFUSED and "\x00" not in rows[1].error
+    finally:
+        Base.metadata.drop_all(lst.store.engine)
+        lst.store.dispose()
 
 
 # -- the same on the real broker ----------------------------------------------------------

@@ -171,7 +171,7 @@ class ControlListener:
         try:
             msg = parse_control(key, value, headers)
         except Exception as e:  # noqa: BLE001 - any unreadable message is refused, with why
-            why = str(e) if isinstance(e, ControlError) else f"unreadable: {_why(e)}"
+            why = _text(str(e) if isinstance(e, ControlError) else f"unreadable: {_why(e)}")
             row.status, row.error = DatasourceStatus.REFUSED, why
             row.message = _raw(key, value)
             logger.warning("refused control message at %s:%d:%d: %s", topic, partition, offset, why)
@@ -194,7 +194,7 @@ class ControlListener:
                 source_partition=partition,
                 source_offset=offset,
                 status=DatasourceStatus.REFUSED,
-                error=f"the store refused it: {_why(e)}",
+                error=_text(f"the store refused it: {_why(e)}"),
                 message=_raw(key, value),
             )
             return self._add(refused)
@@ -253,10 +253,15 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:300] if text else ''}"
 
 
+def _text(text: str) -> str:
+    """Text any store keeps: PostgreSQL refuses NUL characters."""
+    return text.replace("\x00", "\\x00")
+
+
 def _raw(key: bytes | None, value: bytes | None) -> dict[str, Any]:
     return {
         "key_hex": key[:64].hex() if key else None,
-        "value": (value or b"").decode("utf-8", "replace")[:10_000],
+        "value": _text((value or b"").decode("utf-8", "replace")[:10_000]),
     }
 
 
