@@ -12,6 +12,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ __all__ = [
     "regression",
     "create_topic",
     "produce_digits",
+    "train_once",
+    "log",
     "machine_facts",
     "settle",
     "summary",
@@ -147,6 +150,28 @@ def produce_digits(
     ) as sink:
         sink.send_many(x, y)
     return sink.announced
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def train_once(
+    client: Any, config_id: int, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int
+) -> tuple[Any, str, float]:
+    """Train configuration ``config_id`` on ``x``/``y`` (sent to a new topic: 10% validation,
+    10% test), once more if the run fails on a busy machine. Returns the finished result,
+    the data topic and the seconds the training took."""
+    for attempt in (1, 2):
+        start = time.perf_counter()
+        dep = client.deploy_training(config_id, batch_size=batch_size, kwargs=f"epochs={epochs}")
+        topic = f"train-{dep.id}-{uuid.uuid4().hex[:6]}"
+        produce_digits(client.settings, topic, x, y, 1, dep.id, 0.1, 0.1)
+        r = client.wait_for_deployment(dep.id, timeout=900).results[0]
+        if r.status == "finished":
+            return r, topic, time.perf_counter() - start
+        log(f"training {r.model_name} (attempt {attempt}): {r.status}: {r.error}")
+    raise RuntimeError(f"training {r.model_name}: {r.status}: {r.error}")
 
 
 def _version(name: str) -> str | None:

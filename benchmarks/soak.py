@@ -41,7 +41,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import create_topic, digits, local_stack, machine_facts, settle
+from benchmarks._common import (
+    create_topic,
+    digits,
+    local_stack,
+    log,
+    machine_facts,
+    settle,
+    train_once,
+)
 from benchmarks._report import figure, num, shared_machine, table, versions, write_results
 
 __all__ = ["main", "run", "stalled"]
@@ -53,14 +61,9 @@ INPUT_CONFIG = {"data_type": "float32", "data_reshape": "8 8"}
 UNKNOWN_DEPLOYMENT = 999_999
 
 
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
 def train(settings: Any, epochs: int) -> tuple[Any, dict[str, Any]]:
     """Start the listener, register and train the example digits CNN once (redone once if
     the run fails on a busy machine); the result, its deployment and its data topic."""
-    from benchmarks._common import produce_digits
     from kafkaml_ray import Client
     from kafkaml_ray.demo import register_examples
     from kafkaml_ray.ingest.listener import start_listener
@@ -69,19 +72,9 @@ def train(settings: Any, epochs: int) -> tuple[Any, dict[str, Any]]:
     start_listener(settings)
     model = register_examples(client, ["digits-cnn-pytorch"])["digits-cnn-pytorch"]
     config = client.create_configuration("soak-digits", [model])
-    for attempt in (1, 2):
-        start = time.perf_counter()
-        dep = client.deploy_training(config.id, batch_size=32, kwargs=f"epochs={epochs}")
-        topic = f"soak-train-{uuid.uuid4().hex[:6]}"
-        produce_digits(settings, topic, *digits(), 1, dep.id, validation_rate=0.1, test_rate=0.1)
-        r = client.wait_for_deployment(dep.id, timeout=900).results[0]
-        if r.status == "finished":
-            break
-        log(f"training (attempt {attempt}): {r.status}: {r.error}")
-    else:
-        raise RuntimeError(f"training: {r.status}: {r.error}")
-    out = {"result_id": r.id, "deployment_id": dep.id, "topic": topic, "epochs": epochs}
-    return client, {**out, "wall_s": time.perf_counter() - start, "test_metrics": r.test_metrics}
+    r, topic, seconds = train_once(client, config.id, *digits(), epochs, 32)
+    out = {"result_id": r.id, "deployment_id": r.deployment_id, "topic": topic, "epochs": epochs}
+    return client, {**out, "wall_s": seconds, "test_metrics": r.test_metrics}
 
 
 class _Reader:

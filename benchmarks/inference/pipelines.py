@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import create_topic, digits, produce_digits, regression
+from benchmarks._common import create_topic, digits, log, regression, train_once
 from benchmarks.inference.loops import Collector, LoopWorker
 from kafkaml_ray.serve.options import INGRESS_CPUS, PREDICTOR_CPUS
 from kafkaml_ray.settings import Settings
@@ -166,28 +166,7 @@ def train_models(settings: Settings, epochs: int) -> tuple[Any, dict[str, Traine
     out = {}
     for name, case in MODELS.items():
         config = client.create_configuration(f"bench-{name}", [ids[case.example]])
-        x, y = case.base()
-        for attempt in (1, 2):
-            start = time.perf_counter()
-            dep = client.deploy_training(
-                config.id, batch_size=TRAIN_BATCH, kwargs=f"epochs={epochs}"
-            )
-            produce_digits(
-                settings,
-                f"train-{name}-{uuid.uuid4().hex[:6]}",
-                x,
-                y,
-                1,
-                deployment_id=dep.id,
-                validation_rate=0.1,
-                test_rate=0.1,
-            )
-            r = client.wait_for_deployment(dep.id, timeout=900).results[0]
-            if r.status == "finished":
-                break
-            log(f"training {name} (attempt {attempt}): {r.status}: {r.error}")
-        else:
-            raise RuntimeError(f"training {name}: {r.status}: {r.error}")
+        r, _, seconds = train_once(client, config.id, *case.base(), epochs, TRAIN_BATCH)
         m = client.get_model(r.model_id)
         out[name] = Trained(
             r.id,
@@ -197,7 +176,7 @@ def train_models(settings: Settings, epochs: int) -> tuple[Any, dict[str, Traine
             r.weights_uri,
             m.input_shape,
             r.test_metrics,
-            time.perf_counter() - start,
+            seconds,
         )
     stop_listener(settings)
     return client, out
@@ -356,7 +335,3 @@ def start_pipeline(
         handle,
         fast=fast,
     )
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
