@@ -146,20 +146,10 @@ class LoopWorker:
         from confluent_kafka import Consumer, Producer, TopicPartition
 
         from kafkaml_ray.ingest.sinks import producer_config
+        from kafkaml_ray.serve.options import INGRESS_CONSUMER
 
         base = {k: v for k, v in self.kafka.items() if k != "bootstrap.servers"}
-        consumer = Consumer(
-            {
-                **self.kafka,
-                "group.id": self.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "max.poll.interval.ms": 300000,
-                "session.timeout.ms": 10000,
-                "heartbeat.interval.ms": 2000,
-            }
-        )
+        consumer = Consumer({**self.kafka, "group.id": self.group_id, **INGRESS_CONSUMER})
         producer = Producer(
             producer_config(
                 self.kafka["bootstrap.servers"],

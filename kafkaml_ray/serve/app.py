@@ -42,6 +42,7 @@ import numpy as np
 import orjson
 from ray import serve
 
+from kafkaml_ray.serve.options import INGRESS_CONSUMER
 from kafkaml_ray.serve.predictor import Predictor, _Done, _one_by_one
 from kafkaml_ray.serve.spec import InferenceSpec, spec_from_store, unlabelled
 from kafkaml_ray.settings import Settings
@@ -111,18 +112,7 @@ class KafkaIngress:
         self.format = get_format(spec.input_format, unlabelled(spec.input_config))
         settings = spec.settings
         self.consumer = Consumer(
-            settings.kafka_config(
-                **{
-                    "group.id": spec.group_id,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "partition.assignment.strategy": "cooperative-sticky",
-                    "max.poll.interval.ms": 300000,
-                    # A killed replica's partitions move to the others within seconds.
-                    "session.timeout.ms": 10000,
-                    "heartbeat.interval.ms": 2000,
-                }
-            )
+            settings.kafka_config(**{"group.id": spec.group_id, **INGRESS_CONSUMER})
         )
         self.producer = Producer(
             producer_config(

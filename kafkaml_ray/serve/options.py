@@ -53,6 +53,19 @@ def route_prefix(inference_id: int) -> str:
     return f"/inference/{inference_id}"
 
 
+#: The ingress replicas' Kafka consumer settings, beside the group id and the cluster's own
+#: (the inference benchmark's echo loop uses them too, to be the ingress without a model).
+INGRESS_CONSUMER = {
+    "enable.auto.commit": False,
+    "auto.offset.reset": "earliest",
+    "partition.assignment.strategy": "cooperative-sticky",
+    "max.poll.interval.ms": 300000,
+    # A killed replica's partitions move to the others within seconds.
+    "session.timeout.ms": 10000,
+    "heartbeat.interval.ms": 2000,
+}
+
+
 def deployment_options(
     inf: Any, target_lag: float = TARGET_LAG, autoscaling: dict[str, Any] | None = None
 ) -> tuple[dict, dict]:
