@@ -96,10 +96,6 @@ class ServingOptions(BaseModel, frozen=True, extra="forbid"):
         """The options of an `~kafkaml_ray.store.Inference` row."""
         return cls(**{name: getattr(row, name) for name in cls.model_fields})
 
-    @property
-    def autoscaled(self) -> bool:
-        return self.min_replicas is not None or self.max_replicas is not None
-
 
 class _Record(BaseModel):
     model_config = ConfigDict(from_attributes=True, frozen=True)

@@ -334,7 +334,7 @@ def render_rayservice(
                 f"gpu_fraction {gpu_fraction} is more than a GPU worker has "
                 f"({cluster.gpus_per_worker} GPU)"
             )
-        most = max(serving.replicas, serving.min_replicas or 0, serving.max_replicas or 0)
+        most = max(serving.replicas, serving.max_replicas or 0)  # (min <= max)
         per_worker = math.floor(cluster.gpus_per_worker / gpu_fraction)
         needed = math.ceil(most / per_worker)
         cluster = cluster.model_copy(
