@@ -313,7 +313,11 @@ def soak(settings: Any, client: Any, dep: dict[str, Any], args: Any) -> dict[str
     close_window(time.monotonic(), "drain")
     control = {o: k for k, offsets in sent.items() if k not in ("good", "poison") for o in offsets}
     for _ in range(60):  # the listener stores what it reads within a second or two
-        ds = [d for d in client.list_datasources() if d.source_topic == settings.control_topic]
+        ds = [
+            d
+            for d in client.list_datasources(check=False)
+            if d.source_topic == settings.control_topic
+        ]
         rows = {o: d for d in ds if (o := (d.source_partition, d.source_offset)) in control}
         if len(rows) >= len(control):
             break

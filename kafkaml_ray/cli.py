@@ -309,6 +309,7 @@ def _datasource_text(d) -> str:
     return (
         f"datasource {d.id} for deployment {d.deployment_id}: {d.status}"
         + (f" ({d.error})" if d.error else "")
+        + (f"\n  expired: {d.expired}" if d.expired else "")
         + f"\n  ranges: {d.topic}\n  format: {d.input_format} {json.dumps(d.input_config)}"
         + f"\n  messages: {d.total_msg}, malformed skipped: {d.malformed_count}"
         + f"\n  validation rate {d.validation_rate:g}, test rate {d.test_rate:g}"
@@ -319,7 +320,8 @@ def _datasource_text(d) -> str:
 @datasource.command("list")
 @json_option
 def datasource_list(as_json: bool) -> None:
-    """Stored control messages, accepted or refused."""
+    """Stored control messages, accepted or refused; "expired" where Kafka no longer holds
+    the data (retention deleted it)."""
     emit(
         client_from_env().list_datasources(),
         as_json,
@@ -328,7 +330,7 @@ def datasource_list(as_json: bool) -> None:
                 (
                     d.id,
                     d.deployment_id,
-                    d.status,
+                    "expired" if d.expired else d.status,
                     d.input_format,
                     d.total_msg,
                     d.malformed_count,

@@ -342,14 +342,28 @@ class Client:
         )
 
     # -- datasources -------------------------------------------------------------------
-    def list_datasources(self) -> list[DatasourceInfo]:
+    def list_datasources(self, check: bool = True) -> list[DatasourceInfo]:
+        """The stored control messages; with ``check``, each stream's ``expired`` says
+        whether Kafka still holds its data (one quick query per range)."""
         with self.store.session() as s:
             rows = s.scalars(select(Datasource).order_by(Datasource.id))
-            return [DatasourceInfo.model_validate(d) for d in rows]
+            infos = [DatasourceInfo.model_validate(d) for d in rows]
+        return self._with_expiry(infos) if check else infos
 
-    def get_datasource(self, datasource_id: int) -> DatasourceInfo:
+    def get_datasource(self, datasource_id: int, check: bool = True) -> DatasourceInfo:
         with self.store.session() as s:
-            return DatasourceInfo.model_validate(_get(s, Datasource, datasource_id, "datasource"))
+            info = DatasourceInfo.model_validate(_get(s, Datasource, datasource_id, "datasource"))
+        return self._with_expiry([info])[0] if check else info
+
+    def _with_expiry(self, infos: list[DatasourceInfo]) -> list[DatasourceInfo]:
+        from kafkaml_ray.ingest.control import parse_ranges
+        from kafkaml_ray.ingest.dataset import expired_streams
+
+        streams = {d.id: parse_ranges(d.topic) for d in infos if d.status != "refused" and d.topic}
+        if not streams:
+            return infos
+        gone = expired_streams(self.settings.kafka_config(), streams)
+        return [d.model_copy(update={"expired": gone.get(d.id)}) for d in infos]
 
     def resend_datasource(self, datasource_id: int, deployment_id: int) -> None:
         """Re-send a stored stream's control message to another deployment: it trains on
@@ -361,6 +375,8 @@ class Client:
         ds = self.get_datasource(datasource_id)
         if ds.status == "refused" or not ds.topic:
             raise InvalidInput(f"datasource {datasource_id} was refused: nothing to re-send")
+        if ds.expired:
+            raise InvalidInput(f"datasource {datasource_id} has expired: {ds.expired}")
         self.get_deployment(deployment_id)  # exists
         msg = parse_control(b"\x00", json.dumps(ds.message).encode())
         msg.deployment_id = deployment_id

@@ -221,6 +221,9 @@ class DatasourceInfo(_Record):
     source_offset: int
     message: dict[str, Any]
     created_at: datetime
+    expired: str | None = None
+    """Why Kafka no longer holds its data (retention deleted it, or its topic), as checked
+    when it was read; it cannot be trained on again then."""
 
 
 class InferenceInfo(_Record):

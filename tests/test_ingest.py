@@ -386,3 +386,53 @@ def test_resend_a_datasource_to_another_deployment(ray_cluster, broker, client, 
         both = wait_until(lambda: len(d := client.list_datasources()) == 2 and d, what="resent")
     assert [d.deployment_id for d in both] == [first.id, second.id]
     assert both[0].topic == both[1].topic and both[1].status == "accepted"
+
+
+def test_an_expired_datasource_says_so_and_is_not_resent(
+    ray_cluster, broker, client, settings, topic
+):
+    """Retention deleted the start of a stored stream (here by Kafka's own DeleteRecords, as
+    retention does): the datasource says it has expired and why, the CLI lists it as
+    expired, and it is not re-sent; a stream whose topic was deleted says so too."""
+    from click.testing import CliRunner
+    from confluent_kafka import TopicPartition
+
+    from kafkaml_ray.cli import cli
+    from kafkaml_ray.errors import InvalidInput
+
+    first, second = _deployment(client, "a"), _deployment(client, "b")
+    for name in (topic, topic + "-gone"):
+        with RawSink(
+            settings.bootstrap_servers,
+            name,
+            first.id,
+            data_type="float32",
+            control_topic=settings.control_topic,
+        ) as sink:
+            sink.send_many(np.zeros((10, 2), np.float32))
+    with running_listener(settings, handler=None):
+        kept, gone = wait_until(
+            lambda: len(d := client.list_datasources()) == 2 and d, what="two datasources"
+        )
+    assert kept.expired is None and gone.expired is None
+    admin = AdminClient(settings.kafka_config())
+    for f in admin.delete_records([TopicPartition(topic, 0, 4)]).values():
+        f.result(30)
+    for f in admin.delete_topics([topic + "-gone"]).values():
+        f.result(30)
+
+    def expired():
+        d = client.get_datasource(kept.id)
+        return d.expired and d
+
+    kept = wait_until(expired, 60, "the datasource to show as expired")
+    assert f"{topic}:0 starts at offset 4 now" in kept.expired
+    assert "deleted (retention)" in kept.expired
+    gone = wait_until(lambda: client.get_datasource(gone.id).expired, 60, "the deleted topic")
+    assert "does not exist" in gone
+    assert [bool(d.expired) for d in client.list_datasources()] == [True, True]
+    with pytest.raises(InvalidInput, match="has expired"):
+        client.resend_datasource(kept.id, second.id)
+    listed = CliRunner().invoke(cli, ["datasource", "list"], env=settings.env())
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count("expired") == 2, listed.output

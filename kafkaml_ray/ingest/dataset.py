@@ -30,7 +30,15 @@ from kafkaml_ray.errors import InvalidInput, KafkaMLError
 from kafkaml_ray.ingest.control import TopicRange
 from kafkaml_ray.ingest.formats import get_format
 
-__all__ = ["read_ranges", "split_dataset", "StreamData", "ReadError", "OnMalformed", "split_sizes"]
+__all__ = [
+    "read_ranges",
+    "expired_streams",
+    "split_dataset",
+    "StreamData",
+    "ReadError",
+    "OnMalformed",
+    "split_sizes",
+]
 
 logger = logging.getLogger(__name__)
 OnMalformed = Literal["fail", "skip"]
@@ -49,6 +57,70 @@ class StreamData:
     count: int
     malformed: int = 0
     errors: list[str] = field(default_factory=list)  # the first few skipped, for people
+
+
+class _Unanswered(ReadError):
+    """The broker did not answer: nothing is known about the range."""
+
+
+def _check_range(consumer: Any, rng: TopicRange, timeout: float) -> None:
+    """Raise a :class:`ReadError` when Kafka does not hold all of ``rng``: its topic is gone,
+    retention deleted its start, or it ends beyond what was written."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    where = f"{rng.topic}:{rng.partition}"
+    try:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(rng.topic, rng.partition), timeout=timeout
+        )
+    except KafkaException as e:
+        err = e.args[0]
+        if err.code() in (
+            KafkaError.UNKNOWN_TOPIC_OR_PART,
+            KafkaError._UNKNOWN_PARTITION,
+            KafkaError._UNKNOWN_TOPIC,
+        ):
+            raise ReadError(f"{where} does not exist (deleted topic?)") from None
+        raise _Unanswered(f"cannot read {where}: {err.str()}") from None
+    if rng.end > high:
+        raise ReadError(
+            f"{where} ends at offset {high}, but the range asks for {rng.start}..{rng.end}: "
+            "the offsets beyond its end were never written"
+        )
+    if rng.start < low:
+        raise ReadError(
+            f"{where} starts at offset {low} now, but the range asks for {rng.start}.."
+            f"{rng.end}: those messages were deleted (retention)"
+        )
+
+
+def expired_streams(
+    kafka_config: Mapping[str, Any],
+    streams: Mapping[Any, Sequence[TopicRange]],
+    timeout: float = 5.0,
+) -> dict[Any, str]:
+    """Which of ``streams`` (ranges by any key, e.g. a datasource id) Kafka no longer holds
+    in full, and why. Streams that cannot be checked (the broker does not answer) are left
+    out: nothing is said about them."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({**kafka_config, "group.id": "kafkaml-reader", "enable.auto.commit": False})
+    gone: dict[Any, str] = {}
+    try:
+        for key, ranges in streams.items():
+            for rng in ranges:
+                if not len(rng):
+                    continue
+                try:
+                    _check_range(consumer, rng, timeout)
+                except _Unanswered:
+                    return gone
+                except ReadError as e:
+                    gone[key] = str(e)
+                    break
+    finally:
+        consumer.close()
+    return gone
 
 
 def _read_range(
@@ -84,29 +156,7 @@ def _read_range(
     meta: dict[str, list[np.ndarray]] = {"partition": [], "offset": [], "timestamp": []}
     bad, errors, done = 0, [], 0
     try:
-        try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(rng.topic, rng.partition), timeout=stall_timeout_s
-            )
-        except KafkaException as e:
-            err = e.args[0]
-            if err.code() in (
-                KafkaError.UNKNOWN_TOPIC_OR_PART,
-                KafkaError._UNKNOWN_PARTITION,
-                KafkaError._UNKNOWN_TOPIC,
-            ):
-                raise ReadError(f"{where} does not exist (deleted topic?)") from None
-            raise ReadError(f"cannot read {where}: {err.str()}") from None
-        if rng.end > high:
-            raise ReadError(
-                f"{where} ends at offset {high}, but the range asks for {rng.start}..{rng.end}: "
-                "the offsets beyond its end were never written"
-            )
-        if rng.start < low:
-            raise ReadError(
-                f"{where} starts at offset {low} now, but the range asks for {rng.start}.."
-                f"{rng.end}: those messages were deleted (retention)"
-            )
+        _check_range(consumer, rng, stall_timeout_s)
         if len(rng):
             consumer.assign([TopicPartition(rng.topic, rng.partition, rng.start)])
         position, last_progress = rng.start, time.monotonic()

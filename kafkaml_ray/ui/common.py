@@ -311,9 +311,9 @@ def json_field(text: str, what: str, check: Callable[[Any], T]) -> T | None:
 
 
 def stored_streams(sources: Sequence[DatasourceInfo]) -> list[DatasourceInfo]:
-    """The datasources whose data Kafka holds (not refused, with ranges): what a training
-    or a search can read again."""
-    return [d for d in sources if d.status != "refused" and d.topic]
+    """The datasources whose data Kafka holds (not refused, with ranges, not expired): what
+    a training or a search can read again."""
+    return [d for d in sources if d.status != "refused" and d.topic and not d.expired]
 
 
 def ranges_text(topic: str) -> str:

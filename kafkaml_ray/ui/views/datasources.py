@@ -15,7 +15,7 @@ def _table(sources: list[DatasourceInfo]) -> None:
             {
                 "datasource": d.id,
                 "deployment": d.deployment_id,
-                "status": d.status,
+                "status": "expired" if d.expired else d.status,
                 "description": d.description,
                 "format": d.input_format,
                 "ranges": common.ranges_text(d.topic),
@@ -47,6 +47,11 @@ def _detail(sources: list[DatasourceInfo]) -> None:
         return
     if d.status in ("refused", "failed"):
         st.error(f"{d.status.capitalize()}: {common.plain(d.error or '')}", icon=":material/error:")
+    elif d.expired:
+        st.warning(
+            f"Expired: {common.plain(d.expired)}. It cannot be trained on again.",
+            icon=":material/history_toggle_off:",
+        )
     elif d.status == "unknown_deployment":
         st.warning(f"No deployment {d.deployment_id} existed: re-send it to one below.")
     elif d.malformed_count:
@@ -68,7 +73,7 @@ def _resend(sources: list[DatasourceInfo], deps: list[DeploymentInfo]) -> None:
     )
     usable = common.stored_streams(sources)
     if not usable:
-        st.info("No stored stream can be re-sent: every control message was refused.")
+        st.info("No stored stream can be re-sent: each was refused, or its data expired.")
         return
     if not deps:
         st.info("Deploy a configuration on the Training page first.")

@@ -31,7 +31,7 @@ def _source_of(r: ResultInfo) -> tuple[str, dict[str, Any]]:
             ds_id = client.get_tune(r.tune_id).datasource_id
         if ds_id is None:
             return "RAW", {}
-        ds = client.get_datasource(ds_id)
+        ds = client.get_datasource(ds_id, check=False)
     except KafkaMLError:
         return "RAW", {}
     config = {k: v for k, v in ds.input_config.items() if not k.startswith("label_")}
