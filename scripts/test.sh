@@ -41,10 +41,14 @@ if [ -z "${KAFKAML_TEST_POSTGRES:-}" ] && [ -n "$_pg_bin" ] && [ -x "$_pg_bin/in
   [ "$(id -u)" = 0 ] && chown postgres "$_pg_dir"
   _pg_port="$("$KAFKAML_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   _pg_run "$_pg_bin/initdb" -D "$_pg_dir/data" -U kafkaml --auth=trust >/dev/null
-  _pg_run "$_pg_bin/pg_ctl" -D "$_pg_dir/data" -l "$_pg_dir/log" -w \
-    -o "-p $_pg_port -k $_pg_dir -c listen_addresses=127.0.0.1" start >/dev/null
+  # Its settings in its own configuration, so that a plain `pg_ctl start` brings it back
+  # the same (the fault tests stop and start it under a running listener).
+  printf "port = %s\nunix_socket_directories = '%s'\nlisten_addresses = '127.0.0.1'\n" \
+    "$_pg_port" "$_pg_dir" | _pg_run tee -a "$_pg_dir/data/postgresql.conf" >/dev/null
+  _pg_run "$_pg_bin/pg_ctl" -D "$_pg_dir/data" -l "$_pg_dir/log" -w start >/dev/null
   _pg_run "$_pg_bin/createdb" -h 127.0.0.1 -p "$_pg_port" -U kafkaml kafkaml_test
   export KAFKAML_TEST_POSTGRES="postgresql+psycopg://kafkaml@127.0.0.1:$_pg_port/kafkaml_test"
+  export KAFKAML_TEST_POSTGRES_DATA="$_pg_dir/data"  # to stop and start it: tests/test_faults.py
   echo "test.sh: PostgreSQL for the store tests on 127.0.0.1:$_pg_port" >&2
 elif [ -z "${KAFKAML_TEST_POSTGRES:-}" ]; then
   echo "test.sh: PostgreSQL is not installed: the store tests on PostgreSQL are skipped" >&2

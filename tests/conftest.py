@@ -173,6 +173,27 @@ def send_like_kafka_ml(settings, topic, dep_id, x, y):
 
 
 @pytest.fixture
+def postgres_url():
+    """A fresh, empty database on the tests' PostgreSQL server (KAFKAML_TEST_POSTGRES, which
+    scripts/test.sh sets), dropped afterwards; skipped without one."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    server = os.environ.get("KAFKAML_TEST_POSTGRES")
+    if not server:
+        pytest.skip("KAFKAML_TEST_POSTGRES is not set (scripts/test.sh sets it)")
+    name = f"kml_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
 def client(settings):
     from kafkaml_ray import Client
 

@@ -2,21 +2,25 @@
 and every affected run in a clear state.
 
 - the control listener killed (SIGKILL) in the middle of a batch, then started again;
+- PostgreSQL stopped and started again under a running listener;
 - the broker stopped and restarted in the middle of an inference, and of a training read;
 - a Ray Train worker killed: the result fails with a clear error and its resources return.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from kafkaml_ray.ingest import ControlMessage, TopicRange
 from kafkaml_ray.store import Datasource, DatasourceStatus, Store
@@ -85,6 +89,63 @@ def test_the_listener_killed_mid_batch_loses_no_control_message(broker, settings
     assert refused == [i for i in range(n) if i % 10 == 7]
     assert all("nested too deeply" in r.error for r in rows if r.status == "refused")
     print(f"listener killed after {killed_at} of {n} stored; all {n} stored once")
+
+
+def _postgres(action: str) -> None:
+    """Stop or start the tests' private PostgreSQL server (scripts/test.sh's)."""
+    data = os.environ["KAFKAML_TEST_POSTGRES_DATA"]
+    pg_ctl = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]
+    cmd = [pg_ctl, "-D", data, "-l", str(Path(data).parent / "log"), "-w", "-m", "fast", action]
+    if os.geteuid() == 0:  # PostgreSQL runs as its own user (see scripts/test.sh)
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+
+def _control_messages(settings, first: int, n: int) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer(settings.kafka_config())
+    for i in range(first, first + n):
+        msg = ControlMessage(deployment_id=i + 1, ranges=[TopicRange("d", 0, 0, 5)])
+        key, value, headers = msg.to_kafka()
+        producer.produce(settings.control_topic, value, key, headers=headers)
+    producer.flush(30)
+
+
+def test_postgres_restarted_under_the_listener_loses_no_control_message(
+    broker, settings, postgres_url
+):
+    if not os.environ.get("KAFKAML_TEST_POSTGRES_DATA"):
+        pytest.skip("needs the private PostgreSQL server of scripts/test.sh")
+    settings = settings.model_copy(update={"db": postgres_url})
+    store = Store(settings.db_url)
+
+    def stored() -> list[int]:
+        with store.session() as s:
+            return list(s.scalars(select(Datasource.source_offset).order_by("source_offset")))
+
+    _control_messages(settings, 0, 50)
+    listener = _listener_process(settings, f"listener-{uuid.uuid4().hex[:8]}")
+    try:
+        wait_until(lambda: len(stored()) == 50, 120, "the listener to store the first 50")
+        _postgres("stop")
+        try:
+            _control_messages(settings, 50, 50)  # sent while the store is down
+            time.sleep(5)  # the listener reads them, cannot store them, and retries
+            assert listener.poll() is None, "the listener died with its store"
+        finally:
+            _postgres("start")
+        wait_until(lambda: len(stored()) == 100, 120, "all 100 control messages stored")
+        time.sleep(2)  # (anything stored twice would show up now)
+        assert listener.poll() is None
+    finally:
+        listener.terminate()
+        listener.wait(30)
+    assert stored() == list(range(100))  # each once, none lost
+    with store.session() as s:
+        statuses = set(s.scalars(select(Datasource.status)))
+    assert statuses == {DatasourceStatus.UNKNOWN_DEPLOYMENT}  # well formed; no deployments
+    store.dispose()
 
 
 def test_the_broker_restarted_mid_inference_loses_no_prediction(trained, broker):  # noqa: F811
