@@ -14,12 +14,15 @@ training workers. Every process opens its own :class:`Store` on the same URL.
 from __future__ import annotations
 
 import enum
+import fcntl
 import json
 import logging
 import math
+import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +31,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Enum,
     Float,
@@ -39,9 +43,12 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
+    text,
     update,
 )
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -69,6 +76,7 @@ __all__ = [
     "ResultStatus",
     "DatasourceStatus",
     "InferenceStatus",
+    "migrate",
     "select",
 ]
 
@@ -215,9 +223,21 @@ class Datasource(_Stamped, Base):
     """A control message as received: the stream it names, or why it was refused."""
 
     __tablename__ = "datasources"
-    __table_args__ = (UniqueConstraint("source_topic", "source_partition", "source_offset"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "source_cluster",
+            "source_topic_id",
+            "source_topic",
+            "source_partition",
+            "source_offset",
+            name="uq_datasources_source",
+        ),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Where the control message was read: the key that makes storing it idempotent.
+    # Where the control message was read: the key that makes storing it idempotent. The
+    # control listener fills the Kafka cluster id and topic id ("" in rows stored before).
+    source_cluster: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    source_topic_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
     source_topic: Mapped[str] = mapped_column(String(255))
     source_partition: Mapped[int] = mapped_column(Integer)
     source_offset: Mapped[int] = mapped_column(BigInteger)
@@ -301,8 +321,17 @@ class TuneRun(_Stamped, Base):
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
     cur.execute("PRAGMA busy_timeout=30000")  # several processes write: wait, don't fail
+    # WAL: readers never block the writer. The file keeps the mode; while processes that open
+    # a new file at once switch it together, the switch fails at once instead of waiting.
+    for attempt in range(100):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 99:
+                raise
+            time.sleep(0.05)
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -346,8 +375,79 @@ _STORES: dict[str, Store] = {}
 _STORES_LOCK = threading.Lock()
 
 
+_PG_MIGRATION_LOCK = 0x6B6D6C5F6D6967  # pg_advisory_xact_lock key: "kml_mig"
+_ALEMBIC_LOCK = threading.Lock()  # Alembic's context and op are one per process
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection that alone migrates its database (other processes wait), committed when
+    the block ends: a PostgreSQL advisory lock, or a lock file next to a SQLite file."""
+    sqlite = engine.dialect.name == "sqlite"
+    path = engine.url.database
+    with ExitStack() as stack:
+        stack.enter_context(_ALEMBIC_LOCK)
+        if sqlite and path and path != ":memory:" and not path.startswith("file:"):
+            lock = stack.enter_context(open(f"{path}.migration-lock", "a"))
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, after conn's
+        conn = stack.enter_context(engine.connect())
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        if sqlite:
+            # SQLite alters a table by copying it and dropping the old one: with foreign keys
+            # on, the drop of datasources would set deployments.datasource_id to NULL.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        try:
+            yield conn
+            conn.commit()
+        finally:
+            if sqlite:
+                conn.rollback()
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to the newest schema (the Alembic revisions in
+    ``kafkaml_ray/migrations/versions``). An empty one gets today's tables, stamped newest;
+    one with the tables but no version was made by ``create_all`` before versions were kept:
+    it is stamped ``0001`` (the oldest schema) and upgraded. A database newer than this code
+    raises :class:`Unavailable`. At the newest revision already: one read, no lock."""
+    # Imported here: Alembic loads every dialect (0.15 s); commands that open no store don't.
+    from alembic import command
+    from alembic.config import Config
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", "kafkaml_ray:migrations")
+    script = ScriptDirectory.from_config(config)
+    head = script.get_current_head()
+    with engine.connect() as conn:
+        if MigrationContext.configure(conn).get_current_revision() == head:
+            return
+    with _migration_lock(engine) as conn:
+        current = MigrationContext.configure(conn).get_current_revision()  # again, locked
+        if current == head:
+            return
+        if current is not None and current not in {s.revision for s in script.walk_revisions()}:
+            safe_url = engine.url.render_as_string(hide_password=True)
+            raise Unavailable(
+                f"the metadata store {safe_url} has schema revision {current!r}, newer than this "
+                f"kafkaml-ray's (newest {head!r}): upgrade kafkaml-ray"
+            )
+        config.attributes["connection"] = conn
+        if current is None and not set(inspect(conn).get_table_names()) & set(Base.metadata.tables):
+            Base.metadata.create_all(conn)
+            command.stamp(config, head)
+            return
+        if current is None:
+            command.stamp(config, "0001")
+        logger.info("metadata store: upgrading the schema from %s to %s", current or "0001", head)
+        command.upgrade(config, head)
+
+
 class Store:
-    """Connection to the metadata store; creates the tables on first use."""
+    """Connection to the metadata store; brings its schema up to date on first use."""
 
     def __init__(self, url: str):
         self.url = url
@@ -364,7 +464,7 @@ class Store:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            Base.metadata.create_all(self.engine)
+            migrate(self.engine)
         except OperationalError as e:
             raise Unavailable(f"cannot open the metadata store {self.safe_url}: {e.orig}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
