@@ -436,3 +436,53 @@ def test_an_expired_datasource_says_so_and_is_not_resent(
     listed = CliRunner().invoke(cli, ["datasource", "list"], env=settings.env())
     assert listed.exit_code == 0, listed.output
     assert listed.output.count("expired") == 2, listed.output
+
+
+def test_a_recreated_control_topic_is_not_taken_for_re_deliveries(broker, client, settings):
+    """The control topic deleted and created again (or the broker's data wiped, or another
+    cluster behind the same address) starts again at offset 0: the new messages there are
+    stored, not dropped as re-deliveries of the old ones. Rows from before the ids were
+    recorded still recognise a true re-delivery by its content."""
+    from kafkaml_ray.ingest.listener import ControlListener
+    from kafkaml_ray.store import Datasource
+
+    dep = _deployment(client)
+    group = f"listener-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient(settings.kafka_config())
+
+    def listen_for(count: int) -> ControlListener:
+        listener = ControlListener(settings, handler=None, group_id=group)
+        try:
+            wait_until(lambda: listener.poll(0.5) or len(client.list_datasources()) >= count, 60)
+        finally:
+            listener.close()
+        return listener
+
+    _control(settings, dep.id, {"topic": "a:0:0:0", "input_config": {"data_type": "float32"}})
+    first = listen_for(1)
+    for f in admin.delete_topics([settings.control_topic]).values():
+        f.result(30)
+    wait_until(lambda: settings.control_topic not in admin.list_topics(timeout=10).topics, 60)
+    _control(settings, dep.id, {"topic": "b:0:0:0", "input_config": {"data_type": "float32"}})
+    second = listen_for(2)
+    rows = client.list_datasources(check=False)
+    assert [(d.source_offset, d.topic) for d in rows] == [(0, "a:0:0:0"), (0, "b:0:0:0")]
+    assert first.topic_id and second.topic_id and first.topic_id != second.topic_id
+    assert first.cluster_id == second.cluster_id != ""
+
+    # A row stored before the ids were recorded (an upgraded store): the same message read
+    # again at its offset is a re-delivery; another message there is new.
+    with client.store.session() as s:
+        old = s.get(Datasource, rows[1].id)
+        old.source_cluster, old.source_topic_id = "", ""
+    again = ControlListener(settings, handler=None, group_id=group + "-x")
+    try:
+        key = bytes([dep.id])
+        same = json.dumps({"topic": "b:0:0:0", "input_config": {"data_type": "float32"}})
+        assert again.handle(settings.control_topic, 0, 0, key, same.encode(), None) == rows[1].id
+        other = json.dumps({"topic": "c:0:0:0", "input_config": {"data_type": "float32"}})
+        new_id = again.handle(settings.control_topic, 0, 0, key, other.encode(), None)
+    finally:
+        again.close()
+    assert new_id not in (rows[0].id, rows[1].id)
+    assert len(client.list_datasources(check=False)) == 3

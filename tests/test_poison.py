@@ -275,6 +275,7 @@ def listener(tmp_path, msgs, db: str | None = None) -> ControlListener:
     lst.settings = Settings(db=db or f"sqlite:///{tmp_path / 'kml.db'}")
     lst.store, lst._handler, lst.processed = Store(lst.settings.db_url), None, 0
     lst.consumer = ListenerConsumer(msgs)
+    lst.cluster_id, lst.topic_id = "cluster-id", "topic-id"  # what _identify reads from Kafka
     return lst
 
 

@@ -1,8 +1,10 @@
 """The control listener: one consumer-group reader of the control topic.
 
 It stores every control message as a datasource exactly once, also across its own restarts
-and re-deliveries (the message's own topic/partition/offset is a unique key, and its offset
-is committed only after the datasource is stored and handed over), records refused
+and re-deliveries (where the message was read is a unique key: the Kafka cluster's id, the
+control topic's id and name, the partition and the offset, so a recreated topic or another
+cluster behind the same address is not taken for a re-delivery; its offset is committed
+only after the datasource is stored and handed over), records refused
 messages with their reason, and hands each datasource to the training deployment it names
 through a *handler* ``handler(settings, datasource_id)``. Ids that name no deployment are
 recorded as ``unknown_deployment``; nothing stops the stream.
@@ -14,6 +16,7 @@ what ``kafkaml-ray up`` does.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import threading
 import time
@@ -67,6 +70,7 @@ class ControlListener:
         group_id: str = GROUP_ID,
     ):
         from confluent_kafka import Consumer
+        from confluent_kafka.admin import AdminClient
 
         self.settings = settings
         self.store = Store.for_url(settings.db_url)
@@ -81,14 +85,30 @@ class ControlListener:
                 }
             )
         )
+        self._admin = AdminClient(settings.kafka_config())
         self._ensure_topic()
-        self.consumer.subscribe([settings.control_topic])
+        self.cluster_id, self.topic_id = "", ""
+        self._identify()
+        self.consumer.subscribe([settings.control_topic], on_assign=lambda *_: self._identify())
         self.processed = 0
 
-    def _ensure_topic(self) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
+    def _identify(self) -> None:
+        """Read the cluster's id and the control topic's id (again on each assignment: the
+        topic may have been deleted and created again meanwhile)."""
+        from confluent_kafka import TopicCollection
 
-        admin = AdminClient(self.settings.kafka_config())
+        topic = self.settings.control_topic
+        try:
+            cluster = self.consumer.list_topics(topic, timeout=10).cluster_id
+            found = self._admin.describe_topics(TopicCollection([topic]), request_timeout=10)
+            self.cluster_id, self.topic_id = cluster or "", str(found[topic].result(15).topic_id)
+        except Exception as e:  # noqa: BLE001 - keep the ids known; the next assignment retries
+            logger.warning("control topic %s: cannot read its ids: %s", topic, e)
+
+    def _ensure_topic(self) -> None:
+        from confluent_kafka.admin import NewTopic
+
+        admin = self._admin
         if self.settings.control_topic not in admin.list_topics(timeout=10).topics:
             futures = admin.create_topics([NewTopic(self.settings.control_topic, 1)])
             for f in futures.values():
@@ -151,23 +171,14 @@ class ControlListener:
         return row.id
 
     def _store(self, topic, partition, offset, key, value, headers) -> Datasource:
-        with self.store.session() as s:
-            existing = s.scalar(
-                select(Datasource).where(
-                    Datasource.source_topic == topic,
-                    Datasource.source_partition == partition,
-                    Datasource.source_offset == offset,
-                )
-            )
-            if existing is not None:  # a re-delivery
-                logger.info("control message %s:%d:%d is stored already", topic, partition, offset)
-                return existing
-        row = Datasource(
-            source_topic=topic,
-            source_partition=partition,
-            source_offset=offset,
-            status=DatasourceStatus.RECEIVED,
-        )
+        where = {
+            "source_cluster": self.cluster_id,
+            "source_topic_id": self.topic_id,
+            "source_topic": topic,
+            "source_partition": partition,
+            "source_offset": offset,
+        }
+        row = Datasource(**where, status=DatasourceStatus.RECEIVED)
         try:
             msg = parse_control(key, value, headers)
         except Exception as e:  # noqa: BLE001 - any unreadable message is refused, with why
@@ -183,6 +194,10 @@ class ControlListener:
             row.validation_rate, row.test_rate = msg.validation_rate, msg.test_rate
             row.total_msg = msg.message_count
             row.message = msg.value()
+        existing = self._stored(row)
+        if existing is not None:  # a re-delivery
+            logger.info("control message %s:%d:%d is stored already", topic, partition, offset)
+            return existing
         try:
             return self._add(row)
         except (OperationalError, InterfaceError):
@@ -190,14 +205,36 @@ class ControlListener:
         except SQLAlchemyError as e:  # the store refuses what was parsed: refuse the message
             logger.warning("control message %s:%d:%d not storable: %s", topic, partition, offset, e)
             refused = Datasource(
-                source_topic=topic,
-                source_partition=partition,
-                source_offset=offset,
+                **where,
                 status=DatasourceStatus.REFUSED,
                 error=_text(f"the store refused it: {_why(e)}"),
                 message=_raw(key, value),
             )
             return self._add(refused)
+
+    def _stored(self, row: Datasource) -> Datasource | None:
+        """The datasource already stored for where ``row`` was read. A row from before the
+        ids were recorded (both empty) is the same message only if it holds the same."""
+        with self.store.session() as s:
+            same_place = select(Datasource).where(
+                Datasource.source_topic == row.source_topic,
+                Datasource.source_partition == row.source_partition,
+                Datasource.source_offset == row.source_offset,
+            )
+            found = s.scalar(
+                same_place.where(
+                    Datasource.source_cluster == row.source_cluster,
+                    Datasource.source_topic_id == row.source_topic_id,
+                )
+            )
+            if found is not None:
+                return found
+            old = s.scalar(
+                same_place.where(Datasource.source_cluster == "", Datasource.source_topic_id == "")
+            )
+            if old is not None and old.message == json.loads(json.dumps(row.message)):
+                return old
+            return None
 
     def _add(self, row: Datasource) -> Datasource:
         """Store ``row`` once: a row stored first by another listener wins."""
@@ -213,13 +250,10 @@ class ControlListener:
                 s.flush()
             except IntegrityError:  # another listener stored it first
                 s.rollback()
-                return s.scalars(
-                    select(Datasource).where(
-                        Datasource.source_topic == row.source_topic,
-                        Datasource.source_partition == row.source_partition,
-                        Datasource.source_offset == row.source_offset,
-                    )
-                ).one()
+                found = self._stored(row)
+                if found is None:
+                    raise
+                return found
         return row
 
     def _hand_over(self, datasource_id: int) -> None:
