@@ -14,7 +14,6 @@ training workers. Every process opens its own :class:`Store` on the same URL.
 from __future__ import annotations
 
 import enum
-import fcntl
 import json
 import logging
 import math
@@ -22,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +30,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    Connection,
     DateTime,
     Enum,
     Float,
@@ -43,12 +41,9 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
-    inspect,
     select,
-    text,
     update,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -60,6 +55,7 @@ from sqlalchemy.orm import (
 )
 
 from kafkaml_ray.errors import Unavailable
+from kafkaml_ray.migrations import migrate
 from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
 
 __all__ = [
@@ -76,7 +72,6 @@ __all__ = [
     "ResultStatus",
     "DatasourceStatus",
     "InferenceStatus",
-    "migrate",
     "select",
 ]
 
@@ -375,77 +370,6 @@ _STORES: dict[str, Store] = {}
 _STORES_LOCK = threading.Lock()
 
 
-_PG_MIGRATION_LOCK = 0x6B6D6C5F6D6967  # pg_advisory_xact_lock key: "kml_mig"
-_ALEMBIC_LOCK = threading.Lock()  # Alembic's context and op are one per process
-
-
-@contextmanager
-def _migration_lock(engine: Engine) -> Iterator[Connection]:
-    """A connection that alone migrates its database (other processes wait), committed when
-    the block ends: a PostgreSQL advisory lock, or a lock file next to a SQLite file."""
-    sqlite = engine.dialect.name == "sqlite"
-    path = engine.url.database
-    with ExitStack() as stack:
-        stack.enter_context(_ALEMBIC_LOCK)
-        if sqlite and path and path != ":memory:" and not path.startswith("file:"):
-            lock = stack.enter_context(open(f"{path}.migration-lock", "a"))
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, after conn's
-        conn = stack.enter_context(engine.connect())
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
-        if sqlite:
-            # SQLite alters a table by copying it and dropping the old one: with foreign keys
-            # on, the drop of datasources would set deployments.datasource_id to NULL.
-            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        try:
-            yield conn
-            conn.commit()
-        finally:
-            if sqlite:
-                conn.rollback()
-                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the database to the newest schema (the Alembic revisions in
-    ``kafkaml_ray/migrations/versions``). An empty one gets today's tables, stamped newest;
-    one with the tables but no version was made by ``create_all`` before versions were kept:
-    it is stamped ``0001`` (the oldest schema) and upgraded. A database newer than this code
-    raises :class:`Unavailable`. At the newest revision already: one read, no lock."""
-    # Imported here: Alembic loads every dialect (0.15 s); commands that open no store don't.
-    from alembic import command
-    from alembic.config import Config
-    from alembic.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", "kafkaml_ray:migrations")
-    script = ScriptDirectory.from_config(config)
-    head = script.get_current_head()
-    with engine.connect() as conn:
-        if MigrationContext.configure(conn).get_current_revision() == head:
-            return
-    with _migration_lock(engine) as conn:
-        current = MigrationContext.configure(conn).get_current_revision()  # again, locked
-        if current == head:
-            return
-        if current is not None and current not in {s.revision for s in script.walk_revisions()}:
-            safe_url = engine.url.render_as_string(hide_password=True)
-            raise Unavailable(
-                f"the metadata store {safe_url} has schema revision {current!r}, newer than this "
-                f"kafkaml-ray's (newest {head!r}): upgrade kafkaml-ray"
-            )
-        config.attributes["connection"] = conn
-        if current is None and not set(inspect(conn).get_table_names()) & set(Base.metadata.tables):
-            Base.metadata.create_all(conn)
-            command.stamp(config, head)
-            return
-        if current is None:
-            command.stamp(config, "0001")
-        logger.info("metadata store: upgrading the schema from %s to %s", current or "0001", head)
-        command.upgrade(config, head)
-
-
 class Store:
     """Connection to the metadata store; brings its schema up to date on first use."""
 
@@ -464,7 +388,7 @@ class Store:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            migrate(self.engine)
+            migrate(self.engine, Base.metadata)
         except OperationalError as e:
             raise Unavailable(f"cannot open the metadata store {self.safe_url}: {e.orig}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

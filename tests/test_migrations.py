@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import kafkaml_ray.store as store_module
+import kafkaml_ray.migrations as migrations_module
 from kafkaml_ray.errors import Unavailable
 from kafkaml_ray.migrations import compare_type
 from kafkaml_ray.store import Base, Datasource, DatasourceStatus, ReplicaStats, Store
@@ -213,7 +213,7 @@ def test_a_database_at_the_newest_revision_opens_without_migrating(url, monkeypa
     def no(*args, **kwargs):
         raise AssertionError("migrated again")
 
-    monkeypatch.setattr(store_module, "_migration_lock", no)
+    monkeypatch.setattr(migrations_module, "_migration_lock", no)
     monkeypatch.setattr(command, "upgrade", no)
     monkeypatch.setattr(command, "stamp", no)
     Store(url).dispose()

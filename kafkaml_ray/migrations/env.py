@@ -1,9 +1,10 @@
 """Alembic's environment for the store's migrations. Alembic runs this file; importing it
 only defines :func:`run`.
 
-Opened by the library (:func:`kafkaml_ray.store.migrate`), the connection to migrate comes
-in ``config.attributes["connection"]``, inside the transaction (and lock) of the caller. From
-the ``alembic`` command, the database is named with ``-x url=...``.
+Run by the library (:func:`kafkaml_ray.migrations.migrate`, when a store opens), the
+connection to migrate comes in ``config.attributes["connection"]``, inside the transaction
+(and lock) of the caller. From the ``alembic`` command, the database is named with
+``-x url=...``.
 """
 
 from __future__ import annotations
