@@ -7,10 +7,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from kafkaml_ray.errors import InvalidInput, Unavailable
 from kafkaml_ray.settings import Settings
 
 __all__ = [
     "ensure_ray",
+    "check_shared_state",
     "token_auth",
     "resource_wait",
     "get_saying_why",
@@ -92,6 +94,54 @@ def ensure_ray(settings: Settings) -> None:
     )
 
 
+def _alive_nodes(settings: Settings) -> int:
+    """How many alive nodes the Ray cluster has: this process's connection, else the
+    configured cluster (its job server's state API for an http(s) address); 1 when no
+    cluster runs (a Ray started here has one node)."""
+    import ray
+
+    if not ray.is_initialized():
+        address = ray_address(settings)
+        if address is None:
+            return 1
+        if address.startswith(("http://", "https://")):
+            from ray.util.state import list_nodes
+
+            token_auth()
+            alive = list_nodes(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
+            return len(alive)
+        try:
+            ensure_ray(settings)
+        except (ConnectionError, RuntimeError) as e:
+            raise Unavailable(f"the Ray cluster at {address} did not answer: {e}") from None
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def check_shared_state(settings: Settings) -> None:
+    """Refuse a Ray cluster of several nodes when the metadata store is a SQLite file or
+    the artifacts are in the default local directory (``KAFKAML_ARTIFACTS`` unset): runs on
+    other nodes would write to their own empty database and directory, and their results
+    would stay "training" forever. One node, or PostgreSQL and shared artifacts: nothing to
+    refuse. What starts work on Ray calls it (deploying a training or an inference, a
+    search, the control listener, a training runner); stopping and status never do."""
+    local = []
+    if settings.db_url.startswith("sqlite"):
+        local.append(f"the metadata store is SQLite ({settings.db_url})")
+    if settings.artifacts is None:
+        local.append(f"the artifacts are in the local directory {settings.artifacts_uri}")
+    if not local:
+        return
+    nodes = _alive_nodes(settings)
+    if nodes > 1:
+        raise InvalidInput(
+            f"the Ray cluster has {nodes} nodes, but {' and '.join(local)}: work on the "
+            "other nodes would not see them. Set KAFKAML_DB to a PostgreSQL URL every node "
+            "reaches (postgresql+psycopg://user:password@host/kafkaml) and KAFKAML_ARTIFACTS "
+            "to a directory every node mounts or an fsspec URI (s3://bucket/prefix), or use "
+            "a Ray cluster of one node"
+        )
+
+
 def start_detached(settings: Settings, cls: type, name: str, *args: Any, **options: Any) -> Any:
     """Start ``cls`` as the detached actor ``name`` in kafkaml's namespace: it outlives the
     process that starts it. It reserves no CPU (what it runs reserves its own); ``options``
@@ -99,6 +149,7 @@ def start_detached(settings: Settings, cls: type, name: str, *args: Any, **optio
     import ray
 
     ensure_ray(settings)
+    check_shared_state(settings)
     options = {"num_cpus": 0, **options}
     return (
         ray.remote(cls)

@@ -97,12 +97,15 @@ def start_inference(
     """Deploy (or redeploy) the inference's Serve application and wait until it runs.
 
     Returns ``"running"``, or raises with the reason Serve gives."""
+    from kafkaml_ray._private.rayutil import check_shared_state
+
     with Store.for_url(settings.db_url).session() as s:
         inf = s.get_one(Inference, inference_id)
         ensure_topics(settings, inf)
         ingress, predictor = deployment_options(inf, autoscaling=autoscaling)
     spec = spec_from_store(settings, inference_id)
     serve = _serve(settings)
+    check_shared_state(settings)
     serve.run(
         app_for(spec, ingress, predictor),
         name=app_name(inference_id),

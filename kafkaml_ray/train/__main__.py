@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from kafkaml_ray._private.rayutil import ensure_ray
+from kafkaml_ray._private.rayutil import check_shared_state, ensure_ray
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import Store
 from kafkaml_ray.train.runner import fail_results, run_deployment
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     try:
         ensure_ray(settings)
+        check_shared_state(settings)
         run_deployment(settings, args.deployment)
     except Exception as e:
         fail_results(Store.for_url(settings.db_url), args.deployment, f"{type(e).__name__}: {e}")
