@@ -172,6 +172,47 @@ def send_like_kafka_ml(settings, topic, dep_id, x, y):
     positions.close()
 
 
+def send_like_kafka_ml_online(settings, topic, dep_id, x, y):
+    """The bytes Kafka-ML's own OnlineRawSink writes (kafka-python): on the first send, the
+    control message (the plain topic name, ``"incremental": true``, ``total_msg`` null,
+    ``test_rate`` 0, types and shapes inferred from the first sample, a numpy scalar label
+    announced as "1", a one-byte key), then ``x.tobytes()`` values with the label's bytes as
+    keys; ``online_close()`` only flushes: no closing control message."""
+    import json
+
+    from kafka import KafkaProducer
+
+    def shape(v):  # Kafka-ML's shape_to_string
+        return " ".join(map(str, v.shape)) if isinstance(v, np.ndarray) else "1"
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    for i, (xi, yi) in enumerate(zip(x, y, strict=True)):
+        if i == 0:
+            control = {
+                "topic": topic,
+                "unsupervised_topic": None,
+                "input_format": "RAW",
+                "description": "Kafka-ML OnlineRawSink",
+                "input_config": {
+                    "data_type": str(np.asarray(xi).dtype),
+                    "label_type": str(np.asarray(yi).dtype),
+                    "data_reshape": shape(xi),
+                    "label_reshape": shape(yi),
+                },
+                "validation_rate": 0.1,
+                "test_rate": 0,
+                "total_msg": None,
+                "dataset_restrictions": {},
+                "incremental": True,
+            }
+            key = bytes([dep_id])
+            producer.send(settings.control_topic, key=key, value=json.dumps(control).encode())
+            producer.flush()
+        producer.send(topic, key=yi.tobytes(), value=xi.tobytes())
+    producer.flush()
+    producer.close()
+
+
 @pytest.fixture
 def postgres_url():
     """A fresh, empty database on the tests' PostgreSQL server (KAFKAML_TEST_POSTGRES, which

@@ -104,3 +104,73 @@ def test_broken_messages_are_refused_with_a_reason(key, value, headers, reason):
     raw = value if isinstance(value, bytes) else json.dumps(value).encode()
     with pytest.raises(ControlError, match=reason):
         parse_control(key, raw, headers)
+
+
+# -- incremental (online) messages: Kafka-ML's OnlineRawSink names the plain topic ---------
+ONLINE = dict(KAFKA_ML_VALUE, topic="digits", total_msg=None, test_rate=0, incremental=True)
+
+
+def test_a_plain_topic_name_needs_incremental():
+    batch = dict(ONLINE, incremental=False)
+    with pytest.raises(ControlError, match='a plain topic name needs "incremental": true'):
+        parse_control(b"\x01", json.dumps(batch).encode())
+    msg = parse_control(b"\x01", json.dumps(ONLINE).encode())
+    assert (msg.topics, msg.ranges, msg.incremental) == (["digits"], [], True)
+    assert msg.total_msg is None and msg.value()["total_msg"] is None
+
+
+def test_mixed_entries_and_labelled_ranges_take_their_start():
+    value = dict(ONLINE, topic=" more:2:50 ,digits, labelled:0:10:20,other.topic_1-x")
+    msg = parse_control(b"\x01", json.dumps(value).encode())
+    assert msg.topics == ["digits", "other.topic_1-x"]
+    assert msg.ranges == [TopicRange("more", 2, 50, 50), TopicRange("labelled", 0, 10, 10)]
+    assert msg.message_count == 0
+    assert msg.value()["topic"] == "digits,other.topic_1-x,more:2:50,labelled:0:10"
+
+
+def test_incremental_round_trip():
+    msg = parse_control(b"\x01", json.dumps(dict(ONLINE, topic="b:1:7,a:0:0:9,c")).encode())
+    assert parse_control(*msg.to_kafka()) == msg
+    built = ControlMessage(
+        300, [TopicRange("t", 3, 5, 5)], incremental=True, topics=["digits", "x"]
+    )
+    key, value, headers = built.to_kafka()
+    assert json.loads(value)["topic"] == "digits,x,t:3:5"
+    assert json.loads(value)["total_msg"] is None
+    assert parse_control(key, value, headers) == built
+    with pytest.raises(ControlError, match="needs"):  # whole topics only when incremental
+        ControlMessage(1, [], topics=["digits"]).to_kafka()
+
+
+@pytest.mark.parametrize(
+    ("topic", "incremental", "reason"),
+    [
+        ("__consumer_offsets", True, "not a data topic"),
+        ("digits,__transaction_state:0:0", True, "not a data topic"),
+        ("bad name", True, "not a data topic"),
+        ("a" * 250, True, "not a data topic"),
+        ("digits,", True, "is not a topic name"),
+        ("d:0", True, "is not a topic name, topic:partition:start"),
+        ("d:0:1:2:3", True, "is not a topic name"),
+        ("d:x:1", True, "not a number"),
+        ("d:0:5:3", True, "start <= end"),
+        (f"d:{2**31}:0", True, "partition <="),
+        (f"d:0:{2**63}", True, "start <= end <= "),
+        ("d,d", True, "named twice"),
+        ("d:0:1,d:0:5", True, "named twice"),
+        ("d:0:1,d", True, "named twice"),
+        ("d,d:0:1", True, "named twice"),
+        ("", True, "names no topics"),
+        (None, True, "names no topics"),
+        (["digits"], True, "names no topics"),
+        ("digits", "yes", "incremental must be true or false, not 'yes'"),
+        ("digits", 1, "incremental must be true or false, not '1'"),
+        ("digits", {}, "incremental must be true or false"),
+        ("digits", False, 'plain topic name needs "incremental": true'),
+        ("digits", None, 'plain topic name needs "incremental": true'),
+    ],
+)
+def test_broken_incremental_messages_are_refused(topic, incremental, reason):
+    value = dict(ONLINE, topic=topic, incremental=incremental)
+    with pytest.raises(ControlError, match=reason):
+        parse_control(b"\x01", json.dumps(value).encode())

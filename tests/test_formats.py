@@ -257,3 +257,30 @@ def test_one_element_labels_are_scalars_in_every_format(name):
     batch = fmt.decode_batch(values, keys)
     assert batch.labels.shape == (3,)
     assert batch.labels.tolist() == [0, 1, 2]
+
+
+# The control message Kafka-ML's own OnlineRawSink writes, once, on its first send() of the
+# digits: the plain topic name, "incremental": true, no count (and no closing message).
+KAFKA_ML_ONLINE_RAW_SINK_DIGITS = (
+    bytes([3]),  # the deployment id, one byte
+    b'{"topic": "digits", "unsupervised_topic": null, "input_format": "RAW", '
+    b'"description": "digits", "input_config": {"data_type": "float32", '
+    b'"label_type": "int64", "data_reshape": "8 8", "label_reshape": "1"}, '
+    b'"validation_rate": 0.1, "test_rate": 0, "total_msg": null, '
+    b'"dataset_restrictions": {}, "incremental": true}',
+)
+
+
+def test_kafka_ml_online_raw_sink_control_message():
+    from kafkaml_ray.ingest.control import parse_control
+
+    msg = parse_control(*KAFKA_ML_ONLINE_RAW_SINK_DIGITS)
+    assert (msg.deployment_id, msg.topics, msg.ranges) == (3, ["digits"], [])
+    assert msg.incremental is True and msg.total_msg is None and msg.unsupervised_topic is None
+    assert (msg.validation_rate, msg.test_rate) == (0.1, 0.0)
+    fmt = get_format(msg.input_format, msg.input_config)
+    x = RNG.normal(size=(3, 8, 8)).astype(np.float32)
+    y = np.arange(3, dtype=np.int64)
+    batch = fmt.decode_batch([a.tobytes() for a in x], [b.tobytes() for b in y])
+    np.testing.assert_array_equal(batch.data, x)
+    assert batch.labels.shape == (3,) and batch.labels.tolist() == [0, 1, 2]

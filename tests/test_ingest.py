@@ -486,3 +486,79 @@ def test_a_recreated_control_topic_is_not_taken_for_re_deliveries(broker, client
         again.close()
     assert new_id not in (rows[0].id, rows[1].id)
     assert len(client.list_datasources(check=False)) == 3
+
+
+def test_online_sinks_announce_once_before_their_data(broker, settings, topic):
+    """Online mode (Kafka-ML's OnlineRawSink): our RawSink(online=True), our OnlineRawSink and
+    kafka-python writing Kafka-ML's bytes each send one control message naming the plain
+    topic, before their first data message (timestamps), and nothing on closing."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from kafkaml_ray.errors import InvalidInput
+    from kafkaml_ray.ingest import OnlineRawSink
+    from kafkaml_ray.ingest.control import parse_control
+    from tests.conftest import send_like_kafka_ml_online
+
+    def read_all(name):  # every message of a one-partition topic, up to its end
+        c = Consumer(settings.kafka_config(**{"group.id": uuid.uuid4().hex}))
+        try:
+            _, high = c.get_watermark_offsets(TopicPartition(name, 0), timeout=30)
+            c.assign([TopicPartition(name, 0, OFFSET_BEGINNING)])
+            out = []
+            while len(out) < high:
+                out += [m for m in c.consume(1000, timeout=1) if m.error() is None]
+            return out
+        finally:
+            c.close()
+
+    with pytest.raises(InvalidInput, match="test_rate must be 0"):
+        RawSink(settings.bootstrap_servers, topic, 1, online=True, test_rate=0.1)
+    x, y = _digits()
+    x, y = x[:40], y[:40]
+    ours = RawSink(
+        settings.bootstrap_servers,
+        topic + "-a",
+        5,
+        validation_rate=0.1,
+        control_topic=settings.control_topic,
+        online=True,
+    )
+    ours.send_many(x[:10], y[:10])
+    announced = ours.announced
+    ours.send_many(x[10:], y[10:])
+    assert ours.close() is announced
+    kml = OnlineRawSink(
+        settings.bootstrap_servers,
+        topic + "-b",
+        6,
+        validation_rate=0.1,
+        control_topic=settings.control_topic,
+    )
+    for xi, yi in zip(x, y, strict=True):
+        kml.send(xi, yi)
+    kml.online_close()
+    with pytest.raises(InvalidInput, match="closed"):
+        kml.send(x[0], y[0])
+    send_like_kafka_ml_online(settings, topic + "-c", 7, x, y)
+
+    controls = read_all(settings.control_topic)
+    assert len(controls) == 3  # one each: closing sent nothing
+    ours_cfg = {"data_type": "float32", "label_type": "int64", "data_reshape": "8 8"}
+    for m, name, dep, reshape in zip(
+        controls, ["-a", "-b", "-c"], [5, 6, 7], ["", "", "1"], strict=True
+    ):
+        assert m.key() == bytes([dep])
+        body = json.loads(m.value())
+        assert body["topic"] == topic + name and body["incremental"] is True
+        assert (body["total_msg"], body["test_rate"], body["validation_rate"]) == (None, 0, 0.1)
+        assert body["input_format"] == "RAW"
+        assert body["input_config"] == {**ours_cfg, "label_reshape": reshape}
+        msg = parse_control(m.key(), m.value(), m.headers())
+        assert (msg.deployment_id, msg.topics, msg.ranges) == (dep, [topic + name], [])
+        assert msg.incremental and msg.total_msg is None
+        data = read_all(topic + name)
+        assert [d.value() for d in data] == [a.tobytes() for a in x]
+        assert [d.key() for d in data] == [b.tobytes() for b in y]
+        # The trainer starts at the first offset at or after the control message's time.
+        assert m.timestamp()[1] <= min(d.timestamp()[1] for d in data)
+    assert parse_control(controls[0].key(), controls[0].value()) == announced

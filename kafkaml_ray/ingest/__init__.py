@@ -1,7 +1,14 @@
 """Streams in: Kafka-ML's message formats and control messages, sinks for training data and
 inference inputs, the control listener, and Kafka ranges read into Ray Datasets."""
 
-from kafkaml_ray.ingest.control import ControlError, ControlMessage, TopicRange, parse_control
+from kafkaml_ray.ingest.control import (
+    ControlError,
+    ControlMessage,
+    TopicRange,
+    format_sources,
+    parse_control,
+    parse_sources,
+)
 from kafkaml_ray.ingest.formats import (
     AvroFormat,
     DecodeError,
@@ -16,6 +23,7 @@ from kafkaml_ray.ingest.sinks import (
     InferenceProducer,
     JsonSink,
     KafkaMLSink,
+    OnlineRawSink,
     RawSink,
 )
 
@@ -24,6 +32,8 @@ __all__ = [
     "ControlMessage",
     "TopicRange",
     "parse_control",
+    "parse_sources",
+    "format_sources",
     "AvroFormat",
     "DecodeError",
     "JsonFormat",
@@ -35,5 +45,6 @@ __all__ = [
     "InferenceProducer",
     "JsonSink",
     "KafkaMLSink",
+    "OnlineRawSink",
     "RawSink",
 ]

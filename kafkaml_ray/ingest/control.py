@@ -13,6 +13,13 @@ a ``deployment_id`` header (decimal text) wins over the key, and the value is JS
 [TopicRange(topic='data', partition=0, start=0, end=700)]
 >>> [str(r) for r in parse_ranges("data:0:0:700,data:1:5")]  # no end: no messages
 ['data:0:0:700', 'data:1:5:5']
+
+An *incremental* (online) message names whole topics, as Kafka-ML's ``OnlineRawSink`` does,
+and no end:
+
+>>> online = parse_control(b"\\x07", b'{"topic": "digits", "incremental": true}')
+>>> online.topics, online.ranges, online.incremental, online.total_msg
+(['digits'], [], True, None)
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ __all__ = [
     "parse_control",
     "parse_ranges",
     "format_ranges",
+    "parse_sources",
+    "format_sources",
     "encode_key",
     "decode_key",
 ]
@@ -66,7 +75,13 @@ class TopicRange:
 
 @dataclass
 class ControlMessage:
-    """A parsed control message; ``to_kafka()`` writes it in Kafka-ML's form."""
+    """A parsed control message; ``to_kafka()`` writes it in Kafka-ML's form.
+
+    A batch message (``incremental`` false) names its messages in ``ranges``. An incremental
+    (online) one names whole ``topics`` (every partition, from the control message's time on)
+    and/or partitions in ``ranges`` as empty ranges whose ``start`` is where to begin; it has
+    no end and ``total_msg`` stays None.
+    """
 
     deployment_id: int
     ranges: list[TopicRange]
@@ -79,6 +94,7 @@ class ControlMessage:
     dataset_restrictions: dict[str, Any] = field(default_factory=dict)
     unsupervised_topic: str | None = None
     incremental: bool = False
+    topics: list[str] = field(default_factory=list)  # whole topics (incremental only)
 
     @property
     def message_count(self) -> int:
@@ -86,11 +102,16 @@ class ControlMessage:
 
     def value(self) -> dict[str, Any]:
         out = asdict(self)
-        out.pop("deployment_id")
-        out["topic"] = format_ranges(self.ranges)
-        out.pop("ranges")
-        if out["total_msg"] is None:
-            out["total_msg"] = self.message_count
+        for name in ("deployment_id", "ranges", "topics"):
+            out.pop(name)
+        if self.incremental:
+            out["topic"] = format_sources(self.topics, self.ranges)
+        elif self.topics:
+            raise ControlError('a plain topic name needs "incremental": true')
+        else:
+            out["topic"] = format_ranges(self.ranges)
+            if out["total_msg"] is None:
+                out["total_msg"] = self.message_count
         return out
 
     def to_kafka(self) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
@@ -132,6 +153,36 @@ def decode_key(key: bytes | None, headers: Sequence[tuple[str, bytes | None]] | 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
+def _is_topic(name: str) -> bool:
+    return not name.startswith("__") and _TOPIC.fullmatch(name) is not None
+
+
+def _not_a_topic(entry: str, name: str, what: str) -> ControlError:
+    return ControlError(
+        f"{what} {entry[:80]!r}: {name[:80]!r} is not a data topic (Kafka "
+        "topic names have up to 249 letters, digits, '.', '_' and '-'; '__' begins "
+        "Kafka's internal ones)"
+    )
+
+
+def _range(entry: str, parts: list[str], what: str = "topic range") -> TopicRange:
+    """``parts`` of ``topic:partition:start[:end]``, checked (no end: an empty range)."""
+    if not _is_topic(parts[0]):
+        raise _not_a_topic(entry, parts[0], what)
+    try:
+        nums = [int(p) for p in parts[1:]]
+    except ValueError:
+        raise ControlError(f"{what} {entry[:80]!r} has a part that is not a number") from None
+    partition, start = nums[0], nums[1]
+    end = nums[2] if len(nums) == 3 else start
+    if not (0 <= partition <= MAX_ID and 0 <= start <= end <= MAX_OFFSET):
+        raise ControlError(
+            f"{what} {entry[:80]!r}: need 0 <= partition <= {MAX_ID} and "
+            f"0 <= start <= end <= {MAX_OFFSET}"
+        )
+    return TopicRange(parts[0], partition, start, end)
+
+
 def parse_ranges(text: str) -> list[TopicRange]:
     """``"t:p:start:end,..."`` (``end`` exclusive; ``t:p:start`` alone holds no messages)."""
     if not isinstance(text, str) or not text.strip():
@@ -142,28 +193,70 @@ def parse_ranges(text: str) -> list[TopicRange]:
         # The topic name may not contain ':' (Kafka allows letters, digits, '.', '_', '-').
         parts = entry.split(":")
         if len(parts) not in (3, 4) or not parts[0]:
-            raise ControlError(f"topic range {entry[:80]!r} is not topic:partition:start[:end]")
-        if parts[0].startswith("__") or not _TOPIC.fullmatch(parts[0]):
+            hint = ""
+            if len(parts) == 1 and _is_topic(entry):
+                hint = ' (a plain topic name needs "incremental": true)'
             raise ControlError(
-                f"topic range {entry[:80]!r}: {parts[0][:80]!r} is not a data topic (Kafka "
-                "topic names have up to 249 letters, digits, '.', '_' and '-'; '__' begins "
-                "Kafka's internal ones)"
+                f"topic range {entry[:80]!r} is not topic:partition:start[:end]{hint}"
             )
-        try:
-            nums = [int(p) for p in parts[1:]]
-        except ValueError:
-            raise ControlError(
-                f"topic range {entry[:80]!r} has a part that is not a number"
-            ) from None
-        partition, start = nums[0], nums[1]
-        end = nums[2] if len(nums) == 3 else start
-        if not (0 <= partition <= MAX_ID and 0 <= start <= end <= MAX_OFFSET):
-            raise ControlError(
-                f"topic range {entry[:80]!r}: need 0 <= partition <= {MAX_ID} and "
-                f"0 <= start <= end <= {MAX_OFFSET}"
-            )
-        out.append(TopicRange(parts[0], partition, start, end))
+        out.append(_range(entry, parts))
     return out
+
+
+def parse_sources(text: str) -> tuple[list[str], list[TopicRange]]:
+    """The sources of an incremental (online) control message: ``(topics, ranges)``.
+
+    ``text`` is comma-separated; an entry is a plain topic name (every partition of it, from
+    the control message's time on) or ``topic:partition:start`` (that partition from
+    ``start``). ``topic:partition:start:end``, which Kafka-ML writes with an unsupervised
+    topic, is taken as its ``start``. Ranges come back empty (``end == start``).
+
+    >>> parse_sources("digits, more:1:50, labelled:0:10:20")
+    (['digits'], [TopicRange(topic='more', partition=1, start=50, end=50), \
+TopicRange(topic='labelled', partition=0, start=10, end=10)])
+    >>> format_sources(*parse_sources("more:1:50,digits"))
+    'digits,more:1:50'
+    >>> parse_sources("__consumer_offsets")
+    Traceback (most recent call last):
+    ...
+    kafkaml_ray.ingest.control.ControlError: topic entry '__consumer_offsets': \
+'__consumer_offsets' is not a data topic (Kafka topic names have up to 249 letters, digits, \
+'.', '_' and '-'; '__' begins Kafka's internal ones)
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ControlError("'topic' names no topics")
+    topics: list[str] = []
+    ranges: list[TopicRange] = []
+    partitions: dict[str, set[int]] = {}  # each partition has one place to begin
+    for entry in text.split(","):
+        entry = entry.strip()
+        parts = entry.split(":")
+        if len(parts) == 1 and entry:
+            if not _is_topic(entry):
+                raise _not_a_topic(entry, entry, "topic entry")
+            if entry in partitions:
+                raise ControlError(f"topic entry {entry[:80]!r}: that topic is named twice")
+            partitions[entry] = set()
+            topics.append(entry)
+        elif len(parts) in (3, 4) and parts[0]:
+            r = _range(entry, parts, "topic entry")
+            named = partitions.setdefault(r.topic, set())
+            if r.topic in topics or r.partition in named:
+                raise ControlError(f"topic entry {entry[:80]!r}: that partition is named twice")
+            named.add(r.partition)
+            ranges.append(TopicRange(r.topic, r.partition, r.start, r.start))
+        else:
+            raise ControlError(
+                f"topic entry {entry[:80]!r} is not a topic name, topic:partition:start "
+                "or topic:partition:start:end"
+            )
+    return topics, ranges
+
+
+def format_sources(topics: Sequence[str], ranges: Sequence[TopicRange]) -> str:
+    """The ``topic`` text of an incremental message: whole topics first, then
+    ``topic:partition:start`` entries (an entry's ``end`` is not written)."""
+    return ",".join([*topics, *(f"{r.topic}:{r.partition}:{r.start}" for r in ranges)])
 
 
 def format_ranges(ranges: Sequence[TopicRange]) -> str:
@@ -199,9 +292,16 @@ def parse_control(
     body = _json(value or b"", "the value")
     if not isinstance(body, dict):
         raise ControlError(f"the value must be a JSON object, not {type(body).__name__}")
-    ranges = parse_ranges(body.get("topic"))
-    if sum(len(r) for r in ranges) > MAX_OFFSET:
-        raise ControlError(f"the ranges hold more than {MAX_OFFSET} messages")
+    incremental = body.get("incremental")
+    if incremental is not None and not isinstance(incremental, bool):
+        raise ControlError(f"incremental must be true or false, not {str(incremental)[:40]!r}")
+    topics: list[str] = []
+    if incremental:
+        topics, ranges = parse_sources(body.get("topic"))
+    else:
+        ranges = parse_ranges(body.get("topic"))
+        if sum(len(r) for r in ranges) > MAX_OFFSET:
+            raise ControlError(f"the ranges hold more than {MAX_OFFSET} messages")
     fmt = body.get("input_format") or "RAW"
     if not isinstance(fmt, str):
         raise ControlError(f"input_format must be RAW, AVRO or JSON, not {fmt!r}")
@@ -242,5 +342,6 @@ def parse_control(
         total_msg=total,
         dataset_restrictions=restrictions if isinstance(restrictions, dict) else {},
         unsupervised_topic=body.get("unsupervised_topic") or None,
-        incremental=bool(body.get("incremental") or False),
+        incremental=bool(incremental),
+        topics=topics,
     )

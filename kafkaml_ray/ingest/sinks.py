@@ -9,6 +9,10 @@ in), and a sink that could not deliver every sample raises instead of announcing
 >>> with RawSink("127.0.0.1:9092", topic="digits", deployment_id=1,      # doctest: +SKIP
 ...              validation_rate=0.1, test_rate=0.1) as sink:
 ...     sink.send_many(images, labels)
+
+With ``online=True`` (Kafka-ML's ``OnlineRawSink``) the control message goes first, once, on
+the first ``send()``: it names the whole topic (``"incremental": true``, ``total_msg`` null) and
+an online training consumes whatever follows; ``close()`` only flushes.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "RawSink",
     "AvroSink",
     "JsonSink",
+    "OnlineRawSink",
     "InferenceProducer",
     "DeliveryError",
     "producer_config",
@@ -137,6 +142,11 @@ class KafkaMLSink:
     ``topic``, ``deployment_id``, ``description``, ``validation_rate``, ``test_rate``,
     ``control_topic``, ``dataset_restrictions``, ``unsupervised_topic``. ``progress=True``
     shows a progress bar; ``config`` holds extra librdkafka settings (SASL/SSL).
+
+    ``online=True`` is Kafka-ML's online (incremental) mode: the control message is sent
+    once, on the first ``send()`` and before that sample, naming the whole topic (no ranges,
+    ``total_msg`` null, ``test_rate`` 0); ``close()`` then only flushes, and no closing
+    control message ever comes.
     """
 
     def __init__(
@@ -154,6 +164,7 @@ class KafkaMLSink:
         progress: bool = False,
         config: Mapping[str, Any] | None = None,
         flush_timeout: float = 120.0,
+        online: bool = False,
     ):
         if not isinstance(deployment_id, int) or deployment_id < 0:
             raise InvalidInput(f"deployment_id must be a whole number >= 0, not {deployment_id!r}")
@@ -163,6 +174,9 @@ class KafkaMLSink:
             or validation_rate + test_rate >= 1
         ):
             raise InvalidInput("validation_rate and test_rate must be >= 0 and sum to less than 1")
+        if online and test_rate:
+            raise InvalidInput("an online sink has no test split: test_rate must be 0")
+        self.online = bool(online)
         self.topic, self.deployment_id, self.control_topic = topic, deployment_id, control_topic
         self.format = input_format
         self.description, self.validation_rate, self.test_rate = (
@@ -177,7 +191,8 @@ class KafkaMLSink:
         self._progress = progress
         self._bar = None
         self.closed = False
-        self.announced: ControlMessage | None = None  # the control message close() sent
+        # The control message sent: by close(), or by the first send() of an online sink.
+        self.announced: ControlMessage | None = None
 
     # -- sending -----------------------------------------------------------------------
     def _format_for(self, data: Any, label: Any) -> MessageFormat:
@@ -190,7 +205,11 @@ class KafkaMLSink:
         if self.format is None:
             self.format = self._format_for(data, label)
         value, key = self.format.encode(data, label)
-        self._producer.produce(self.topic, value, key)
+        if self.online and self.announced is None:
+            # Delivered before the first sample is produced: its timestamp is <= theirs.
+            self._announce()
+        # An online stream has no end: its offsets are not kept (nor needed).
+        self._producer.produce(self.topic, value, key, track=not self.online)
         if self._bar is not None:
             self._bar.update(1)
 
@@ -207,7 +226,8 @@ class KafkaMLSink:
 
     # -- closing -----------------------------------------------------------------------
     def control_message(self) -> ControlMessage:
-        ranges = ranges_from_offsets(self._producer.offsets)
+        """The control message: the delivered ranges, or (online) the whole topic."""
+        ranges = [] if self.online else ranges_from_offsets(self._producer.offsets)
         return ControlMessage(
             deployment_id=self.deployment_id,
             ranges=ranges,
@@ -216,29 +236,52 @@ class KafkaMLSink:
             description=self.description,
             validation_rate=self.validation_rate,
             test_rate=self.test_rate,
-            total_msg=sum(len(r) for r in ranges),
+            total_msg=None if self.online else sum(len(r) for r in ranges),
             dataset_restrictions=self.dataset_restrictions,
             unsupervised_topic=self.unsupervised_topic,
+            incremental=self.online,
+            topics=[self.topic] if self.online else [],
         )
 
-    def close(self) -> ControlMessage:
-        """Flush the data, then send (and flush) the control message; return it."""
+    def _announce(self) -> ControlMessage:
+        """Send the control message and wait until the broker has it."""
+        msg = self.control_message()
+        key, value, headers = msg.to_kafka()
+        self._producer.produce(self.control_topic, value, key, headers, track=False)
+        self._producer.flush(self.flush_timeout)
+        self.announced = msg
+        if self.online:
+            logger.info(
+                "announced topic %s to deployment %d (online)", self.topic, msg.deployment_id
+            )
+        else:
+            logger.info("announced %d messages to deployment %d", msg.total_msg, msg.deployment_id)
+        return msg
+
+    def close(self) -> ControlMessage | None:
+        """Flush the data, then send (and flush) the control message; return it.
+
+        An online sink sent its control message with its first sample: ``close()`` only
+        flushes and returns that message (None when nothing was sent)."""
         if self.closed:
             raise InvalidInput("the sink is closed already")
         self.closed = True
         try:
             self._producer.flush(self.flush_timeout)
+            if self.online:
+                return self.announced
             if not self._producer.offsets:
                 raise InvalidInput("nothing was sent: no control message")
-            msg = self.announced = self.control_message()
-            key, value, headers = msg.to_kafka()
-            self._producer.produce(self.control_topic, value, key, headers, track=False)
-            self._producer.flush(self.flush_timeout)
-            logger.info("announced %d messages to deployment %d", msg.total_msg, self.deployment_id)
-            return msg
+            return self._announce()
         finally:
             if self._bar is not None:
                 self._bar.close()
+
+    def online_close(self) -> ControlMessage | None:
+        """Kafka-ML's name for closing an online sink: flush, send nothing more."""
+        if not self.online:
+            raise InvalidInput("online_close() is for online sinks: close() announces a batch")
+        return self.close()
 
     def __enter__(self) -> KafkaMLSink:
         return self
@@ -246,10 +289,13 @@ class KafkaMLSink:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        else:  # an error mid-way: deliver what was sent, announce nothing
+        else:  # an error mid-way: deliver what was sent, announce nothing (more)
             self.closed = True
             self._producer._producer.flush(self.flush_timeout)
-            logger.warning("no control message sent for deployment %d: %s", self.deployment_id, exc)
+            if not self.online:
+                logger.warning(
+                    "no control message sent for deployment %d: %s", self.deployment_id, exc
+                )
 
 
 def _type_name(x: Any) -> str:
@@ -290,6 +336,50 @@ class RawSink(KafkaMLSink):
             label_type or (None if label is None else _type_name(label)),
             data_reshape if data_reshape is not None else " ".join(map(str, shape)),
             label_reshape if label_reshape is not None else " ".join(map(str, np.shape(label))),
+        )
+
+
+class OnlineRawSink(RawSink):
+    """Kafka-ML's ``OnlineRawSink``: a :class:`RawSink` with ``online=True``, with Kafka-ML's
+    signature (``boostrap_servers`` spelled as Kafka-ML spells it; ``test_rate`` is 0).
+
+    The first ``send()`` infers types and shapes from its sample and sends the control
+    message (the plain topic name, ``"incremental": true``); ``online_close()`` only flushes.
+    ``group_id`` is accepted for Kafka-ML's sake and not used (this sink consumes nothing);
+    other keywords (``config``, ``progress``, ...) go to :class:`KafkaMLSink`.
+    """
+
+    def __init__(
+        self,
+        boostrap_servers: str,
+        topic: str,
+        deployment_id: int,
+        data_type: str | None = None,
+        label_type: str | None = None,
+        description: str = "",
+        data_reshape: str | None = None,
+        label_reshape: str | None = None,
+        validation_rate: float = 0,
+        control_topic: str = "KAFKA_ML_CONTROL_TOPIC",
+        group_id: str = "sink",
+        unsupervised_topic: str | None = None,
+        **kwargs: Any,
+    ):
+        self.group_id = group_id
+        super().__init__(
+            boostrap_servers,
+            topic,
+            deployment_id,
+            data_type=data_type,
+            label_type=label_type,
+            data_reshape=data_reshape,
+            label_reshape=label_reshape,
+            description=description,
+            validation_rate=validation_rate,
+            control_topic=control_topic,
+            unsupervised_topic=unsupervised_topic,
+            online=True,
+            **kwargs,
         )
 
 
