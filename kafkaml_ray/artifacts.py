@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import posixpath
 
-__all__ = ["put", "get", "delete_tree", "join"]
+__all__ = ["put", "get", "delete", "delete_tree", "join"]
 
 
 def _fs(uri: str):
@@ -41,6 +41,15 @@ def get(uri: str) -> bytes:
     filesystem, path = _fs(uri)
     with filesystem.open_input_stream(path) as f:
         return f.read()
+
+
+def delete(uri: str) -> None:
+    """Delete one artifact; nothing happens if it does not exist."""
+    from pyarrow import fs
+
+    filesystem, path = _fs(uri)
+    if filesystem.get_file_info(path).type == fs.FileType.File:
+        filesystem.delete_file(path)
 
 
 def delete_tree(uri: str) -> None:

@@ -280,12 +280,63 @@ def result_show(result_id: int, as_json: bool) -> None:
     emit(client_from_env().get_result(result_id), as_json, text)
 
 
+@result.command("windows")
+@click.argument("result_id", type=int)
+@json_option
+def result_windows(result_id: int, as_json: bool) -> None:
+    """An online result's windows: each scored before it was trained on (prequential), then
+    its training and validation metrics, the offsets it covers and the version it published."""
+
+    def text(ws) -> str:
+        rows = [
+            (
+                w.window,
+                w.messages,
+                w.malformed,
+                metrics_text(w.prequential),
+                metrics_text(w.train),
+                metrics_text(w.val),
+                " ".join(f"{k}[{a}:{b})" for k, (a, b) in w.offsets.items()),
+                w.version or "",
+            )
+            for w in ws
+        ]
+        head = ["window", "messages", "malformed", "prequential", "train", "validation"]
+        return table(rows, [*head, "offsets", "published"])
+
+    emit(client_from_env().list_windows(result_id), as_json, text)
+
+
+@result.command("versions")
+@click.argument("result_id", type=int)
+@json_option
+def result_versions(result_id: int, as_json: bool) -> None:
+    """An online result's published versions: when, after which window, with which metrics,
+    trained through which offsets."""
+
+    def text(vs) -> str:
+        rows = [
+            (
+                v.version,
+                v.window,
+                v.created_at.isoformat(" ", "seconds"),
+                metrics_text(v.metrics),
+                " ".join(f"{k}@{n}" for k, n in v.offsets.items()),
+            )
+            for v in vs
+        ]
+        return table(rows, ["version", "window", "published", "metrics", "trained through"])
+
+    emit(client_from_env().list_versions(result_id), as_json, text)
+
+
 @result.command("download")
 @click.argument("result_id", type=int)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="File to write.")
-def result_download(result_id: int, output: str | None) -> None:
+@click.option("--version", type=int, help="An online result's published version (default: newest).")
+def result_download(result_id: int, output: str | None, version: int | None) -> None:
     """Download trained weights (safetensors for PyTorch, .keras for Keras)."""
-    name, blob = client_from_env().download_weights(result_id)
+    name, blob = client_from_env().download_weights(result_id, version=version)
     path = Path(output or f"result-{result_id}-{name}")
     path.write_bytes(blob)
     click.echo(f"wrote {path} ({len(blob):,} bytes)")

@@ -30,11 +30,14 @@ from kafkaml_ray.schemas import (
     DeploymentInfo,
     InferenceInfo,
     ModelInfo,
+    OnlineOptions,
     Prediction,
     ResultInfo,
     ServingOptions,
     TrainingOptions,
     TuneInfo,
+    VersionInfo,
+    WindowInfo,
     checked,
 )
 from kafkaml_ray.settings import Settings
@@ -45,8 +48,10 @@ from kafkaml_ray.store import (
     Inference,
     InferenceStatus,
     MLModel,
+    OnlineWindow,
     ReplicaStats,
     ResultStatus,
+    ResultVersion,
     Store,
     TrainingDeployment,
     TrainingResult,
@@ -67,6 +72,13 @@ class Client:
     def __init__(self, settings: Settings | None = None, store: Store | None = None):
         self.settings = settings or Settings.from_env()
         self.store = store or Store.for_url(self.settings.db_url)
+
+    def _check_cluster(self) -> None:
+        """Before starting work: refuse a Ray cluster of several nodes with a SQLite store or
+        local artifacts (`~kafkaml_ray._private.rayutil.check_shared_state`)."""
+        from kafkaml_ray._private.rayutil import check_shared_state
+
+        check_shared_state(self.settings)
 
     # -- models ------------------------------------------------------------------------
     def add_model(
@@ -203,6 +215,7 @@ class Client:
         kwargs: Mapping[str, str | Mapping[str, Any]] | str | None = None,
         val_kwargs: Mapping[str, str | Mapping[str, Any]] | str | None = None,
         submit: bool = False,
+        online: OnlineOptions | Mapping[str, Any] | bool | None = None,
         **options: Any,
     ) -> DeploymentInfo:
         """Deploy a configuration for training: one result per model, waiting for data.
@@ -213,10 +226,17 @@ class Client:
         `~kafkaml_ray.schemas.TrainingOptions`: ``batch_size``, ``gpu_fraction`` (GPU per
         model, e.g. 0.25), ``confusion_matrix``, ``shuffle_seed`` (shuffled split, else
         ordered: test newest), ``on_malformed`` ("fail", or "skip" and count bad messages).
+        ``online``: how it trains when its stream is an online one (a control message with
+        ``"incremental": true``): `~kafkaml_ray.schemas.OnlineOptions` or their fields
+        (``True``: the defaults, which an online stream also gets without them).
         """
         from kafkaml_ray.train.kwargs import parse_kwargs
 
         training: TrainingOptions = checked(TrainingOptions, **options)
+        if isinstance(online, bool):
+            online = OnlineOptions() if online else None
+        elif isinstance(online, Mapping):
+            online = checked(OnlineOptions, **online)
 
         def per_framework(value, kind) -> dict[str, dict[str, Any]]:
             if value is None or isinstance(value, str):
@@ -227,6 +247,7 @@ class Client:
             return {fw: parse_kwargs(value.get(fw), kind) for fw in FRAMEWORKS}
 
         train, val = per_framework(kwargs, "train"), per_framework(val_kwargs, "val")
+        self._check_cluster()
         with self.store.session() as s:
             config = _find(s, Configuration, configuration, "configuration")
             if not config.models:
@@ -234,6 +255,7 @@ class Client:
             dep = TrainingDeployment(
                 configuration=config,
                 **training.model_dump(),
+                online=online.model_dump() if online is not None else None,
                 kwargs={fw: {"train": train[fw], "val": val[fw]} for fw in FRAMEWORKS},
             )
             s.add(dep)
@@ -295,6 +317,24 @@ class Client:
                 q = q.where(TrainingResult.deployment_id == deployment_id)
             return [ResultInfo.of(r) for r in s.scalars(q)]
 
+    def list_windows(self, result_id: int) -> list[WindowInfo]:
+        """An online result's windows, oldest first: the learning curve over the stream."""
+        with self.store.session() as s:
+            _get(s, TrainingResult, result_id, "training result")
+            q = select(OnlineWindow).where(OnlineWindow.result_id == result_id)
+            return [
+                WindowInfo.model_validate(w) for w in s.scalars(q.order_by(OnlineWindow.window))
+            ]
+
+    def list_versions(self, result_id: int) -> list[VersionInfo]:
+        """An online result's published versions, oldest first."""
+        with self.store.session() as s:
+            _get(s, TrainingResult, result_id, "training result")
+            q = select(ResultVersion).where(ResultVersion.result_id == result_id)
+            return [
+                VersionInfo.model_validate(v) for v in s.scalars(q.order_by(ResultVersion.version))
+            ]
+
     def get_result(self, result_id: int) -> ResultInfo:
         with self.store.session() as s:
             return ResultInfo.of(_get(s, TrainingResult, result_id, "training result"))
@@ -316,14 +356,21 @@ class Client:
         for i in result_ids:
             artifacts.delete_tree(artifacts.join(self.settings.artifacts_uri, f"results/{i}"))
 
-    def download_weights(self, result_id: int) -> tuple[str, bytes]:
-        """The trained weights as ``(file name, bytes)``: safetensors or ``.keras``."""
+    def download_weights(self, result_id: int, version: int | None = None) -> tuple[str, bytes]:
+        """The trained weights as ``(file name, bytes)``: safetensors or ``.keras``; of an
+        online result, its newest published version or ``version``."""
         from kafkaml_ray import artifacts
 
         r = self.get_result(result_id)
-        if not r.weights_uri:
+        uri = r.weights_uri
+        if version is not None:
+            found = [v for v in self.list_versions(result_id) if v.version == version]
+            if not found:
+                raise NotFound(f"result {result_id} has no version {version}")
+            uri = found[0].weights_uri
+        if not uri:
             raise NotFound(f"result {result_id} has no weights (status {r.status})")
-        return r.weights_uri.rsplit("/", 1)[-1], artifacts.get(r.weights_uri)
+        return uri.rsplit("/", 1)[-1], artifacts.get(uri)
 
     def predict(self, result_id: int, data: Any) -> Any:
         """Predictions of a trained result for a batch of samples (computed in a Ray task)."""
@@ -336,6 +383,7 @@ class Client:
             raise NotFound(f"result {result_id} has no weights (status {r.status})")
         m = self.get_model(r.model_id)
         ensure_ray(self.settings)
+        self._check_cluster()
         task = ray.remote(num_cpus=1, max_calls=1)(_predict)
         return ray.get(
             task.remote(m.framework, m.code, m.imports, r.weights_uri, m.input_shape, data)
@@ -359,7 +407,11 @@ class Client:
         from kafkaml_ray.ingest.control import parse_ranges
         from kafkaml_ray.ingest.dataset import expired_streams
 
-        streams = {d.id: parse_ranges(d.topic) for d in infos if d.status != "refused" and d.topic}
+        streams = {  # (an online stream has no end: nothing to check)
+            d.id: parse_ranges(d.topic)
+            for d in infos
+            if d.status != "refused" and d.topic and not d.message.get("incremental")
+        }
         if not streams:
             return infos
         gone = expired_streams(self.settings.kafka_config(), streams)
@@ -437,6 +489,7 @@ class Client:
                 raise InvalidInput(f"{name} {topic!r} is not a valid Kafka topic name")
         if input_topic == output_topic:
             raise InvalidInput("input_topic and output_topic must differ")
+        self._check_cluster()
         with self.store.session() as s:
             inf = Inference(
                 result_id=result_id,
@@ -609,11 +662,16 @@ class Client:
         ):
             if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10_000:
                 raise InvalidInput(f"{what} must be a whole number from 1 to 10000, not {n!r}")
+        self._check_cluster()
         with self.store.session() as s:
             m = _find(s, MLModel, model, "model")
             ds = _get(s, Datasource, datasource_id, "datasource")
             if ds.status == DatasourceStatus.REFUSED or not ds.topic:
                 raise InvalidInput(f"datasource {ds.id} was refused: it names no data to tune on")
+            if ds.message.get("incremental"):
+                raise InvalidInput(
+                    f"datasource {ds.id} is an online stream: it has no fixed ranges to tune on"
+                )
             run = TuneRun(
                 model_id=m.id,
                 datasource_id=ds.id,

@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "ServingOptions",
     "TrainingOptions",
+    "OnlineOptions",
     "checked",
     "ModelInfo",
     "ConfigurationInfo",
@@ -22,6 +23,8 @@ __all__ = [
     "InferenceInfo",
     "Prediction",
     "TuneInfo",
+    "WindowInfo",
+    "VersionInfo",
 ]
 
 #: Samples an inference predicts together (an ingress chunk, a Predictor batch): the one
@@ -60,6 +63,40 @@ class TrainingOptions(BaseModel, frozen=True, extra="forbid"):
     on_malformed: Literal["fail", "skip"] = Field(
         "fail", description="Malformed messages: fail the read, or skip and count them."
     )
+
+
+class OnlineOptions(BaseModel, frozen=True, extra="forbid"):
+    """How an online deployment trains (Kafka-ML's names where it has them): window after
+    window from an unbounded stream, each scored before it is trained on, publishing a new
+    version of the result when ``monitoring_metric`` improves by ``improvement``.
+
+    >>> OnlineOptions(window_messages=256).window_seconds
+    10.0
+    """
+
+    stream_timeout_s: float = Field(
+        60.0, description="End after no data for this long (seconds); -1: never."
+    )
+    window_messages: int = Field(1024, ge=1, description="A window's most messages...")
+    window_seconds: float = Field(10.0, gt=0, description="...or seconds, whichever first.")
+    validation_rate: float | None = Field(
+        None, ge=0, lt=1, description="Each window's validation share (default: the stream's)."
+    )
+    monitoring_metric: str = Field(
+        "loss", min_length=1, description="The metric whose improvement publishes a version."
+    )
+    change: Literal["up", "down"] = Field(
+        "down", description="Which way is better for that metric."
+    )
+    improvement: float = Field(0.05, ge=0, description="The smallest gain that publishes.")
+    max_windows: int | None = Field(None, ge=1, description="End after this many windows.")
+    max_duration_s: float | None = Field(None, gt=0, description="End after this long.")
+
+    @model_validator(mode="after")
+    def _check(self) -> OnlineOptions:
+        if self.stream_timeout_s <= 0 and self.stream_timeout_s != -1:
+            raise ValueError("stream_timeout_s must be above 0, or -1 (never)")
+        return self
 
 
 class ServingOptions(BaseModel, frozen=True, extra="forbid"):
@@ -171,6 +208,33 @@ class ResultInfo(_Record):
         return self.status in ("finished", "failed", "stopped")
 
 
+class WindowInfo(_Record):
+    """One window of an online run: its prequential score (before training on it), then its
+    training and validation metrics, and the offsets it covers."""
+
+    window: int
+    messages: int
+    malformed: int
+    prequential: dict[str, Any]
+    train: dict[str, Any]
+    val: dict[str, Any]
+    offsets: dict[str, Any]
+    version: int | None
+    created_at: datetime
+
+
+class VersionInfo(_Record):
+    """A published version of an online result."""
+
+    result_id: int
+    version: int
+    window: int
+    metrics: dict[str, Any]
+    offsets: dict[str, Any]
+    weights_uri: str
+    created_at: datetime
+
+
 class DeploymentInfo(_Record):
     """A configuration deployed for training, with one result per model."""
 
@@ -183,6 +247,7 @@ class DeploymentInfo(_Record):
     confusion_matrix: bool
     shuffle_seed: int | None
     on_malformed: str
+    online: dict[str, Any] | None = None
     job_id: str | None
     datasource_id: int | None
     created_at: datetime

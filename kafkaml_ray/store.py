@@ -68,6 +68,8 @@ __all__ = [
     "Datasource",
     "Inference",
     "ReplicaStats",
+    "OnlineWindow",
+    "ResultVersion",
     "TuneRun",
     "ResultStatus",
     "DatasourceStatus",
@@ -171,6 +173,8 @@ class TrainingDeployment(_Stamped, Base):
     confusion_matrix: Mapped[bool] = mapped_column(Boolean, default=True)
     shuffle_seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     on_malformed: Mapped[str] = mapped_column(String(10), default="fail")
+    # Online training (schemas.OnlineOptions); None: a batch deployment.
+    online: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     datasource_id: Mapped[int | None] = mapped_column(
         ForeignKey("datasources.id", ondelete="SET NULL"), nullable=True
@@ -236,6 +240,8 @@ class Datasource(_Stamped, Base):
     source_topic: Mapped[str] = mapped_column(String(255))
     source_partition: Mapped[int] = mapped_column(Integer)
     source_offset: Mapped[int] = mapped_column(BigInteger)
+    # The control message's Kafka timestamp (ms): an online stream starts there.
+    source_timestamp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     deployment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[DatasourceStatus] = mapped_column(
         Enum(DatasourceStatus, native_enum=False, length=30)
@@ -250,6 +256,41 @@ class Datasource(_Stamped, Base):
     total_msg: Mapped[int] = mapped_column(BigInteger, default=0)
     malformed_count: Mapped[int] = mapped_column(BigInteger, default=0)
     message: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # as received
+
+
+class OnlineWindow(Base):
+    """One window of an online run: scored before it was trained on (prequential), then
+    trained on; ``offsets`` are the ``[first, next)`` offsets it covers per ``"topic:p"``."""
+
+    __tablename__ = "online_windows"
+    __table_args__ = (UniqueConstraint("result_id", "window", name="uq_online_windows"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
+    window: Mapped[int] = mapped_column(Integer)
+    messages: Mapped[int] = mapped_column(Integer)
+    malformed: Mapped[int] = mapped_column(Integer, default=0)
+    prequential: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    train: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    val: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    offsets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # published after it
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
+class ResultVersion(Base):
+    """A published version of an online result: its weights, the metric that published it,
+    and the offsets (``{"topic:p": next}``) it was trained through."""
+
+    __tablename__ = "result_versions"
+    __table_args__ = (UniqueConstraint("result_id", "version", name="uq_result_versions"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    window: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    offsets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    weights_uri: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
 
 
 class Inference(_Stamped, Base):

@@ -16,6 +16,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,7 +26,14 @@ from kafkaml_ray.errors import Unavailable
 from kafkaml_ray.migrations import compare_type
 from kafkaml_ray.store import Base, Datasource, DatasourceStatus, ReplicaStats, Store
 
-HEAD = "0002"
+
+def _head() -> str:
+    config = Config()
+    config.set_main_option("script_location", "kafkaml_ray:migrations")
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+HEAD = _head()
 
 
 def _load_fec8cbc():
@@ -135,10 +143,13 @@ def _fill_fec8cbc(url):
 
 
 def _rows(engine, metadata, like=None):
-    """Every row of every table of ``metadata``, in key order; only ``like``'s columns."""
+    """Every row of every table of ``metadata``, in key order; only ``like``'s tables and
+    columns."""
     rows = {}
     with engine.connect() as conn:
         for name, table in metadata.tables.items():
+            if name not in (like or metadata).tables:
+                continue  # a table added since
             columns = [table.c[c.name] for c in (like or metadata).tables[name].columns]
             query = select(*columns).order_by(*table.primary_key.columns)
             rows[name] = [dict(r) for r in conn.execute(query).mappings()]

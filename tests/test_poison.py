@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 from sqlalchemy.exc import OperationalError
 
 from kafkaml_ray.errors import InvalidInput, KafkaMLError
-from kafkaml_ray.ingest.control import ControlError, ControlMessage, TopicRange, parse_control
+from kafkaml_ray.ingest.control import (
+    ControlError,
+    ControlMessage,
+    TopicRange,
+    format_sources,
+    parse_control,
+    parse_sources,
+)
 from kafkaml_ray.ingest.formats import DecodeError, get_format, parse_reshape
 from kafkaml_ray.ingest.listener import ControlListener
 from kafkaml_ray.store import Datasource, DatasourceStatus, Store
@@ -52,7 +59,26 @@ FIELDS = {
     "unsupervised_topic": JSON,
     "incremental": JSON,
 }
-BODIES = st.fixed_dictionaries({}, optional=FIELDS).map(lambda d: json.dumps(d).encode())
+# Incremental (online) messages: plain names, odd names, partitions and huge numbers.
+NAMES = st.sampled_from(["digits", "__consumer_offsets", "a.b_c-d", "", " ", "a" * 250])
+NAMES |= st.text(max_size=12)
+NUMBERS = st.integers(0, 9).map(str) | st.integers(-5, 2**70).map(str) | st.text(max_size=4)
+ENTRIES = (
+    st.sampled_from(["digits", "d:0:5", "d:1:5:9", "e:3:0:0"])
+    | NAMES
+    | st.builds(
+        lambda t, nums: ":".join([t, *nums]), NAMES, st.lists(NUMBERS, min_size=1, max_size=4)
+    )
+)
+ONLINE = st.fixed_dictionaries(
+    {
+        "topic": st.lists(ENTRIES, min_size=0, max_size=5).map(",".join),
+        "incremental": st.just(True) | JSON,
+    },
+    optional={k: v for k, v in FIELDS.items() if k not in ("topic", "incremental", "input_config")}
+    | {"input_config": st.just({"data_type": "float32"}) | FIELDS["input_config"]},
+)
+BODIES = (st.fixed_dictionaries({}, optional=FIELDS) | ONLINE).map(lambda d: json.dumps(d).encode())
 HEADERS = st.lists(
     st.tuples(st.sampled_from(["deployment_id", "other"]), st.binary(max_size=12) | st.none()),
     max_size=2,
@@ -75,7 +101,11 @@ def test_any_control_message_is_parsed_or_refused_with_a_reason(key, value, head
     except ControlError as e:
         assert str(e)
         return
-    assert isinstance(msg, ControlMessage) and msg.ranges
+    assert isinstance(msg, ControlMessage) and (msg.ranges or msg.topics)
+    assert msg.incremental or not msg.topics
+    if msg.incremental:  # written back and read again (by the online trainer), the same
+        assert parse_sources(format_sources(msg.topics, msg.ranges)) == (msg.topics, msg.ranges)
+        assert parse_control(*msg.to_kafka()).to_kafka() == msg.to_kafka()
 
 
 @pytest.mark.parametrize(
@@ -95,6 +125,11 @@ def test_any_control_message_is_parsed_or_refused_with_a_reason(key, value, head
             "elements a sample",
         ),
         (b"\x01", b'{"topic": "__consumer_offsets:0:0:1"}', None, "not a data topic"),
+        (b"\x01", b'{"topic": "digits"}', None, 'needs "incremental": true'),
+        (b"\x01", b'{"topic": "__consumer_offsets", "incremental": true}', None, "not a data"),
+        (b"\x01", b'{"topic": "d:0:%d", "incremental": true}' % 10**30, None, "start <= end"),
+        (b"\x01", b'{"topic": "d", "incremental": "yes"}', None, "incremental must be"),
+        (b"\x01", b'{"topic": ",", "incremental": true}', None, "not a topic name"),
     ],  # fmt: skip
 )
 def test_poison_control_messages_are_refused_with_a_reason(key, value, headers, reason):
@@ -266,6 +301,9 @@ class ControlMsg(Msg):
 
     def headers(self):
         return self._headers
+
+    def timestamp(self):
+        return (1, 1_700_000_000_000)  # (TIMESTAMP_CREATE_TIME, ms)
 
 
 def listener(tmp_path, msgs, db: str | None = None) -> ControlListener:

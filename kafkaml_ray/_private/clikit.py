@@ -96,10 +96,10 @@ json_option = click.option(
 
 def model_options(model: type[BaseModel], **spellings: str) -> Callable[[Callable], Callable]:
     """Click options for the fields of a pydantic options model (`ServingOptions`,
-    `TrainingOptions`): names, types, defaults and help come from the model, so the command
-    and the API cannot drift apart. ``spellings`` gives a field other flags, e.g.
-    ``gpu_fraction="--gpu"``, ``batch_size="-b --batch-size"``. A bool becomes an on/off
-    pair, a ``Literal`` a choice; the model itself checks the values.
+    `TrainingOptions`, `OnlineOptions`): names, types, defaults and help come from the
+    model, so the command and the API cannot drift apart. ``spellings`` gives a field other
+    flags, e.g. ``gpu_fraction="--gpu"``, ``batch_size="-b --batch-size"``. A bool becomes
+    an on/off pair, a ``Literal`` a choice; the model itself checks the values.
     """
 
     def decorate(command: Callable) -> Callable:
@@ -112,7 +112,7 @@ def model_options(model: type[BaseModel], **spellings: str) -> Callable[[Callabl
             elif get_origin(field.annotation) is Literal:
                 kwargs["type"] = click.Choice(get_args(field.annotation))
             else:
-                kwargs["type"] = float if float in kinds else int
+                kwargs["type"] = float if float in kinds else int if int in kinds else str
             kwargs["show_default"] = field.default is not None
             command = click.option(*flags, name, **kwargs)(command)
         return command

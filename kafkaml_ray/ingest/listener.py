@@ -31,7 +31,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from kafkaml_ray.ingest.control import ControlError, format_ranges, parse_control
+from kafkaml_ray.ingest.control import ControlError, parse_control
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import Datasource, DatasourceStatus, Store, TrainingDeployment
 
@@ -145,6 +145,7 @@ class ControlListener:
                     msg.key(),
                     msg.value(),
                     msg.headers(),
+                    msg.timestamp()[1],
                 )
             except BaseException:
                 self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
@@ -163,14 +164,16 @@ class ControlListener:
         key: bytes | None,
         value: bytes | None,
         headers: list | None,
+        timestamp: int | None = None,
     ) -> int:
-        """Store one control message (once) and hand it over; return the datasource id."""
-        row = self._store(topic, partition, offset, key, value, headers)
+        """Store one control message (once) and hand it over; return the datasource id.
+        ``timestamp`` (Kafka's, in ms) is where an online stream starts."""
+        row = self._store(topic, partition, offset, key, value, headers, timestamp)
         if row.status == DatasourceStatus.RECEIVED:
             self._hand_over(row.id)
         return row.id
 
-    def _store(self, topic, partition, offset, key, value, headers) -> Datasource:
+    def _store(self, topic, partition, offset, key, value, headers, timestamp) -> Datasource:
         where = {
             "source_cluster": self.cluster_id,
             "source_topic_id": self.topic_id,
@@ -178,7 +181,11 @@ class ControlListener:
             "source_partition": partition,
             "source_offset": offset,
         }
-        row = Datasource(**where, status=DatasourceStatus.RECEIVED)
+        row = Datasource(
+            **where,
+            source_timestamp=timestamp if timestamp and timestamp > 0 else None,
+            status=DatasourceStatus.RECEIVED,
+        )
         try:
             msg = parse_control(key, value, headers)
         except Exception as e:  # noqa: BLE001 - any unreadable message is refused, with why
@@ -188,7 +195,7 @@ class ControlListener:
             logger.warning("refused control message at %s:%d:%d: %s", topic, partition, offset, why)
         else:
             row.deployment_id = msg.deployment_id
-            row.topic = format_ranges(msg.ranges)
+            row.topic = msg.value()["topic"]
             row.input_format, row.input_config = msg.input_format, msg.input_config
             row.description = msg.description
             row.validation_rate, row.test_rate = msg.validation_rate, msg.test_rate

@@ -21,7 +21,7 @@ from kafkaml_ray._private.clikit import (
     results_table,
     table,
 )
-from kafkaml_ray.schemas import TrainingOptions
+from kafkaml_ray.schemas import OnlineOptions, TrainingOptions
 
 __all__ = ["train", "tune"]
 
@@ -49,18 +49,36 @@ def train() -> None:
 )
 @click.option("--val-kwargs", default="", help="Validation arguments, e.g. 'batch_size=256'.")
 @model_options(TrainingOptions, batch_size="-b --batch-size", gpu_fraction="--gpu")
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Train online with the options below (an online stream also does without them).",
+)
+@model_options(OnlineOptions)
 @click.option("--submit", is_flag=True, help="Run it now as a Ray job that waits for its data.")
 @json_option
 def train_deploy(
-    configuration, both, pytorch_kwargs, tensorflow_kwargs, val_kwargs, submit, as_json, **options
+    configuration,
+    both,
+    pytorch_kwargs,
+    tensorflow_kwargs,
+    val_kwargs,
+    online,
+    submit,
+    as_json,
+    **options,
 ):
     """Deploy CONFIGURATION for training: its models wait for a data stream, announced by a
-    control message naming this deployment's id."""
+    control message naming this deployment's id. A control message with "incremental": true
+    (an online sink's) trains them online: window after window, publishing versions; the
+    kwargs' epochs are then per window."""
+    online_options = {k: options.pop(k) for k in OnlineOptions.model_fields}
     dep = client_from_env().deploy_training(
         configuration,
         kwargs={"pytorch": pytorch_kwargs or both, "tensorflow": tensorflow_kwargs or both},
         val_kwargs=val_kwargs,
         submit=submit,
+        online=online_options if online else None,
         **options,
     )
     emit(dep, as_json, lambda d: deployment_text(d) + f"\nsend data with deployment_id={d.id}")

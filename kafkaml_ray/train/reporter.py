@@ -15,9 +15,17 @@ from typing import Any
 import numpy as np
 
 from kafkaml_ray import artifacts
+from kafkaml_ray.errors import KafkaMLError
 from kafkaml_ray.settings import Settings
 
-__all__ = ["RunSpec", "Reporter", "after_training", "confusion", "confusion_png"]
+__all__ = [
+    "RunSpec",
+    "Reporter",
+    "after_training",
+    "confusion",
+    "confusion_png",
+    "error_text",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +149,20 @@ class Reporter:
         if failed:
             fields["error"] = "trained and saved, then " + "; ".join(failed)
         self._update(**fields)
+
+
+def error_text(e: BaseException) -> str:
+    """The user-facing reason a Ray Train run failed (the worker's own exception)."""
+    failures = getattr(e, "worker_failures", None)
+    if failures:
+        e = failures[min(failures)]
+    cause = getattr(e, "cause", None)  # RayTaskError wraps the original
+    if isinstance(cause, BaseException):
+        e = cause
+    if isinstance(e, KafkaMLError):
+        return str(e)
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[-1] if text else ''}"
 
 
 def _why(e: BaseException) -> str:

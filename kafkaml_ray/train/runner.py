@@ -15,9 +15,10 @@ from typing import Any
 
 from sqlalchemy import func
 
-from kafkaml_ray.errors import InvalidInput, KafkaMLError
-from kafkaml_ray.ingest.control import parse_ranges
+from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray.ingest.control import parse_ranges, parse_sources
 from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset
+from kafkaml_ray.schemas import OnlineOptions
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import (
     Datasource,
@@ -28,7 +29,7 @@ from kafkaml_ray.store import (
     TrainingResult,
     set_result_if,
 )
-from kafkaml_ray.train.reporter import RunSpec
+from kafkaml_ray.train.reporter import RunSpec, error_text
 
 __all__ = ["run_deployment", "wait_for_datasource", "fail_results", "cancel_runs"]
 
@@ -49,20 +50,6 @@ def _worker_loop(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     shards = {name: ray.train.get_dataset_shard(name) for name in ("train", "val", "test")}
     train(spec, shards, rank=ctx.get_world_rank(), distributed=True)
-
-
-def _error_text(e: BaseException) -> str:
-    """The user-facing reason a Ray Train run failed (the worker's own exception)."""
-    failures = getattr(e, "worker_failures", None)
-    if failures:
-        e = failures[min(failures)]
-    cause = getattr(e, "cause", None)  # RayTaskError wraps the original
-    if isinstance(cause, BaseException):
-        e = cause
-    if isinstance(e, KafkaMLError):
-        return str(e)
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[-1] if text else ''}"
 
 
 def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> None:
@@ -107,7 +94,7 @@ def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> Non
             TensorflowTrainer(**common).fit()
     except Exception as e:  # noqa: BLE001 - recorded on the result
         logger.exception("training result %d failed", spec.result_id)
-        error = _error_text(e)
+        error = error_text(e)
     fields: dict[str, Any] = (
         {"status": ResultStatus.FAILED, "error": error}
         if error
@@ -200,9 +187,21 @@ def run_deployment(
             )
             for r in waiting
         ]
-        ranges, fmt, cfg = parse_ranges(ds.topic), ds.input_format, dict(ds.input_config)
+        fmt, cfg = ds.input_format, dict(ds.input_config)
         rates = (ds.validation_rate, ds.test_rate)
         seed, on_malformed = dep.shuffle_seed, dep.on_malformed
+        online = ds.message.get("incremental") is True
+        if online:
+            topics, starts = parse_sources(ds.topic)
+            source = {
+                "topics": topics,
+                "starts": [(r.topic, r.partition, r.start) for r in starts],
+                "since_ms": ds.source_timestamp or 0,
+                "validation_rate": ds.validation_rate,
+            }
+            options = OnlineOptions(**(dep.online or {}))
+        else:
+            ranges = parse_ranges(ds.topic)
     if not specs:
         logger.info("deployment %d has no waiting models", deployment_id)
         return
@@ -214,6 +213,10 @@ def run_deployment(
             f"each model asks for {specs[0].gpu_fraction} GPU, but "
             f"the Ray cluster has {gpus:g} GPUs",
         )
+        return
+
+    if online:
+        _run_online(store, specs, source, options, fmt, cfg, on_malformed)
         return
 
     def reading(why: str | None) -> None:
@@ -256,6 +259,38 @@ def run_deployment(
     logger.info("deployment %d: done", deployment_id)
 
 
+def _run_online(
+    store: Store,
+    specs: list[RunSpec],
+    source: dict[str, Any],
+    options: OnlineOptions,
+    fmt: str,
+    cfg: dict[str, Any],
+    on_malformed: str,
+) -> None:
+    """One online run per model, each a Ray task holding 1 CPU (and its GPU fraction) for as
+    long as it trains. A task whose process dies is run again, and resumes from its
+    checkpoint; a stop cancels it (a cancelled task is not run again)."""
+    import ray
+
+    from kafkaml_ray.train.online import online_task
+
+    task = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False, max_calls=1)(online_task)
+    refs = [
+        task.options(num_gpus=spec.gpu_fraction, name=f"online-result-{spec.result_id}").remote(
+            spec, source, options, fmt, cfg, on_malformed
+        )
+        for spec in specs
+    ]
+    _running.extend(refs)
+    pending = list(refs)
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_REPORT_S)
+        if pending:
+            _say_what_runs_wait_for(store, specs)
+    ray.get(refs)
+
+
 #: How often a run that has not started training says what it waits for (seconds).
 WAIT_REPORT_S = 5.0
 
@@ -266,7 +301,8 @@ def _say_what_runs_wait_for(store: Store, specs: list[RunSpec]) -> None:
     from kafkaml_ray._private.rayutil import placement_pending, resource_wait
 
     def idle(r: TrainingResult | None) -> bool:
-        return r is not None and r.status == ResultStatus.TRAINING and "epoch" not in r.progress
+        started = "epoch" in r.progress or "window" in r.progress if r is not None else True
+        return r is not None and r.status == ResultStatus.TRAINING and not started
 
     with store.session() as s:
         waiting = [sp for sp in specs if idle(s.get(TrainingResult, sp.result_id))]

@@ -207,8 +207,7 @@ def _trial(
 ) -> None:
     """One Tune trial: its own result row, trained by the framework's loop."""
     from kafkaml_ray.train._loops import train
-    from kafkaml_ray.train.reporter import Reporter
-    from kafkaml_ray.train.runner import _error_text
+    from kafkaml_ray.train.reporter import Reporter, error_text
 
     params = {k: _plain(v) for k, v in config.items()}
     store = Store.for_url(template.settings.db_url)
@@ -235,7 +234,7 @@ def _trial(
         train(spec, shards, reporter=Reporter(spec, enabled=True, tune=True))
         status, error = ResultStatus.FINISHED, None
     except Exception as e:
-        error = _error_text(e)
+        error = error_text(e)
         raise  # Tune records the trial as failed; the other trials go on
     finally:
         with store.session() as s:
@@ -312,7 +311,7 @@ def run_tune(
     everything is recorded in the store."""
     from ray import tune
 
-    from kafkaml_ray.train.runner import _error_text
+    from kafkaml_ray.train.reporter import error_text
 
     store = Store.for_url(settings.db_url)
     with store.session() as s:
@@ -359,10 +358,10 @@ def run_tune(
         for r in tuner.fit():
             if r.error is not None:
                 params = {k: _plain(v) for k, v in (r.config or {}).items()}
-                errors[repr(sorted(params.items()))] = _error_text(r.error)
+                errors[repr(sorted(params.items()))] = error_text(r.error)
     except Exception as e:  # noqa: BLE001 - recorded on the search
         logger.exception("tune run %d failed", tune_id)
-        failure = _error_text(e)
+        failure = error_text(e)
     _finish(store, tune_id, errors, failure)
     store.dispose()
     logger.info("tune run %d: done", tune_id)

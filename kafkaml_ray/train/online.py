@@ -1,0 +1,397 @@
+"""Online training: a model that keeps learning from an unbounded stream.
+
+A control message with ``"incremental": true`` (Kafka-ML's ``OnlineRawSink`` sends one on its
+first ``send()``) names topics rather than ranges. Each model of the deployment then runs
+`online_run` in a Ray task of its own (1 CPU and its GPU fraction), which:
+
+1. assigns itself every partition of those topics, starting at the first message at or after
+   the control message's time (or at the ``topic:partition:start`` given), so nothing sent
+   before the run was up is lost;
+2. reads a *window*: up to ``window_messages`` messages, or what came in ``window_seconds``;
+3. scores the model on the window before training on it (prequential, "test then train"),
+   then trains on it (its last ``validation_rate`` share held out for validation),
+   continuing from the current weights: PyTorch through Ignite, Keras through ``fit``;
+4. saves a checkpoint (the weights and the next offset of every partition) in the artifact
+   store, then records the window in the store (``OnlineWindow``);
+5. publishes a new version of the result (``ResultVersion``; the result's ``weights_uri``
+   points at the newest) on the first window, and then whenever ``monitoring_metric``
+   improves by ``improvement`` on the window's validation share (its prequential score when
+   it has none).
+
+It ends as finished after ``stream_timeout_s`` without data, ``max_windows`` or
+``max_duration_s``; as stopped when stopped (Ray cancels the task). A run whose process dies
+is started again by Ray and resumes from its checkpoint: the next window starts at the
+checkpoint's offsets, so no window is skipped and none is trained twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from kafkaml_ray import artifacts
+from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray.ingest.dataset import ReadError
+from kafkaml_ray.ingest.formats import get_format
+from kafkaml_ray.schemas import OnlineOptions
+from kafkaml_ray.train._loops import _fit_shape
+from kafkaml_ray.train.learners import KerasLearner, TorchLearner, floats
+from kafkaml_ray.train.reporter import RunSpec, error_text
+
+__all__ = ["online_run", "online_task", "Source"]
+
+logger = logging.getLogger(__name__)
+
+#: Where a run reads from: whole topics (from ``since_ms``) and ``(topic, partition, start)``.
+Source = dict[str, Any]
+
+
+# -- the stream ---------------------------------------------------------------------------
+def _key(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+class _Stream:
+    """The run's consumer, assigned to every partition it reads, at known positions."""
+
+    def __init__(self, spec: RunSpec, source: Source, resume: dict[str, int] | None):
+        from confluent_kafka import Consumer
+
+        self.consumer = Consumer(
+            spec.settings.kafka_config(
+                **{
+                    "group.id": f"kafkaml-online-{spec.result_id}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                }
+            )
+        )
+        self.positions = dict(resume or self._starts(source))
+        self._assign()
+
+    def _starts(self, source: Source) -> dict[str, int]:
+        """Each partition's first offset: given, or the first at or after ``since_ms``
+        (the end, when nothing came after it yet)."""
+        from confluent_kafka import TopicPartition
+
+        starts = {_key(t, p): start for t, p, start in source.get("starts", [])}
+        wanted = [
+            TopicPartition(t, p, int(source.get("since_ms") or 0))
+            for t in source.get("topics", [])
+            for p in self._partitions(t)
+        ]
+        if wanted:
+            for tp in self.consumer.offsets_for_times(wanted, timeout=30):
+                offset = tp.offset
+                if offset < 0:  # nothing at or after that time yet: from the end on
+                    offset = self.consumer.get_watermark_offsets(tp, timeout=30)[1]
+                starts.setdefault(_key(tp.topic, tp.partition), offset)
+        return starts
+
+    def _partitions(self, topic: str, wait_s: float = 60.0) -> list[int]:
+        """The topic's partitions; it may not exist yet when the control message came first
+        (Kafka-ML's online sink sends it before the data)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if found is not None and found.error is None and found.partitions:
+                return sorted(found.partitions)
+            if time.monotonic() > deadline:
+                raise ReadError(f"topic {topic!r} does not exist (waited {wait_s:.0f}s)")
+            time.sleep(0.5)
+
+    def _assign(self) -> None:
+        from confluent_kafka import TopicPartition
+
+        self.consumer.assign(
+            [
+                TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), offset)
+                for k, offset in self.positions.items()
+            ]
+        )
+
+    def window(self, most: int, seconds: float, idle_s: float) -> list[Any]:
+        """Up to ``most`` messages, or what came within ``seconds`` of the first; [] after
+        ``idle_s`` without any (-1: wait on)."""
+        msgs: list[Any] = []
+        started = idle_since = time.monotonic()
+        while len(msgs) < most:
+            now = time.monotonic()
+            if msgs and now - started >= seconds:
+                break
+            if not msgs and idle_s >= 0 and now - idle_since >= idle_s:
+                break
+            for m in self.consumer.consume(num_messages=most - len(msgs), timeout=0.5):
+                if m.error() is not None:
+                    logger.warning("online read: %s", m.error())
+                    continue
+                if not msgs:
+                    started = time.monotonic()
+                msgs.append(m)
+        return msgs
+
+    def advance(self, msgs: list[Any]) -> dict[str, list[int]]:
+        """Move the positions past ``msgs``; the ``[first, next)`` offsets they cover."""
+        covered: dict[str, list[int]] = {}
+        for m in msgs:
+            k = _key(m.topic(), m.partition())
+            first = covered.get(k, [m.offset()])[0]
+            covered[k] = [first, m.offset() + 1]
+            self.positions[k] = m.offset() + 1
+        return covered
+
+    def commit(self) -> None:
+        """The positions as the group's committed offsets too (for lag tools)."""
+        from confluent_kafka import TopicPartition
+
+        parts = [
+            TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), offset)
+            for k, offset in self.positions.items()
+        ]
+        try:
+            self.consumer.commit(offsets=parts, asynchronous=False)
+        except Exception as e:  # noqa: BLE001 - the checkpoint holds the truth
+            logger.warning("online run: committing offsets: %s", e)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+# -- the run ------------------------------------------------------------------------------
+class _Run:
+    """One online run's state in the store and the artifact store."""
+
+    def __init__(self, spec: RunSpec):
+        from kafkaml_ray.store import Store
+
+        self.spec = spec
+        self.store = Store.for_url(spec.settings.db_url)
+        self.prefix = f"results/{spec.result_id}/online"
+        self.base = spec.settings.artifacts_uri
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        uri = artifacts.join(self.base, f"{self.prefix}/checkpoint.json")
+        try:
+            return json.loads(artifacts.get(uri))
+        except (FileNotFoundError, OSError):
+            return None
+
+    def save_checkpoint(self, row: dict[str, Any], weights: bytes, name: str) -> None:
+        """The weights first, then the record that points at them: a crash between the two
+        leaves the previous checkpoint whole. The record holds the window's row too, for a
+        crash before the row reached the store."""
+        window = row["window"]
+        uri = artifacts.put(self.base, f"{self.prefix}/window-{window}-{name}", weights)
+        record = {"window": window, "weights_uri": uri, "positions": row["next"], "row": row}
+        artifacts.put(self.base, f"{self.prefix}/checkpoint.json", json.dumps(record).encode())
+        if window > 1:
+            old = f"{self.prefix}/window-{window - 1}-{name}"
+            artifacts.delete(artifacts.join(self.base, old))
+
+    def update(self, **fields: Any) -> bool:
+        from kafkaml_ray.store import ResultStatus, set_result_if
+
+        with self.store.session() as s:
+            return set_result_if(s, self.spec.result_id, [ResultStatus.TRAINING], **fields)
+
+    def record(self, row: dict[str, Any], publish: tuple[bytes, str, dict] | None) -> int | None:
+        """The window, and a new version when ``publish`` holds (weights, name, metrics);
+        nothing if the window is stored already."""
+        from sqlalchemy import func, select
+
+        from kafkaml_ray.store import OnlineWindow, ResultVersion, TrainingResult
+
+        version = None
+        with self.store.session() as s:
+            stored = s.scalar(
+                select(OnlineWindow.id).where(
+                    OnlineWindow.result_id == self.spec.result_id,
+                    OnlineWindow.window == row["window"],
+                )
+            )
+            if stored is not None:
+                return None
+            if publish is not None:
+                weights, name, metrics = publish
+                last = s.scalar(
+                    select(func.max(ResultVersion.version)).where(
+                        ResultVersion.result_id == self.spec.result_id
+                    )
+                )
+                version = (last or 0) + 1
+                uri = artifacts.put(
+                    self.base, f"results/{self.spec.result_id}/versions/{version}/{name}", weights
+                )
+                s.add(
+                    ResultVersion(
+                        result_id=self.spec.result_id,
+                        version=version,
+                        window=row["window"],
+                        metrics=metrics,
+                        offsets=row["next"],
+                        weights_uri=uri,
+                    )
+                )
+                result = s.get(TrainingResult, self.spec.result_id)
+                if result is not None:
+                    result.weights_uri = uri
+            s.add(
+                OnlineWindow(
+                    result_id=self.spec.result_id,
+                    window=row["window"],
+                    messages=row["messages"],
+                    malformed=row["malformed"],
+                    prequential=row["prequential"],
+                    train=row["train"],
+                    val=row["val"],
+                    offsets=row["offsets"],
+                    version=version,
+                )
+            )
+        return version
+
+
+def _better(value: float | None, best: float | None, options: OnlineOptions) -> bool:
+    """Whether ``value`` beats ``best`` by ``options.improvement`` in the wanted direction."""
+    if value is None or not np.isfinite(value):
+        return False
+    if best is None:
+        return True
+    gain = (value - best) if options.change == "up" else (best - value)
+    return gain >= options.improvement
+
+
+def online_run(
+    spec: RunSpec,
+    source: Source,
+    options: OnlineOptions,
+    fmt: str,
+    config: dict[str, Any],
+    on_malformed: str,
+) -> str:
+    """Train ``spec``'s model online until the stream ends it; returns why it ended."""
+    from kafkaml_ray.store import ResultVersion, select
+
+    run = _Run(spec)
+    learner = TorchLearner(spec) if spec.framework == "pytorch" else KerasLearner(spec)
+    decoder = get_format(fmt, config)
+    epochs = spec.epochs
+    val_rate = options.validation_rate
+    if val_rate is None:
+        val_rate = source.get("validation_rate", 0.0)
+    saved = run.checkpoint()
+    window = 0
+    if saved is not None:  # started again: from the last checkpoint on
+        learner.load(artifacts.get(saved["weights_uri"]))
+        window = saved["window"]
+        run.record(saved["row"], None)  # (if the crash came before it was stored)
+        logger.info("result %d: resuming after window %d", spec.result_id, window)
+    with run.store.session() as s:
+        best_row = s.scalars(
+            select(ResultVersion)
+            .where(ResultVersion.result_id == spec.result_id)
+            .order_by(ResultVersion.version.desc())
+        ).first()
+        best = best_row.metrics.get("monitored") if best_row is not None else None
+    stream = _Stream(spec, source, saved["positions"] if saved else None)
+    started, why = time.monotonic(), "the stream ended"
+    try:
+        while True:
+            if options.max_windows is not None and window >= options.max_windows:
+                why = f"{options.max_windows} windows trained"
+                break
+            if (
+                options.max_duration_s is not None
+                and time.monotonic() - started > options.max_duration_s
+            ):
+                why = f"ran for {options.max_duration_s:g}s"
+                break
+            if not run.update(progress={"phase": "waiting for data", "window": window}):
+                why = "stopped"  # (its status says so already)
+                break
+            msgs = stream.window(
+                options.window_messages, options.window_seconds, options.stream_timeout_s
+            )
+            if not msgs:
+                why = f"no data for {options.stream_timeout_s:g}s"
+                break
+            batch = decoder.decode_batch(
+                [m.value() for m in msgs], [m.key() for m in msgs], on_error="skip"
+            )
+            if batch.errors and on_malformed == "fail":
+                first = batch.errors[0]
+                m = msgs[first.index]
+                raise ReadError(
+                    f"malformed message at {m.topic()}:{m.partition()} offset {m.offset()}: "
+                    f"{first} (on_malformed='skip' leaves such messages out)"
+                )
+            x, y = batch.data, batch.labels
+            if y is None:
+                raise InvalidInput("the stream has no labels (keys): online training needs them")
+            x = _fit_shape(x, learner.shape, spec.model_name)
+            window += 1
+            covered = stream.advance(msgs)
+            row: dict[str, Any] = {
+                "window": window,
+                "messages": len(msgs),
+                "malformed": len(batch.errors),
+                "offsets": covered,
+                "next": dict(stream.positions),
+                "prequential": {},
+                "train": {},
+                "val": {},
+            }
+            if len(x):
+                run.update(progress={"phase": "training", "window": window})
+                row["prequential"] = floats(learner.score(x, y))
+                n_val = int(len(x) * val_rate)
+                cut = len(x) - n_val
+                row["train"] = floats(learner.fit(x[:cut], y[:cut], epochs)) if cut else {}
+                row["val"] = floats(learner.score(x[cut:], y[cut:])) if n_val else {}
+            weights = learner.weights()
+            run.save_checkpoint(row, weights, learner.weights_name)
+            watched = row["val"] or row["prequential"]
+            value = watched.get(options.monitoring_metric)
+            publish = None
+            if _better(value, best, options):
+                best = value
+                publish = (weights, learner.weights_name, {**watched, "monitored": value})
+            version = run.record(row, publish)
+            stream.commit()
+            run.update(
+                progress={"phase": "training", "window": window, "version": version},
+                train_metrics=row["train"],
+                val_metrics=row["val"] or row["prequential"],
+            )
+            if version is not None:
+                logger.info("result %d: version %d, window %d", spec.result_id, version, window)
+    finally:
+        stream.close()
+    return why
+
+
+def online_task(
+    spec: RunSpec,
+    source: Source,
+    options: OnlineOptions,
+    fmt: str,
+    config: dict[str, Any],
+    on_malformed: str,
+) -> None:
+    """`online_run` as a Ray task: records how the run ended on its result."""
+    from kafkaml_ray.store import ResultStatus, Store, set_result_if
+
+    store = Store.for_url(spec.settings.db_url)
+    try:
+        why = online_run(spec, source, options, fmt, config, on_malformed)
+    except Exception as e:  # noqa: BLE001 - recorded on the result
+        logger.exception("online result %d failed", spec.result_id)
+        fields = {"status": ResultStatus.FAILED, "error": error_text(e)}
+    else:
+        fields = {"status": ResultStatus.FINISHED, "error": None, "progress": {"ended": why}}
+    with store.session() as s:  # (stopped meanwhile: nothing is written)
+        set_result_if(s, spec.result_id, [ResultStatus.TRAINING], **fields)

@@ -1,0 +1,167 @@
+"""Online training on the real broker and a local Ray: a control message in Kafka-ML's online
+form starts a run per model that trains window after window, scores each window before
+training on it, checkpoints, and publishes versions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kafkaml_ray import artifacts
+from tests.conftest import running_listener, send_like_kafka_ml_online, wait_until
+from tests.test_training import _digits, digits_models  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+def _send_plain(settings, topic, x, y) -> None:
+    """More data on the topic, as Kafka-ML's OnlineRawSink writes it after its first send."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    for xi, yi in zip(x, y, strict=True):
+        producer.send(topic, key=yi.tobytes(), value=xi.tobytes())
+    producer.flush()
+    producer.close()
+
+
+def test_online_digits_in_both_frameworks(broker, client, settings, topic, digits_models):  # noqa: F811
+    """Kafka-ML's OnlineRawSink bytes (a plain topic name, "incremental": true, one-element
+    labels) start one online run per model. Data sent before the run was up and after it are
+    all trained on, each message in exactly one window; the stream time-out ends the runs as
+    finished; the first window publishes version 1 and the model learns as it goes."""
+    x, y = _digits()
+    x, y = x[:1200], y[:1200]
+    config = client.create_configuration("online", list(digits_models.values()))
+    dep = client.deploy_training(
+        config.id,
+        kwargs={"pytorch": "epochs=3", "tensorflow": "epochs=3"},
+        batch_size=32,
+        online={
+            "window_messages": 200,
+            "window_seconds": 5,
+            "stream_timeout_s": 10,
+            "validation_rate": 0.2,
+            "monitoring_metric": "accuracy",
+            "change": "up",
+            "improvement": 0.02,
+        },
+    )
+    send_like_kafka_ml_online(settings, topic, dep.id, x[:600], y[:600])  # before the run
+    with running_listener(settings):
+        try:
+            wait_until(
+                lambda: all(r.status == "training" for r in client.get_deployment(dep.id).results),
+                120,
+                "both online runs to start",
+            )
+        except AssertionError:
+            raise AssertionError(
+                f"{client.list_datasources(check=False)} {client.get_deployment(dep.id)}"
+            ) from None
+        _send_plain(settings, topic, x[600:], y[600:])  # while it runs
+        dep = client.wait_for_deployment(dep.id, timeout=600)
+    ds = client.get_datasource(dep.datasource_id, check=False)
+    assert (ds.topic, ds.message["incremental"], ds.message["total_msg"]) == (topic, True, None)
+    for r in dep.results:
+        assert r.status == "finished", (r.model_name, r.error)
+        windows = client.list_windows(r.id)
+        # Every message in exactly one window, in order, none skipped.
+        spans = [w.offsets[f"{topic}:0"] for w in windows]
+        assert spans[0][0] == 0 and spans[-1][1] == len(x), spans
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+        assert sum(w.messages for w in windows) == len(x)
+        assert [w.window for w in windows] == list(range(1, len(windows) + 1))
+        # Prequential: each window scored before training on it; the model learns.
+        assert all("accuracy" in w.prequential for w in windows)
+        first, last = windows[0].prequential["accuracy"], windows[-1].prequential["accuracy"]
+        assert first < 0.5 < 0.8 <= last, (r.model_name, [w.prequential for w in windows])
+        versions = client.list_versions(r.id)
+        assert versions and versions[0].version == 1 and versions[0].window == 1
+        assert [v.version for v in versions] == list(range(1, len(versions) + 1))
+        monitored = [v.metrics["monitored"] for v in versions]
+        assert all(b - a >= 0.02 for a, b in zip(monitored, monitored[1:], strict=False))
+        assert r.weights_uri == versions[-1].weights_uri  # the newest version is served
+        assert len(artifacts.get(versions[-1].weights_uri)) > 10_000
+        preds = np.asarray(client.predict(r.id, x[-100:])).argmax(axis=1)
+        assert (preds == y[-100:]).mean() >= 0.8
+        curve = " ".join(f"{w.prequential['accuracy']:.2f}" for w in windows)
+        print(f"{r.model_name}: prequential accuracy by window {curve}; versions {monitored}")
+
+
+def _spans(client, result_id: int, topic: str) -> list[list[int]]:
+    return [w.offsets[f"{topic}:0"] for w in client.list_windows(result_id)]
+
+
+def test_a_killed_online_run_resumes_at_its_offsets_and_stops_cleanly(
+    ray_cluster, broker, client, settings, topic
+):
+    """The process of a running online run is killed (SIGKILL): Ray runs it again, and it
+    resumes from its checkpoint, so the windows cover every offset exactly once, none
+    skipped and none trained twice. A malformed message is skipped and counted
+    (``on_malformed="skip"``). Then a stop ends the never-ending run (stream_timeout -1)
+    and frees its CPU."""
+    import os
+    import signal
+
+    import ray
+    from confluent_kafka import Producer
+    from ray.util.state import list_tasks
+
+    from kafkaml_ray.demo import register_examples
+    from kafkaml_ray.ingest import RawSink
+
+    ids = register_examples(client, ["digits-cnn-pytorch"])
+    config = client.create_configuration("online-kill", list(ids.values()))
+    dep = client.deploy_training(
+        config.id,
+        kwargs="epochs=2",
+        on_malformed="skip",
+        online={"window_messages": 100, "window_seconds": 2, "stream_timeout_s": -1},
+    )
+    rid = dep.results[0].id
+    free = ray.available_resources().get("CPU", 0)
+    x, y = _digits()
+    sink = RawSink(
+        settings.bootstrap_servers,
+        topic,
+        dep.id,
+        online=True,
+        validation_rate=0.1,
+        control_topic=settings.control_topic,
+    )
+    with running_listener(settings):
+        sink.send_many(x[:300], y[:300])
+        wait_until(lambda: len(_spans(client, rid, topic)) >= 2, 180, "two windows")
+        running = list_tasks(
+            filters=[("name", "=", f"online-result-{rid}"), ("state", "=", "RUNNING")],
+            detail=True,
+        )
+        assert running, "the online run's task is not running"
+        os.kill(running[0].worker_pid, signal.SIGKILL)
+        bad = Producer(settings.kafka_config())
+        bad.produce(topic, b"not 64 floats", b"\x01", partition=0)  # one malformed message
+        bad.flush(30)
+        sink.send_many(x[300:600], y[300:600])
+        sink.close()
+        total = 601
+        wait_until(
+            lambda: (s := _spans(client, rid, topic)) and s[-1][1] == total, 300, "every offset"
+        )
+        assert client.get_result(rid).status == "training"  # (it would wait on for data)
+        client.stop_training(dep.id)
+    spans = _spans(client, rid, topic)
+    assert spans[0][0] == 0 and spans[-1][1] == total
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+    windows = client.list_windows(rid)
+    assert sum(w.messages for w in windows) == total
+    assert sum(w.malformed for w in windows) == 1
+    r = client.get_result(rid)
+    assert r.status == "stopped"
+    assert client.list_versions(rid)[0].version == 1
+    wait_until(
+        lambda: ray.available_resources().get("CPU", 0) >= free,
+        120,
+        f"CPUs freed ({free} free before the run)",
+    )
+    print(f"killed after window 2; {len(windows)} windows cover offsets 0..{total} once")
