@@ -317,6 +317,13 @@ class Client:
                 q = q.where(TrainingResult.deployment_id == deployment_id)
             return [ResultInfo.of(r) for r in s.scalars(q)]
 
+    def list_online_results(self) -> list[ResultInfo]:
+        """The results trained online (with at least one window), oldest first."""
+        with self.store.session() as s:
+            online = select(OnlineWindow.result_id).distinct()
+            q = select(TrainingResult).where(TrainingResult.id.in_(online))
+            return [ResultInfo.of(r) for r in s.scalars(q.order_by(TrainingResult.id))]
+
     def list_windows(self, result_id: int) -> list[WindowInfo]:
         """An online result's windows, oldest first: the learning curve over the stream."""
         with self.store.session() as s:
@@ -454,6 +461,8 @@ class Client:
         input_format: str | None = None,
         input_config: Mapping[str, Any] | None = None,
         autoscaling: Mapping[str, Any] | None = None,
+        follow: bool = False,
+        version: int | None = None,
         **options: Any,
     ) -> InferenceInfo:
         """Serve a trained result: Kafka ingress replicas read ``input_topic`` (one consumer
@@ -462,14 +471,31 @@ class Client:
         result's data stream. ``options`` are `~kafkaml_ray.schemas.ServingOptions`
         (``replicas``, ``min_replicas``/``max_replicas`` for lag-driven autoscaling,
         ``gpu_fraction``, ``batch_size``, ``max_wait_ms``); ``autoscaling`` overrides Serve's
-        autoscaling settings (e.g. shorter delays)."""
+        autoscaling settings (e.g. shorter delays).
+
+        An online result serves its newest published version, pinned, or ``version``; with
+        ``follow`` the replicas swap to each newer version as it is published (in place: no
+        restart, no input left out). Each output names its version in a
+        ``kafkaml-model-version`` header."""
         from kafkaml_ray.ingest.formats import get_format
         from kafkaml_ray.serve.spec import unlabelled
 
         serving: ServingOptions = checked(ServingOptions, **options)
         r = self.get_result(result_id)
-        if r.status != "finished" or not r.weights_uri:
+        versions = [v.version for v in self.list_versions(result_id)]
+        if follow and version is not None:
+            raise InvalidInput("follow serves each newest version: give no version with it")
+        if (follow or version is not None) and not versions:
+            raise InvalidInput(
+                f"result {result_id} has no published versions: only an online result's "
+                "versions can be followed or chosen"
+            )
+        if version is not None and version not in versions:
+            raise NotFound(f"result {result_id} has no version {version} (it has {versions})")
+        if not versions and (r.status != "finished" or not r.weights_uri):
             raise InvalidInput(f"result {result_id} is {r.status}: only a finished result serves")
+        if versions and not follow and version is None:
+            version = versions[-1]  # pinned: a plain deploy serves what is newest now
         if input_format is None or input_config is None:
             with self.store.session() as s:
                 # The stream it trained on: its deployment's, or its Tune search's.
@@ -497,6 +523,8 @@ class Client:
                 output_topic=output_topic,
                 input_format=input_format.upper(),
                 input_config=dict(input_config),
+                version=None if follow else version,
+                follow=follow,
                 **serving.model_dump(),
             )
             s.add(inf)

@@ -309,6 +309,8 @@ class InferenceInfo(_Record):
     gpu_fraction: float
     batch_size: int
     max_wait_ms: float
+    version: int | None = None  # an online result's version, pinned (follow: None)
+    follow: bool = False  # swaps to each newly published version
     created_at: datetime
     # Summed over the ingress replicas that reported in the last 30 s:
     live_replicas: int = 0

@@ -315,6 +315,9 @@ class Inference(_Stamped, Base):
     gpu_fraction: Mapped[float] = mapped_column(Float, default=0.0)
     batch_size: Mapped[int] = mapped_column(Integer, default=DEFAULT_BATCH_SIZE)
     max_wait_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    # An online result's version served: pinned, or (follow) each newly published one.
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    follow: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[TrainingResult] = relationship()
 

@@ -54,7 +54,7 @@ elif [ -z "${KAFKAML_TEST_POSTGRES:-}" ]; then
   echo "test.sh: PostgreSQL is not installed: the store tests on PostgreSQL are skipped" >&2
 fi
 
-"$KAFKAML_PYTHON" -m ruff check kafkaml_ray tests benchmarks
+"$KAFKAML_PYTHON" -m ruff check kafkaml_ray tests benchmarks examples
 # The layers of pyproject.toml's [tool.importlinter] contracts, and no import circles.
 "$KAFKAML_VENV/bin/lint-imports" --no-cache
 "$KAFKAML_PYTHON" -m pytest "$@"

@@ -51,7 +51,7 @@ def _listener_process(settings, group: str) -> subprocess.Popen:
 def test_the_listener_killed_mid_batch_loses_no_control_message(broker, settings):
     from confluent_kafka import Producer
 
-    n = 400
+    n = 200
     producer = Producer(settings.kafka_config())
     for i in range(n):
         if i % 10 == 7:  # poison among them: stored as refused, never lost

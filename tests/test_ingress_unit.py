@@ -13,6 +13,7 @@ import numpy as np
 
 from kafkaml_ray.ingest.formats import get_format
 from kafkaml_ray.serve.app import KafkaIngress
+from kafkaml_ray.serve.predictor import ServedModel
 from kafkaml_ray.serve.spec import InferenceSpec
 from kafkaml_ray.settings import Settings
 
@@ -97,7 +98,7 @@ class Predictor:
 
     def remote(self, data):
         self.log.append(f"call {len(data)}")
-        return Response(data * 2, self.log)
+        return Response((data * 2, None), self.log)  # (predictions, version)
 
 
 class Model:
@@ -122,7 +123,8 @@ def ingress(msgs, fail=(), batch_size=2, in_flight=3, model=None, commit_interva
     ing.consumer, ing.producer = Consumer(msgs), Producer(fail)
     ing.calls = []
     ing.predictor = Predictor(ing.calls)
-    ing.model, ing.depth = model, 1 if model else in_flight
+    ing.model = ServedModel(ing.spec, model) if model else None
+    ing.depth = 1 if model else in_flight
     ing._start_loop_state()  # as KafkaIngress.__init__ does
     ing.assigned = [("in", 0)]
     ing.result_header = ("kafkaml-result-id", b"7")

@@ -49,6 +49,7 @@ def two_nodes(base_settings):
     on ports and a KAFKAML_HOME of their own; this process connected to it for the module,
     then back to the session's Ray head if it was connected to it before."""
     import ray
+    from ray._common.utils import get_ray_address_file
     from ray.util.placement_group import placement_group, remove_placement_group
 
     from kafkaml_ray._private.procs import run_dir, spawn, stop_pid
@@ -65,6 +66,10 @@ def two_nodes(base_settings):
         }
     )
     before = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+    # `ray start --head` records its address for "auto" (Ray's state API, ray.init()) in a
+    # file shared by the machine: put back what was there, or later tests find a dead head.
+    address_file = Path(get_ray_address_file(None))
+    recorded = address_file.read_text() if address_file.exists() else None
     ray.shutdown()
     worker = None
     try:
@@ -98,6 +103,8 @@ def two_nodes(base_settings):
             stop_pid(worker.pid, what="Ray worker node")
         stop_ray(cluster)
         shutil.rmtree(home, ignore_errors=True)
+        if recorded is not None:
+            address_file.write_text(recorded)
         if before:
             ray.init(address=before, namespace=NAMESPACE, log_to_driver=False)
 

@@ -502,11 +502,98 @@ def test_charts_without_results_say_so(settings, open_page):
     assert open_page("charts").info[0].value.startswith("No result has a learning curve yet")
 
 
+def test_online_shows_the_prequential_curve_versions_and_what_serves_them(client, open_page):
+    """An online result's windows (seeded as a run leaves them): the prequential and
+    validation curves over windows with the published versions marked, the versions, and
+    the inferences that serve it (following, or pinned)."""
+    from kafkaml_ray.store import (
+        Inference,
+        InferenceStatus,
+        OnlineWindow,
+        ResultStatus,
+        ResultVersion,
+        TrainingResult,
+    )
+
+    ids = seed_training(client, status="training")
+    rid = ids["results"][0]
+    with client.store.session() as s:
+        s.get(TrainingResult, rid).status = ResultStatus.TRAINING
+        for n, acc in enumerate([0.2, 0.6, 0.55, 0.8], start=1):
+            version = {1: 1, 2: 2, 4: 3}.get(n)
+            s.add(
+                OnlineWindow(
+                    result_id=rid,
+                    window=n,
+                    messages=100,
+                    prequential={"accuracy": acc, "loss": 2 - acc},
+                    val={"accuracy": acc + 0.05},
+                    offsets={"digits:0": [100 * (n - 1), 100 * n]},
+                    version=version,
+                )
+            )
+            if version:
+                s.add(
+                    ResultVersion(
+                        result_id=rid,
+                        version=version,
+                        window=n,
+                        metrics={"accuracy": acc + 0.05, "monitored": acc + 0.05},
+                        offsets={"digits:0": 100 * n},
+                        weights_uri=f"/tmp/v{version}",
+                    )
+                )
+        for follow, version in ((True, None), (False, 2)):
+            s.add(
+                Inference(
+                    result_id=rid,
+                    input_topic=f"in-{follow}",
+                    output_topic=f"out-{follow}",
+                    status=InferenceStatus.RUNNING,
+                    follow=follow,
+                    version=version,
+                )
+            )
+    at = open_page("online")
+    assert [m.value for m in at.metric][:2] == ["4", "400"]
+    specs = charts(at)
+    assert [spec["title"] for spec in specs] == ["loss", "accuracy"]
+    lines, rules, labels = specs[0]["layer"]
+    assert lines["encoding"]["strokeDash"]["field"] == "subset"
+    assert rules["mark"]["type"] == "rule" and labels["mark"]["type"] == "text"
+    assert labels["encoding"]["text"]["field"] == "version"  # (windows 1, 2, 4: a doctest)
+    versions, served = at.dataframe[0].value, at.dataframe[1].value
+    assert list(versions["version"]) == [3, 2, 1]
+    assert sorted(served["serves"]) == ["its newest version (follows)", "version 2"]
+    assert button(at, "Stop")
+    assert not at.exception
+
+
+def test_online_without_runs_says_so(settings, open_page):
+    assert open_page("online").info[0].value.startswith("No online run yet")
+
+
 # -- datasources ---------------------------------------------------------------------------
 @pytest.mark.integration
 def shown(markdown: str) -> str:
     """What Markdown source with backslash escapes shows."""
     return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def _hold_in_kafka(settings, topic: str, n: int) -> None:
+    """At least ``n`` messages in partition 0 of ``topic`` (what a seeded range names)."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    consumer = Consumer(settings.kafka_config(**{"group.id": uuid.uuid4().hex}))
+    try:
+        high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    except Exception:  # noqa: BLE001 - no such topic yet
+        high = 0
+    consumer.close()
+    producer = Producer(settings.kafka_config())
+    for _ in range(max(0, n - high)):
+        producer.produce(topic, b"\0" * 256, b"\0", partition=0)
+    producer.flush(30)
 
 
 def test_datasources_list_and_resend_to_another_deployment(broker, client, settings, open_page):
@@ -515,6 +602,7 @@ def test_datasources_list_and_resend_to_another_deployment(broker, client, setti
     from kafkaml_ray.store import Datasource, DatasourceStatus
 
     ids = seed_training(client)
+    _hold_in_kafka(settings, "digits", 1797)  # the seeded stream's data, so not expired
     again = client.deploy_training(ids["configuration"], kwargs="epochs=2")
     with client.store.session() as s:
         s.add(

@@ -43,16 +43,18 @@ import orjson
 from ray import serve
 
 from kafkaml_ray.serve.options import INGRESS_CONSUMER
-from kafkaml_ray.serve.predictor import Predictor, _Done, _one_by_one
+from kafkaml_ray.serve.predictor import Predictor, ServedModel, _Done
 from kafkaml_ray.serve.spec import InferenceSpec, spec_from_store, unlabelled
 from kafkaml_ray.settings import Settings
 
-__all__ = ["KafkaIngress", "Predictor", "build_app", "app_for", "HEADERS"]
+__all__ = ["KafkaIngress", "Predictor", "build_app", "app_for", "HEADERS", "VERSION_HEADER"]
 
 logger = logging.getLogger(__name__)
 
 #: Provenance headers added to every prediction (and dead letter).
 HEADERS = ("kafkaml-result-id", "kafkaml-input-partition", "kafkaml-input-offset")
+#: The header naming the version of an online result that made a prediction.
+VERSION_HEADER = "kafkaml-model-version"
 #: Consecutive consume-loop errors without a commit, after which the replica reports
 #: itself unhealthy (Serve replaces it); the loop backs off meanwhile.
 MAX_LOOP_ERRORS = 5
@@ -102,11 +104,7 @@ class KafkaIngress:
         self.spec, self.predictor, self.model = spec, predictor, None
         self.result_header = (HEADERS[0], str(spec.result_id).encode())
         if spec.predict_in_ingress:
-            from kafkaml_ray._private.trained import TrainedModel
-
-            self.model = TrainedModel(
-                spec.framework, spec.code, spec.imports, spec.weights_uri, spec.input_shape
-            )
+            self.model = ServedModel(spec)
         # With the model here a prediction is done when asked: nothing to keep in flight.
         self.depth = 1 if self.model else max(1, spec.in_flight)
         self.format = get_format(spec.input_format, unlabelled(spec.input_config))
@@ -244,9 +242,11 @@ class KafkaIngress:
         out = chunk.response.result()
         if isinstance(out, Exception):  # the whole batch failed: find the bad samples
             if self.model:
-                out = _one_by_one(self.model, chunk.data)
+                out = self.model.one_by_one(chunk.data)
             else:
                 out = self.predictor.predict_one_by_one.remote(chunk.data).result()
+        out, version = out
+        extra = None if version is None else [(VERSION_HEADER, str(version).encode())]
         if isinstance(out, np.ndarray):  # to Python numbers at once, not row by row
             rows = out.tolist()
         else:  # one by one: arrays, and error texts for the samples that failed
@@ -256,7 +256,7 @@ class KafkaIngress:
             if isinstance(row, str):
                 self._dead_letter(msgs[i], f"prediction failed: {row}", batch)
                 continue
-            why = self._produce(topic, msgs[i], orjson.dumps({"values": row}), batch)
+            why = self._produce(topic, msgs[i], orjson.dumps({"values": row}), batch, extra)
             if why is None:
                 self.counts["predicted"] += 1
             else:  # e.g. larger than the producer may send: the input goes to the DLQ
@@ -450,7 +450,8 @@ class KafkaIngress:
         out = await self.predictor.predict.remote(data)
         if isinstance(out, Exception):
             return JSONResponse({"error": f"prediction failed: {out}"}, status_code=422)
-        return {"values": np.asarray(out).tolist()}
+        values, version = out
+        return {"values": np.asarray(values).tolist(), **({"version": version} if version else {})}
 
     async def check_health(self) -> None:
         if not self._thread.is_alive():
@@ -460,6 +461,8 @@ class KafkaIngress:
 
     def __del__(self) -> None:
         self._stop.set()
+        if self.model is not None:
+            self.model.close()
         if self._thread.is_alive():
             self._thread.join(30)
 

@@ -25,7 +25,9 @@ def _inference_text(i) -> str:
         else f"{i.replicas} replicas"
     )
     lines = [
-        f"inference {i.id}: result {i.result_id} ({i.model_name}), {i.status}",
+        f"inference {i.id}: result {i.result_id} ({i.model_name}), {i.status}"
+        + (" (follows its newest version)" if i.follow else "")
+        + (f" (version {i.version})" if i.version else ""),
         f"  {i.input_topic} ({i.input_format} {json.dumps(i.input_config)}) -> "
         f"{i.output_topic} (dead letters: {i.output_topic}.dlq)",
         f"  {scaling}, batch {i.batch_size}, max wait {i.max_wait_ms} ms, "
@@ -58,11 +60,28 @@ def _inference_text(i) -> str:
     "[default: those of the result's data stream].",
 )
 @model_options(ServingOptions, gpu_fraction="--gpu")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="An online result: swap to each newly published version, in place.",
+)
+@click.option(
+    "--version", type=int, help="An online result: serve this version [default: the newest]."
+)
 @json_option
 def infer_deploy(
-    result_id, input_topic, output_topic, input_format, input_config, as_json, **options
+    result_id,
+    input_topic,
+    output_topic,
+    input_format,
+    input_config,
+    follow,
+    version,
+    as_json,
+    **options,
 ) -> None:
-    """Serve RESULT_ID: read INPUT_TOPIC, write predictions to OUTPUT_TOPIC."""
+    """Serve RESULT_ID: read INPUT_TOPIC, write predictions to OUTPUT_TOPIC. Outputs of an
+    online result name their version in a kafkaml-model-version header."""
     try:
         config = None if input_config is None else json.loads(input_config)
     except ValueError as e:
@@ -73,6 +92,8 @@ def infer_deploy(
         output_topic,
         input_format=input_format,
         input_config=config,
+        follow=follow,
+        version=version,
         **options,
     )
     emit(inf, as_json, _inference_text)

@@ -1,9 +1,13 @@
-"""The model side of an inference: the ``Predictor`` deployment (the trained model, chunks
-of several callers predicted as one batch: what a GPU inference and HTTP requests use), and
-predicting sample by sample to find the ones that fail."""
+"""The model side of an inference: the ``ServedModel`` a replica predicts with (an online
+result's version, swapped in place for each newer one when the inference follows it), the
+``Predictor`` deployment (chunks of several callers predicted as one batch: what a GPU
+inference and HTTP requests use), and predicting sample by sample to find the ones that
+fail. Predictions come with the version that made them."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -11,7 +15,56 @@ from ray import serve
 
 from kafkaml_ray.serve.spec import InferenceSpec
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "ServedModel"]
+
+logger = logging.getLogger(__name__)
+
+
+class ServedModel:
+    """The trained model of an inference and its version. With ``spec.follow``, a thread
+    checks the store every ``follow_interval_s`` for a newer published version, loads it
+    aside and swaps it in between two batches: each batch is predicted by one version, and
+    the versions a replica uses never go down."""
+
+    def __init__(self, spec: InferenceSpec, model: Any = None):
+        """``model``: one loaded already (else the spec's weights are loaded)."""
+        self.spec = spec
+        self.current = (model or self._load(spec.weights_uri), spec.version)
+        self._stop = threading.Event()
+        if spec.follow:
+            threading.Thread(target=self._follow, name="follow-versions", daemon=True).start()
+
+    def _load(self, weights_uri: str) -> Any:
+        from kafkaml_ray._private.trained import TrainedModel
+
+        spec = self.spec
+        return TrainedModel(spec.framework, spec.code, spec.imports, weights_uri, spec.input_shape)
+
+    def _follow(self) -> None:
+        from kafkaml_ray.serve.spec import served_version
+        from kafkaml_ray.store import Store
+
+        store = Store.for_url(self.spec.settings.db_url)
+        while not self._stop.wait(self.spec.follow_interval_s):
+            try:
+                with store.session() as s:
+                    version, uri = served_version(s, self.spec.result_id, None)
+                if version is not None and (self.current[1] or 0) < version:
+                    self.current = (self._load(uri), version)
+                    logger.info("result %d: now serving version %d", self.spec.result_id, version)
+            except Exception:  # noqa: BLE001 - serve on with the version it has
+                logger.exception("result %d: following its versions", self.spec.result_id)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, int | None]:
+        model, version = self.current
+        return model.predict(x), version
+
+    def one_by_one(self, chunk: np.ndarray) -> tuple[list[Any], int | None]:
+        model, version = self.current
+        return _one_by_one(model, chunk), version
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 @serve.deployment(name="Predictor", max_ongoing_requests=64)
@@ -19,27 +72,24 @@ class Predictor:
     """The trained model; predicts chunks of samples, batched across callers."""
 
     def __init__(self, spec: InferenceSpec):
-        from kafkaml_ray._private.trained import TrainedModel
-
         self.spec = spec
-        self.model = TrainedModel(
-            spec.framework, spec.code, spec.imports, spec.weights_uri, spec.input_shape
-        )
+        self.model = ServedModel(spec)
         self.predict.set_max_batch_size(max(1, spec.batch_size))
         self.predict.set_batch_wait_timeout_s(spec.max_wait_ms / 1000)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def predict(self, chunks: list[np.ndarray]) -> list[Any]:
-        """Each call brings a chunk (n samples); the chunks are predicted as one batch."""
+        """Each call brings a chunk (n samples); the chunks are predicted as one batch.
+        Each gets ``(its predictions, the version that made them)``."""
         sizes = [len(c) for c in chunks]
         try:
-            out = self.model.predict(np.concatenate(chunks))
+            out, version = self.model.predict(np.concatenate(chunks))
         except Exception as e:  # noqa: BLE001 - each chunk retried alone by its caller
             return [e] * len(chunks)
-        return np.split(out, np.cumsum(sizes)[:-1])
+        return [(part, version) for part in np.split(out, np.cumsum(sizes)[:-1])]
 
-    async def predict_one_by_one(self, chunk: np.ndarray) -> list[Any]:
-        return _one_by_one(self.model, chunk)
+    async def predict_one_by_one(self, chunk: np.ndarray) -> tuple[list[Any], int | None]:
+        return self.model.one_by_one(chunk)
 
 
 def _one_by_one(model: Any, chunk: np.ndarray) -> list[Any]:

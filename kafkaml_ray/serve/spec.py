@@ -10,9 +10,9 @@ from typing import Any
 from kafkaml_ray.errors import InvalidInput, NotFound
 from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
 from kafkaml_ray.settings import Settings
-from kafkaml_ray.store import Inference, Store
+from kafkaml_ray.store import Inference, ResultVersion, Store, select
 
-__all__ = ["InferenceSpec", "spec_from_store", "unlabelled"]
+__all__ = ["InferenceSpec", "spec_from_store", "served_version", "unlabelled"]
 
 
 @dataclass
@@ -41,6 +41,11 @@ class InferenceSpec:
     #: rebalance): at most this much is consumed again after a crash.
     commit_interval_s: float = 0.5
     stats_interval_s: float = 2.0
+    #: The online result's version served (None: a result without versions), and whether
+    #: the replicas swap to each newer one (checked every ``follow_interval_s``).
+    version: int | None = None
+    follow: bool = False
+    follow_interval_s: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -58,7 +63,9 @@ def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
         if inf is None:
             raise NotFound(f"no inference with id {inference_id}")
         r, m = inf.result, inf.result.model
-        if not r.weights_uri:
+        version, weights_uri = served_version(s, r.id, None if inf.follow else inf.version)
+        weights_uri = weights_uri or r.weights_uri
+        if not weights_uri:
             raise InvalidInput(f"result {r.id} has no trained weights (status {r.status})")
         return InferenceSpec(
             inference_id=inf.id,
@@ -66,7 +73,7 @@ def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
             framework=m.framework,
             code=m.code,
             imports=m.imports,
-            weights_uri=r.weights_uri,
+            weights_uri=weights_uri,
             input_shape=m.input_shape,
             input_topic=inf.input_topic,
             output_topic=inf.output_topic,
@@ -76,7 +83,21 @@ def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
             batch_size=inf.batch_size,
             max_wait_ms=inf.max_wait_ms,
             predict_in_ingress=not inf.gpu_fraction,
+            version=version,
+            follow=inf.follow,
         )
+
+
+def served_version(s: Any, result_id: int, version: int | None) -> tuple[int | None, str | None]:
+    """``(version, weights_uri)`` of a result's published ``version``, or of its newest when
+    ``version`` is None; ``(None, None)`` when it has none (a batch result)."""
+    q = select(ResultVersion).where(ResultVersion.result_id == result_id)
+    if version is not None:
+        q = q.where(ResultVersion.version == version)
+    row = s.scalars(q.order_by(ResultVersion.version.desc()).limit(1)).first()
+    if row is None and version is not None:
+        raise NotFound(f"result {result_id} has no version {version}")
+    return (row.version, row.weights_uri) if row is not None else (None, None)
 
 
 def unlabelled(config: dict[str, Any] | None) -> dict[str, Any]:

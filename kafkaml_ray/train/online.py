@@ -14,9 +14,11 @@ first ``send()``) names topics rather than ranges. Each model of the deployment 
 4. saves a checkpoint (the weights and the next offset of every partition) in the artifact
    store, then records the window in the store (``OnlineWindow``);
 5. publishes a new version of the result (``ResultVersion``; the result's ``weights_uri``
-   points at the newest) on the first window, and then whenever ``monitoring_metric``
-   improves by ``improvement`` on the window's validation share (its prequential score when
-   it has none).
+   points at the newest) on the first window, and then whenever the model beats the newest
+   published version by ``improvement`` in ``monitoring_metric``, both scored on the same
+   unseen data: the window's validation share (the whole window, before training on it,
+   when it has none). So after a concept drift, when the published version falls too, a
+   model that recovers is published again.
 
 It ends as finished after ``stream_timeout_s`` without data, ``max_windows`` or
 ``max_duration_s``; as stopped when stopped (Ray cancels the task). A run whose process dies
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -114,17 +117,24 @@ class _Stream:
             ]
         )
 
-    def window(self, most: int, seconds: float, idle_s: float) -> list[Any]:
+    def window(
+        self, most: int, seconds: float, idle_s: float, going: Callable[[], bool]
+    ) -> list[Any]:
         """Up to ``most`` messages, or what came within ``seconds`` of the first; [] after
-        ``idle_s`` without any (-1: wait on)."""
+        ``idle_s`` without any (-1: wait on), or when ``going()`` (asked every few seconds
+        while nothing comes) turns false."""
         msgs: list[Any] = []
-        started = idle_since = time.monotonic()
+        started = idle_since = asked = time.monotonic()
         while len(msgs) < most:
             now = time.monotonic()
             if msgs and now - started >= seconds:
                 break
             if not msgs and idle_s >= 0 and now - idle_since >= idle_s:
                 break
+            if not msgs and now - asked >= 5.0:
+                asked = now
+                if not going():
+                    break
             for m in self.consumer.consume(num_messages=most - len(msgs), timeout=0.5):
                 if m.error() is not None:
                     logger.warning("online read: %s", m.error())
@@ -192,6 +202,14 @@ class _Run:
             old = f"{self.prefix}/window-{window - 1}-{name}"
             artifacts.delete(artifacts.join(self.base, old))
 
+    def training(self) -> bool:
+        """Whether the result still trains (not stopped or deleted meanwhile)."""
+        from kafkaml_ray.store import ResultStatus, TrainingResult
+
+        with self.store.session() as s:
+            r = s.get(TrainingResult, self.spec.result_id)
+            return r is not None and r.status == ResultStatus.TRAINING
+
     def update(self, **fields: Any) -> bool:
         from kafkaml_ray.store import ResultStatus, set_result_if
 
@@ -255,13 +273,14 @@ class _Run:
         return version
 
 
-def _better(value: float | None, best: float | None, options: OnlineOptions) -> bool:
-    """Whether ``value`` beats ``best`` by ``options.improvement`` in the wanted direction."""
+def _better(value: float | None, published: float | None, options: OnlineOptions) -> bool:
+    """Whether ``value`` beats the ``published`` version's value (on the same data) by
+    ``options.improvement`` in the wanted direction; anything finite beats no version."""
     if value is None or not np.isfinite(value):
         return False
-    if best is None:
+    if published is None or not np.isfinite(published):
         return True
-    gain = (value - best) if options.change == "up" else (best - value)
+    gain = (value - published) if options.change == "up" else (published - value)
     return gain >= options.improvement
 
 
@@ -277,7 +296,11 @@ def online_run(
     from kafkaml_ray.store import ResultVersion, select
 
     run = _Run(spec)
-    learner = TorchLearner(spec) if spec.framework == "pytorch" else KerasLearner(spec)
+
+    def new_learner() -> TorchLearner | KerasLearner:
+        return TorchLearner(spec) if spec.framework == "pytorch" else KerasLearner(spec)
+
+    learner = new_learner()
     decoder = get_format(fmt, config)
     epochs = spec.epochs
     val_rate = options.validation_rate
@@ -290,13 +313,18 @@ def online_run(
         window = saved["window"]
         run.record(saved["row"], None)  # (if the crash came before it was stored)
         logger.info("result %d: resuming after window %d", spec.result_id, window)
+    # The newest published version, judged with the model on each window's held-out data:
+    # after a drift both fall, and the model that recovers first is published.
+    published = None
     with run.store.session() as s:
-        best_row = s.scalars(
-            select(ResultVersion)
+        newest = s.scalars(
+            select(ResultVersion.weights_uri)
             .where(ResultVersion.result_id == spec.result_id)
             .order_by(ResultVersion.version.desc())
         ).first()
-        best = best_row.metrics.get("monitored") if best_row is not None else None
+    if newest is not None:
+        published = new_learner()
+        published.load(artifacts.get(newest))
     stream = _Stream(spec, source, saved["positions"] if saved else None)
     started, why = time.monotonic(), "the stream ended"
     try:
@@ -314,8 +342,14 @@ def online_run(
                 why = "stopped"  # (its status says so already)
                 break
             msgs = stream.window(
-                options.window_messages, options.window_seconds, options.stream_timeout_s
+                options.window_messages,
+                options.window_seconds,
+                options.stream_timeout_s,
+                run.training,
             )
+            if not msgs and not run.training():
+                why = "stopped"
+                break
             if not msgs:
                 why = f"no data for {options.stream_timeout_s:g}s"
                 break
@@ -352,14 +386,21 @@ def online_run(
                 cut = len(x) - n_val
                 row["train"] = floats(learner.fit(x[:cut], y[:cut], epochs)) if cut else {}
                 row["val"] = floats(learner.score(x[cut:], y[cut:])) if n_val else {}
+                if published is not None:  # on what the model is judged on (unseen data)
+                    held = (x[cut:], y[cut:]) if n_val else (x, y)
+                    row["published"] = floats(published.score(*held))
             weights = learner.weights()
             run.save_checkpoint(row, weights, learner.weights_name)
             watched = row["val"] or row["prequential"]
             value = watched.get(options.monitoring_metric)
+            before = row.get("published", {}).get(options.monitoring_metric)
             publish = None
-            if _better(value, best, options):
-                best = value
-                publish = (weights, learner.weights_name, {**watched, "monitored": value})
+            if len(x) and _better(value, before, options):
+                metrics = {**watched, "monitored": value, "previous": before}
+                publish = (weights, learner.weights_name, metrics)
+                if published is None:
+                    published = new_learner()
+                published.load(weights)
             version = run.record(row, publish)
             stream.commit()
             run.update(

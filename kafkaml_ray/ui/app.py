@@ -33,6 +33,7 @@ PAGES = [
     ("Train", "views/results.py", "Results", ":material/leaderboard:"),
     ("Train", "views/charts.py", "Charts", ":material/show_chart:"),
     ("Train", "views/tuning.py", "Tuning", ":material/tune:"),
+    ("Train", "views/online.py", "Online", ":material/stream:"),
     ("Operate", "views/inference.py", "Inference", ":material/bolt:"),
     ("Operate", "views/cluster.py", "Cluster", ":material/hub:"),
 ]

@@ -1,4 +1,5 @@
-"""Altair charts of the control panel: learning curves, confusion matrices, predictions.
+"""Altair charts of the control panel: learning curves (over epochs, or an online run's over
+windows), confusion matrices, predictions.
 
 Pure functions from Client records to charts (no Streamlit), so they are tested alone.
 
@@ -17,12 +18,14 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from kafkaml_ray.schemas import ResultInfo
+from kafkaml_ray.schemas import ResultInfo, WindowInfo
 
 __all__ = [
     "SUBSETS",
     "curve_frame",
     "curve_chart",
+    "window_frame",
+    "window_chart",
     "confusion_frame",
     "confusion_chart",
     "class_chart",
@@ -89,6 +92,73 @@ def curve_chart(frame: pd.DataFrame, metric: str) -> alt.Chart:
         )
         .properties(height=280)
     )
+
+
+def window_frame(windows: Sequence[WindowInfo]) -> pd.DataFrame:
+    """An online run's windows in long form: one row per window, metric and subset
+    (``prequential``: scored before training on it; ``validation``: after), with the
+    version the window published (or None).
+
+    >>> from datetime import datetime
+    >>> w = WindowInfo(window=1, messages=9, malformed=0, prequential={"accuracy": 0.1},
+    ...     train={}, val={"accuracy": 0.6}, offsets={}, version=1, created_at=datetime.now())
+    >>> window_frame([w])[["window", "subset", "value", "version"]].to_dict("records")
+    [{'window': 1, 'subset': 'prequential', 'value': 0.1, 'version': 1}, \
+{'window': 1, 'subset': 'validation', 'value': 0.6, 'version': 1}]
+    """
+    rows = [
+        {
+            "window": w.window,
+            "time": w.created_at,
+            "metric": metric,
+            "subset": subset,
+            "value": float(value),
+            "version": w.version,
+        }
+        for w in windows
+        for subset, metrics in (("prequential", w.prequential), ("validation", w.val))
+        for metric, value in metrics.items()
+        if isinstance(value, int | float) and math.isfinite(value)
+    ]
+    columns = ["window", "time", "metric", "subset", "value", "version"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def window_chart(frame: pd.DataFrame, metric: str) -> alt.LayerChart:
+    """One metric over an online run's windows (prequential solid, validation dashed), with
+    a rule and label at each window that published a version."""
+    data = frame[frame["metric"] == metric]
+    lines = (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("window:Q", title="window", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+            strokeDash=alt.StrokeDash(
+                "subset:N",
+                scale=alt.Scale(domain=["prequential", "validation"], range=[[1, 0], [6, 3]]),
+                legend=alt.Legend(title=None, orient="bottom"),
+            ),
+            tooltip=[
+                alt.Tooltip("window:Q", format="d"),
+                alt.Tooltip("subset:N"),
+                alt.Tooltip("value:Q", format=".4f"),
+                alt.Tooltip("time:T", format="%H:%M:%S"),
+            ],
+        )
+    )
+    published = data[data["version"].notna()].drop_duplicates("window")
+    rules = (
+        alt.Chart(published)
+        .mark_rule(color="#e45756", strokeWidth=1.5)
+        .encode(x="window:Q", tooltip=[alt.Tooltip("version:Q", format="d")])
+    )
+    labels = (
+        alt.Chart(published)
+        .mark_text(align="left", dx=3, dy=-6, color="#e45756")
+        .encode(x="window:Q", y=alt.value(0), text=alt.Text("version:Q", format="d"))
+    )
+    return alt.layer(lines, rules, labels).properties(title=metric, height=300)
 
 
 def confusion_frame(matrix: Sequence[Sequence[int]]) -> pd.DataFrame:

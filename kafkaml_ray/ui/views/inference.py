@@ -58,7 +58,9 @@ def _prefill(result_id: int | None = None) -> None:
 
 def _deploy(results: list[ResultInfo]) -> None:
     st.subheader("Deploy a result for inference")
-    ready = [r for r in results if r.status == "finished" and r.weights_uri]
+    online = {r.id for r in common.client().list_online_results()}
+    # Finished results, and online ones that published a version (while they train too).
+    ready = [r for r in results if r.weights_uri and (r.status == "finished" or r.id in online)]
     if not ready:
         st.info("No finished result yet: train a configuration first.")
         return
@@ -96,6 +98,16 @@ def _deploy(results: list[ResultInfo]) -> None:
         high = cols[1].number_input("Max replicas", 1, 256, 4, key="infer_max")
     gpu = cols[2].number_input("GPU per replica", 0.0, 8.0, 0.0, step=0.05, key="infer_gpu")
     batch = cols[3].number_input("Batch size", 1, 100_000, 512, key="infer_batch")
+    follow = (
+        r is not None
+        and r.id in online
+        and st.toggle(
+            "Follow new versions",
+            key="infer_follow",
+            help="An online result: swap to each newly published version, in place. Off: its "
+            "newest version now, pinned.",
+        )
+    )
     if not st.button("Deploy", type="primary", key="infer_deploy", icon=":material/rocket_launch:"):
         return
     config = common.json_field(config_text or "{}", "input config", _an_object)
@@ -121,6 +133,7 @@ def _deploy(results: list[ResultInfo]) -> None:
         max_replicas=None if high is None else int(high),
         gpu_fraction=float(gpu),
         batch_size=int(batch),
+        follow=bool(follow),
         then=lambda i: (
             f"Inference {i.id} of {i.model_name} runs: {i.input_topic} → {i.output_topic}."
         ),
