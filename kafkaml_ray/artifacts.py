@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import posixpath
 
-__all__ = ["put", "get", "delete", "delete_tree", "join"]
+__all__ = ["put", "replace", "get", "delete", "delete_tree", "join"]
 
 
 def _fs(uri: str):
@@ -34,6 +34,17 @@ def put(base: str, relpath: str, data: bytes) -> str:
     filesystem.create_dir(posixpath.dirname(path), recursive=True)
     with filesystem.open_output_stream(path) as f:
         f.write(data)
+    return uri
+
+
+def replace(base: str, relpath: str, data: bytes) -> str:
+    """`put`, but a reader sees the old content or the new, never part of it: written
+    aside, then moved over (a rename on a file system; an object store's writes are whole
+    already). Return its URI."""
+    aside = put(base, f"{relpath}.partial", data)
+    filesystem, path = _fs(aside)
+    uri = join(base, relpath)
+    filesystem.move(path, _fs(uri)[1])
     return uri
 
 

@@ -67,9 +67,31 @@ def ray_cluster(base_settings):
 
     address = start_ray(base_settings, num_cpus=4)
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    _RAY_ADDRESS_FILE["recorded"] = _ray_address_file().read_text()
     yield address
     ray.shutdown()
     stop_ray(base_settings)
+
+
+_RAY_ADDRESS_FILE: dict[str, str] = {}
+
+
+def _ray_address_file() -> Path:
+    from ray._common.utils import get_ray_address_file
+
+    return Path(get_ray_address_file(None))
+
+
+@pytest.fixture(autouse=True)
+def _keep_ray_address_file():
+    """`ray start --head` records its address in a file the whole machine shares, where a
+    Ray job's driver finds its cluster ("auto"): a test that starts another head (the
+    fresh-machine stack, the two-node cluster) must not leave it naming that one."""
+    yield
+    recorded = _RAY_ADDRESS_FILE.get("recorded")
+    path = _ray_address_file()
+    if recorded is not None and (not path.exists() or path.read_text() != recorded):
+        path.write_text(recorded)
 
 
 @pytest.fixture

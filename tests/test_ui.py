@@ -407,6 +407,21 @@ def test_training_deploys_a_configuration_and_shows_its_waiting_results(client, 
         ("keras-digits", "waiting"),
     ]
     assert f"deployment_id {dep.id}" in at.info[0].value
+    assert dep.online is None
+
+    at.checkbox(key="train_online").check()  # online options, as `train deploy --online`
+    at.number_input(key="on_n").set_value(200)
+    at.text_input(key="on_metric").input("accuracy")
+    at.selectbox(key="on_change").select("up")
+    button(at, "Deploy").click().run()
+    assert not at.exception and not at.error
+    online = client.list_deployments()[-1].online
+    assert (online["window_messages"], online["monitoring_metric"], online["change"]) == (
+        200,
+        "accuracy",
+        "up",
+    )
+    assert online["stream_timeout_s"] == 60.0  # the default
 
 
 def test_training_shows_progress_and_the_stored_error(client, open_page):

@@ -28,7 +28,11 @@ class TorchLearner:
 
         from kafkaml_ray._private.modelcode import build_model, check_torch_parts
 
-        torch.manual_seed(spec.train_args.get("seed", 0))
+        seed = spec.train_args.get("seed", 0)
+        torch.manual_seed(seed)  # the initial weights
+        # Shuffles and loader seeds from a generator of its own: scoring, or another
+        # learner, never changes the order a model trains in.
+        self.generator = torch.Generator().manual_seed(seed)
         self.spec = spec
         self.model = build_model("pytorch", spec.code, spec.imports)
         self.shape = spec.input_shape or getattr(self.model, "input_shape", None)
@@ -44,7 +48,9 @@ class TorchLearner:
             torch.as_tensor(x, dtype=torch.float32),
             torch.as_tensor(y, dtype=torch.long if _is_classes(y) else torch.float32),
         )
-        return torch.utils.data.DataLoader(data, batch_size=self.spec.batch_size, shuffle=shuffle)
+        return torch.utils.data.DataLoader(
+            data, batch_size=self.spec.batch_size, shuffle=shuffle, generator=self.generator
+        )
 
     def score(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         from ignite.engine import create_supervised_evaluator

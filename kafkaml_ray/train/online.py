@@ -163,7 +163,7 @@ class _Stream:
             for k, offset in self.positions.items()
         ]
         try:
-            self.consumer.commit(offsets=parts, asynchronous=False)
+            self.consumer.commit(offsets=parts, asynchronous=True)
         except Exception as e:  # noqa: BLE001 - the checkpoint holds the truth
             logger.warning("online run: committing offsets: %s", e)
 
@@ -197,7 +197,8 @@ class _Run:
         window = row["window"]
         uri = artifacts.put(self.base, f"{self.prefix}/window-{window}-{name}", weights)
         record = {"window": window, "weights_uri": uri, "positions": row["next"], "row": row}
-        artifacts.put(self.base, f"{self.prefix}/checkpoint.json", json.dumps(record).encode())
+        data = json.dumps(record).encode()  # replaced whole: a kill never leaves it torn
+        artifacts.replace(self.base, f"{self.prefix}/checkpoint.json", data)
         if window > 1:
             old = f"{self.prefix}/window-{window - 1}-{name}"
             artifacts.delete(artifacts.join(self.base, old))
@@ -275,13 +276,14 @@ class _Run:
 
 def _better(value: float | None, published: float | None, options: OnlineOptions) -> bool:
     """Whether ``value`` beats the ``published`` version's value (on the same data) by
-    ``options.improvement`` in the wanted direction; anything finite beats no version."""
+    ``options.improvement`` (and at all: a tie publishes nothing) in the wanted direction;
+    anything finite beats no version."""
     if value is None or not np.isfinite(value):
         return False
     if published is None or not np.isfinite(published):
         return True
     gain = (value - published) if options.change == "up" else (published - value)
-    return gain >= options.improvement
+    return gain > 0 and gain >= options.improvement
 
 
 def online_run(
@@ -315,7 +317,7 @@ def online_run(
         logger.info("result %d: resuming after window %d", spec.result_id, window)
     # The newest published version, judged with the model on each window's held-out data:
     # after a drift both fall, and the model that recovers first is published.
-    published = None
+    published, published_at = None, -1  # (the window after which it was published)
     with run.store.session() as s:
         newest = s.scalars(
             select(ResultVersion.weights_uri)
@@ -380,13 +382,14 @@ def online_run(
                 "val": {},
             }
             if len(x):
-                run.update(progress={"phase": "training", "window": window})
                 row["prequential"] = floats(learner.score(x, y))
                 n_val = int(len(x) * val_rate)
                 cut = len(x) - n_val
                 row["train"] = floats(learner.fit(x[:cut], y[:cut], epochs)) if cut else {}
                 row["val"] = floats(learner.score(x[cut:], y[cut:])) if n_val else {}
-                if published is not None:  # on what the model is judged on (unseen data)
+                if published is not None and not n_val and published_at == window - 1:
+                    row["published"] = row["prequential"]  # the same weights, the same data
+                elif published is not None:  # on what the model is judged on (unseen data)
                     held = (x[cut:], y[cut:]) if n_val else (x, y)
                     row["published"] = floats(published.score(*held))
             weights = learner.weights()
@@ -401,6 +404,7 @@ def online_run(
                 if published is None:
                     published = new_learner()
                 published.load(weights)
+                published_at = window
             version = run.record(row, publish)
             stream.commit()
             run.update(

@@ -4,6 +4,7 @@ follow the deployments, their results and their progress."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import streamlit as st
 
@@ -85,6 +86,8 @@ def _deploy(configs: list[ConfigurationInfo]) -> None:
                 key="train_submit",
                 help="Otherwise the control listener starts the run when the data is announced.",
             )
+        with st.expander("Online training"):
+            online = _online_options()
         deploy = st.form_submit_button("Deploy", type="primary")
     if not deploy or config is None:
         return
@@ -106,12 +109,38 @@ def _deploy(configs: list[ConfigurationInfo]) -> None:
         shuffle_seed=int(seed) if seed else None,
         on_malformed=on_malformed,
         submit=submit,
+        online=online,
         then=lambda dep: (
             f"Deployed {config.name!r} as deployment {dep.id}: {len(dep.results)} model(s) "
             f"wait for a control message with deployment_id {dep.id}."
         ),
         reset=lambda dep: {"train_deployment": dep.id},
     )
+
+
+def _online_options() -> dict[str, Any] | None:
+    """The online options (`OnlineOptions`) when 'Online' is on; an online stream trains
+    online with the defaults anyway."""
+    on = st.checkbox(
+        "Online: train window after window on an endless stream, publishing versions",
+        key="train_online",
+        help='For a stream announced with "incremental": true (an online sink\'s, or '
+        "Kafka-ML's OnlineRawSink); the training arguments' epochs are per window.",
+    )
+    left, middle, right = st.columns(3)
+    options = {
+        "window_messages": left.number_input("Window: messages", 1, 10**7, 1024, key="on_n"),
+        "window_seconds": middle.number_input("...or seconds", 0.1, 3600.0, 10.0, key="on_s"),
+        "stream_timeout_s": right.number_input(
+            "End after no data for (s; -1 never)", -1.0, 10.0**6, 60.0, key="on_timeout"
+        ),
+        "monitoring_metric": left.text_input("Monitored metric", "loss", key="on_metric"),
+        "change": middle.selectbox("Better when it goes", ["down", "up"], key="on_change"),
+        "improvement": right.number_input(
+            "Smallest gain that publishes", 0.0, 10.0**6, 0.05, key="on_gain"
+        ),
+    }
+    return options if on else None
 
 
 def _state(dep: DeploymentInfo) -> str:
