@@ -86,12 +86,18 @@ def _ray_address_file() -> Path:
 def _keep_ray_address_file():
     """`ray start --head` records its address in a file the whole machine shares, where a
     Ray job's driver finds its cluster ("auto"): a test that starts another head (the
-    fresh-machine stack, the two-node cluster) must not leave it naming that one."""
+    fresh-machine stack, the two-node cluster) must not leave it naming that one: each
+    test starts and ends with it naming the session's head."""
+
+    def restore() -> None:
+        recorded = _RAY_ADDRESS_FILE.get("recorded")
+        path = _ray_address_file()
+        if recorded is not None and (not path.exists() or path.read_text() != recorded):
+            path.write_text(recorded)
+
+    restore()
     yield
-    recorded = _RAY_ADDRESS_FILE.get("recorded")
-    path = _ray_address_file()
-    if recorded is not None and (not path.exists() or path.read_text() != recorded):
-        path.write_text(recorded)
+    restore()
 
 
 @pytest.fixture

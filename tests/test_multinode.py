@@ -26,9 +26,10 @@ import pytest
 from confluent_kafka import Consumer
 
 from kafkaml_ray.errors import InvalidInput
-from kafkaml_ray.ingest import InferenceProducer, RawSink
+from kafkaml_ray.ingest import InferenceProducer
 from kafkaml_ray.settings import Settings
 from tests.conftest import add_model_unvalidated, free_ports, running_listener, wait_until
+from tests.test_training import _regression, _send
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,6 @@ def two_nodes(base_settings):
     on ports and a KAFKAML_HOME of their own; this process connected to it for the module,
     then back to the session's Ray head if it was connected to it before."""
     import ray
-    from ray._common.utils import get_ray_address_file
     from ray.util.placement_group import placement_group, remove_placement_group
 
     from kafkaml_ray._private.procs import run_dir, spawn, stop_pid
@@ -66,10 +66,6 @@ def two_nodes(base_settings):
         }
     )
     before = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
-    # `ray start --head` records its address for "auto" (Ray's state API, ray.init()) in a
-    # file shared by the machine: put back what was there, or later tests find a dead head.
-    address_file = Path(get_ray_address_file(None))
-    recorded = address_file.read_text() if address_file.exists() else None
     ray.shutdown()
     worker = None
     try:
@@ -103,8 +99,6 @@ def two_nodes(base_settings):
             stop_pid(worker.pid, what="Ray worker node")
         stop_ray(cluster)
         shutil.rmtree(home, ignore_errors=True)
-        if recorded is not None:
-            address_file.write_text(recorded)
         if before:
             ray.init(address=before, namespace=NAMESPACE, log_to_driver=False)
 
@@ -188,19 +182,9 @@ def test_postgres_and_shared_artifacts_train_and_serve_on_the_worker_node(
     assert client.list_deployments() == []
 
     dep = client.deploy_training(config.id, batch_size=32, kwargs="epochs=2")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 26)).astype(np.float32)
-    y = (x @ rng.normal(size=26).astype(np.float32)).astype(np.float32)
     with running_listener(settings):
-        with RawSink(
-            settings.bootstrap_servers,
-            f"train-{uuid.uuid4().hex[:6]}",
-            dep.id,
-            validation_rate=0.1,
-            test_rate=0.1,
-            control_topic=settings.control_topic,
-        ) as sink:
-            sink.send_many(x, y)
+        x, y = _regression(300)
+        _send(settings, f"train-{uuid.uuid4().hex[:6]}", dep.id, x, y)
         dep = client.wait_for_deployment(dep.id, timeout=300)
     result = dep.results[0]
     assert result.status == "finished", result.error
