@@ -93,9 +93,10 @@ window, model `{r["model"]}`; {r["repeat"]} rounds ({order}); medians (min-max).
 {table("measure | ours | baseline | ratio / count | aim", "lrrrl", rows)}
 
 - **Throughput**: ours is an online deployment (started by an incremental control message \
-read by the control listener; a Ray task of 1 CPU; per window: score, fit, checkpoint \
+read by the control listener; a Ray task of 1 CPU; per window: score, fit, then checkpoint \
 weights + offsets, record the window, publish on an accuracy gain of 0.01 ({t["ours_versions"]} \
-versions), commit); plain is one fresh process with a confluent-kafka consumer, \
+versions) and commit in a writer thread while the next window trains); plain is one fresh \
+process with a confluent-kafka consumer, \
 `np.frombuffer`, and the same `TorchLearner` `score` then `fit` per window \
 (torch threads: plain {t["plain_threads"]}, a 1-CPU Ray worker \
 {r["ray_worker_threads"]["torch_threads"]}). Windows 2..N: from the end of window 1 \
@@ -107,10 +108,9 @@ Ray task, imports, model build), plain {median_range(t["plain"]["from_start_s"],
 the process's first line.
 - **Drift**: prequential accuracy (each window scored before training on it). Static: \
 trained once on the first half ({r["epochs"]} epoch, plain learner), then only scored. Ours \
-and the plain loop run the same steps on the same data, but their batches are shuffled \
-differently (ours builds a copy of each published version, which re-seeds torch's global \
-generator, and scores that copy every window, which draws from it): their curves differ by \
-at most {d["ours_minus_plain_max_abs"]:.3f}.
+and the plain loop run the same steps on the same data with the same seed (each learner \
+shuffles with a generator of its own): their curves differ by at most \
+{d["ours_minus_plain_max_abs"]:.3f}.
 - **Publish to serve**: an online run (windows of 128, improvement 0) fed 128 digits every \
 {r["feed_s"]:g} s and an inference (`follow=True`, 1 replica, up in \
 {s["deploy_inference_s"]:.0f} s) fed {r["input_rate"]} inputs/s for {r["serve_s"]} s: \

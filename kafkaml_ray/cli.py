@@ -275,6 +275,10 @@ def result_show(result_id: int, as_json: bool) -> None:
             ["epoch", "train", "validation"],
         )
         extra = f"\nweights: {r.weights_uri}" if r.weights_uri else ""
+        if r.phases:
+            total = sum(r.phases.values())
+            spent = ", ".join(f"{phase} {s:.2f}" for phase, s in r.phases.items())
+            extra += f"\ntime by phase (s, {total:.1f} in all): {spent}"
         return results_table([r]) + "\n\nlearning curve:\n" + curve + extra
 
     emit(client_from_env().get_result(result_id), as_json, text)

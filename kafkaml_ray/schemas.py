@@ -25,6 +25,8 @@ __all__ = [
     "TuneInfo",
     "WindowInfo",
     "VersionInfo",
+    "PHASES",
+    "phase_seconds",
 ]
 
 #: Samples an inference predicts together (an ingress chunk, a Predictor batch): the one
@@ -172,6 +174,41 @@ class ConfigurationInfo(_Record):
         )
 
 
+#: A training run's phases, in order: the mark that begins each (recorded by the run) and
+#: what the time from it to the next mark is called.
+PHASES = {
+    "announced": "hand-over",  # the control message -> the runner reads the stream
+    "read": "read",  # the stream's ranges read into a Ray Dataset
+    "split": "split",  # ordered split into training / validation / test
+    "start": "Ray Train start",  # the run's task, controller and worker group start
+    "worker": "imports",  # the worker's loop began: the store, torch / TensorFlow imported
+    "imported": "data to memory",  # the worker's shards as arrays
+    "data": "model build",  # built from its code, its shape checked
+    "built": "epochs",  # training, with the per-epoch validation and store writes
+    "trained": "save",  # the weights in the artifact store
+    "saved": "test",  # the test set evaluated
+    "tested": "confusion matrix",  # the matrix, its picture, the last store writes
+    "evaluated": "Ray Train end",  # the worker group and the controller shut down
+    "ended": "",
+}
+
+
+def phase_seconds(marks: dict[str, float] | None) -> dict[str, float]:
+    """Seconds spent in each phase of a run, in order, from the marks it recorded (a phase
+    whose end was not recorded is left out).
+
+    >>> phase_seconds({"announced": 100.0, "read": 100.5, "split": 101.75, "ended": 110.0})
+    {'hand-over': 0.5, 'read': 1.25}
+    """
+    marks = marks or {}
+    names = list(PHASES)
+    out: dict[str, float] = {}
+    for here, after in zip(names, names[1:], strict=False):
+        if here in marks and after in marks:
+            out[PHASES[here]] = round(max(0.0, marks[after] - marks[here]), 3)
+    return out
+
+
 class ResultInfo(_Record):
     """One model's training: status, metrics, learning curve and artifacts."""
 
@@ -194,6 +231,8 @@ class ResultInfo(_Record):
     hyperparameters: dict[str, Any]
     tune_id: int | None
     best: bool
+    #: seconds by phase of the run, in order (`phase_seconds`)
+    phases: dict[str, float] = {}
     created_at: datetime
     updated_at: datetime
 
@@ -201,6 +240,7 @@ class ResultInfo(_Record):
     def of(cls, r: Any) -> ResultInfo:
         fields = {k: getattr(r, k) for k in cls.model_fields if hasattr(r, k)}
         fields.update(status=r.status.value, model_name=r.model.name, framework=r.model.framework)
+        fields["phases"] = phase_seconds(getattr(r, "phases", None))
         return cls(**fields)
 
     @property

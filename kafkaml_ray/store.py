@@ -214,6 +214,8 @@ class TrainingResult(_Stamped, Base):
         ForeignKey("tune_runs.id", ondelete="CASCADE"), nullable=True
     )
     best: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When each phase of the run began (seconds since the epoch): `schemas.phase_seconds`
+    phases: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=dict)
     deployment: Mapped[TrainingDeployment | None] = relationship(back_populates="results")
     model: Mapped[MLModel] = relationship()
 

@@ -263,3 +263,47 @@ def test_a_followed_inference_swaps_to_each_new_version_without_losing_an_input(
         f"follow: {sent} inputs, {len(got) - sent} duplicates, versions published {published}, "
         f"served {used}"
     )
+
+
+def test_a_malformed_message_fails_an_online_run_with_on_malformed_fail(
+    broker, client, settings, topic
+):
+    """``on_malformed="fail"``: the window with a malformed message fails the run, naming the
+    message's topic, partition and offset; no window of it is recorded (nothing trained on a
+    part of it)."""
+    from confluent_kafka import Producer
+
+    from kafkaml_ray.demo import register_examples
+    from kafkaml_ray.ingest import RawSink
+
+    ids = register_examples(client, ["digits-cnn-pytorch"])
+    config = client.create_configuration("online-fail", list(ids.values()))
+    dep = client.deploy_training(
+        config.id,
+        kwargs="epochs=1",
+        on_malformed="fail",
+        online={"window_messages": 100, "window_seconds": 2, "stream_timeout_s": 30},
+    )
+    rid = dep.results[0].id
+    x, y = _digits()
+    with running_listener(settings), _stopped_after(client, dep.id):
+        with RawSink(
+            settings.bootstrap_servers,
+            topic,
+            dep.id,
+            online=True,
+            control_topic=settings.control_topic,
+        ) as sink:
+            sink.send_many(x[:50], y[:50])
+        bad = Producer(settings.kafka_config())
+        bad.produce(topic, b"not 64 floats", b"\x01", partition=0)
+        bad.flush(30)
+        wait_until(
+            lambda: client.get_result(rid).status in ("finished", "failed", "stopped"),
+            180,
+            "the end",
+        )
+    r = client.get_result(rid)
+    assert r.status == "failed", (r.status, r.error)
+    assert f"malformed message at {topic}:0 offset 50" in r.error
+    assert client.list_windows(rid) == []

@@ -4,7 +4,9 @@ weights, regression, stream reuse, bad kwargs, shape mismatches, stop, and Ray j
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from kafkaml_ray.cli import cli
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.ingest import RawSink
 from tests.conftest import running_listener, send_like_kafka_ml, wait_until
@@ -58,6 +60,7 @@ def test_digits_in_both_frameworks_side_by_side(broker, client, settings, topic,
         send_like_kafka_ml(settings, topic, dep.id, x, y)
         dep = client.wait_for_deployment(dep.id, timeout=900)
     n_test = int(0.1 * len(x))
+    env = {k: v for k, v in settings.env().items() if v is not None}
     for r in dep.results:
         assert r.status == "finished", r.error
         assert r.test_metrics["accuracy"] >= 0.9, (r.model_name, r.test_metrics)
@@ -67,6 +70,13 @@ def test_digits_in_both_frameworks_side_by_side(broker, client, settings, topic,
         m = np.asarray(r.confusion_matrix)
         assert m.shape == (10, 10) and m.sum() == n_test
         assert r.training_time_s > 0 and r.confusion_matrix_uri.endswith(".png")
+        # Where the time went, from the control message to the finished result, in order.
+        from kafkaml_ray.schemas import PHASES
+
+        assert list(r.phases) == [p for p in PHASES.values() if p], r.phases
+        assert all(s >= 0 for s in r.phases.values()) and r.phases["epochs"] > 0
+        shown = CliRunner().invoke(cli, ["result", "show", str(r.id)], env=env)
+        assert "time by phase (s, " in shown.output and "Ray Train start " in shown.output
         # Reloaded weights predict exactly what the trained model predicted.
         x_test, y_test = x[-n_test:], y[-n_test:]
         preds = np.asarray(client.predict(r.id, x_test)).argmax(axis=1)

@@ -553,7 +553,11 @@ def test_online_shows_the_prequential_curve_versions_and_what_serves_them(client
                         result_id=rid,
                         version=version,
                         window=n,
-                        metrics={"accuracy": acc + 0.05, "monitored": acc + 0.05},
+                        metrics={
+                            "accuracy": acc + 0.05,
+                            "monitored": acc + 0.05,
+                            **({"previous": acc - 0.1} if version > 1 else {}),
+                        },
                         offsets={"digits:0": 100 * n},
                         weights_uri=f"/tmp/v{version}",
                     )
@@ -572,8 +576,11 @@ def test_online_shows_the_prequential_curve_versions_and_what_serves_them(client
     at = open_page("online")
     assert [m.value for m in at.metric][:2] == ["4", "400"]
     specs = charts(at)
-    assert [spec["title"] for spec in specs] == ["loss", "accuracy"]
+    titles = ["loss", "accuracy", "Versions compared on the same held-out data"]
+    assert [spec["title"] for spec in specs] == titles
     lines, rules, labels = specs[0]["layer"]
+    compared = specs[2]
+    assert compared["mark"]["type"] == "bar" and compared["encoding"]["xOffset"]["field"] == "model"
     assert lines["encoding"]["strokeDash"]["field"] == "subset"
     assert rules["mark"]["type"] == "rule" and labels["mark"]["type"] == "text"
     assert labels["encoding"]["text"]["field"] == "version"  # (windows 1, 2, 4: a doctest)

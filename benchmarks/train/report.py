@@ -16,7 +16,8 @@ from benchmarks.train.ours import POLL_S
 __all__ = ["results", "markdown", "plot", "markdown_gpu", "LABELS"]
 
 LABELS = {"pytorch": "PyTorch", "tensorflow": "TensorFlow/Keras"}
-AIM_RATIO = 1.3
+AIM_RATIO = 1.1
+AIM_WALL = 2.0
 NO_GPU = (
     "no GPU was lent to the session that made these results (the device tool said 'not "
     "drawn'); run `python -m benchmarks.train --gpu` on a machine with one"
@@ -44,7 +45,7 @@ def results(ours, plain, warm, epochs, batch_size, repeat, cluster_start_s, gpus
             "ours_wall_s": wall_s,
             "startup_s": summary([r["startup_s"] for r in runs]),
             "phases_s": {
-                k: summary([r["phases_s"][k] for r in runs if r["phases_s"][k] is not None])
+                k: summary([r["phases_s"][k] for r in runs if k in r["phases_s"]])
                 for k in runs[0]["phases_s"]
             },
             "ratio": train_s["median"] / plain_s["median"],
@@ -86,6 +87,10 @@ def results(ours, plain, warm, epochs, batch_size, repeat, cluster_start_s, gpus
         "aims": {
             f"torch_ratio_at_most_{AIM_RATIO}": torch_ratio <= AIM_RATIO,
             f"keras_ratio_at_most_{AIM_RATIO}": keras_ratio <= AIM_RATIO,
+            f"torch_wall_ratio_at_most_{AIM_WALL}": comparison["pytorch"]["ratio_wall"] <= AIM_WALL,
+            f"keras_wall_ratio_at_most_{AIM_WALL}": (
+                comparison["tensorflow"]["ratio_wall"] <= AIM_WALL
+            ),
         },
         "overhead": comparison,
         "paper_comparison": paper,
@@ -111,7 +116,6 @@ def markdown(r: dict[str, Any]) -> str:
     """``train.md``: the overhead table, the paper's comparisons, the GPU note, the noise."""
     rows = []
     for fw, c in r["overhead"].items():
-        ph = c["phases_s"]
         rows.append(
             [
                 LABELS[fw],
@@ -121,10 +125,19 @@ def markdown(r: dict[str, Any]) -> str:
                 median_range(c["plain_warm_s"], 2, grouped=False),
                 f"{c['ratio_vs_warm']:.2f}",
                 median_range(c["ours_wall_s"], 2, grouped=False),
+                f"**{c['ratio_wall']:.2f}**",
                 f"{c['startup_s']['median']:.1f}",
-                " / ".join(f"{ph[k]['median']:.1f}" if ph[k]["values"] else "-" for k in ph),
             ]
         )
+    names = list(dict.fromkeys(k for c in r["overhead"].values() for k in c["phases_s"]))
+    phase_rows = [
+        [name]
+        + [
+            median_range(c["phases_s"][name], 2, grouped=False) if name in c["phases_s"] else "-"
+            for c in r["overhead"].values()
+        ]
+        for name in names
+    ]
     paper = [
         [
             LABELS[p["framework"]],
@@ -151,10 +164,14 @@ def markdown(r: dict[str, Any]) -> str:
     gpu = r["gpu"]["note"] or f"{r['gpu']['ray_gpus']:g} GPU(s) in Ray: see train_gpu.md"
     overhead_table = table(
         "framework | plain s (fresh process) | ours training_time_s | ratio | plain s (warm "
-        "process) | ratio vs warm | ours wall s | startup_s | handover / read+split / Ray Train "
-        "start+test+save / end",
-        "lrrrrrrrl",
+        "process) | ratio vs warm | ours wall s | wall_ratio | startup_s",
+        "lrrrrrrrr",
         rows,
+    )
+    phase_table = table(
+        "phase (as the run stores it) | " + " | ".join(LABELS[fw] for fw in r["overhead"]),
+        "l" + "r" * len(r["overhead"]),
+        phase_rows,
     )
     paper_table = table(
         "framework | partitions | wall s | training_time_s | startup_s | test accuracy | "
@@ -173,13 +190,14 @@ Digits (1,797 samples, 80/10/10 split), the example CNNs, {r["epochs"]} epochs, 
 {overhead_table}
 
 - `torch_ratio` {r["torch_ratio"]:.2f}, `keras_ratio` {r["keras_ratio"]:.2f} (aim <= \
-{AIM_RATIO}): {verdict}. On wall time (control message to finished, start-up included): \
-{r["torch_ratio_wall"]:.1f}x and {r["keras_ratio_wall"]:.1f}x.
+{AIM_RATIO}; `wall_ratio`, control message to finished over plain code in a fresh process, \
+aim <= {AIM_WALL}): {verdict}. On wall time: {r["torch_ratio_wall"]:.1f}x and \
+{r["keras_ratio_wall"]:.1f}x.
 - **ours training_time_s** is stored by the run and measured in the Ray Train worker: \
 data shards to arrays, model build, every epoch with validation (Ignite metrics for PyTorch) \
 and the per-epoch store writes. **wall** runs from the control message's acknowledgement to \
 the finished result (store polled every {POLL_S} s); **startup_s** = wall - training_time_s \
-(broken down by the phases the run writes to the store). **plain** = `build_model` of the \
+(broken down below by the phases the run stores with its result). **plain** = `build_model` of the \
 same code, then a plain loop / `fit`, from the build to the last epoch, each timed run in a \
 fresh process (the framework imported before the timing), as every Ray Train run starts \
 fresh worker processes: the framework's first-use costs fall inside both times. **plain \
@@ -191,6 +209,13 @@ once): {r["cluster_start_s"]:.1f} s.
 torch threads {threads["torch_threads"]}; plain PyTorch used \
 {r["overhead"]["pytorch"]["plain_threads"]} threads, plain TensorFlow intra-op threads \
 {r["overhead"]["tensorflow"]["plain_threads"]}.
+
+### Where the time goes: seconds by phase, from the control message to finished
+
+{phase_table}
+
+Each phase begins at a mark the run records (`kafkaml_ray.schemas.PHASES`); `result show` \
+and the panel's Results page show them for any result.
 
 ## (b) The paper's comparisons, small scale: PyTorch vs TensorFlow, 1 vs 4 partitions
 

@@ -89,11 +89,13 @@ def _train_torch(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
 
     from kafkaml_ray._private.modelcode import build_model, check_torch_parts
 
+    reporter.mark("imported")
     seed = spec.train_args.get("seed", 0)
     torch.manual_seed(seed)
     np.random.seed(seed)
     start = time.perf_counter()
     x_train, y_train, x_val, y_val = _train_and_val(shards)
+    reporter.mark("data")
     model = build_model("pytorch", spec.code, spec.imports)
     shape = spec.input_shape or getattr(model, "input_shape", None)
     x_train, x_val = (
@@ -161,6 +163,7 @@ def _train_torch(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
         core, metrics=core.metrics(), device=device, prepare_batch=prepare
     )
     batches = spec.train_args.get("steps_per_epoch") or len(train_loader)
+    reporter.mark("built")
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _progress(engine):
@@ -241,10 +244,12 @@ def _train_keras(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
     tf = import_tensorflow()
     import keras
 
+    reporter.mark("imported")
     seed = spec.train_args.get("seed", 0)
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
     x_train, y_train, x_val, y_val = _train_and_val(shards)
+    reporter.mark("data")
     if distributed and _world_size() > 1:  # TensorflowTrainer has set TF_CONFIG
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
@@ -281,6 +286,7 @@ def _train_keras(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
                 reporter.epoch(epoch + 1, train_m, val_m)
 
     val_bs = spec.val_args.get("batch_size", spec.batch_size)
+    reporter.mark("built")
     try:
         model.fit(
             x_train,

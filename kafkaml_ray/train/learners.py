@@ -25,6 +25,7 @@ class TorchLearner:
 
     def __init__(self, spec: RunSpec):
         import torch
+        from ignite.engine import create_supervised_evaluator, create_supervised_trainer
 
         from kafkaml_ray._private.modelcode import build_model, check_torch_parts
 
@@ -40,37 +41,35 @@ class TorchLearner:
         if "lr" in spec.train_args:
             for group in self.optimizer.param_groups:
                 group["lr"] = spec.train_args["lr"]
-
-    def _loader(self, x: np.ndarray, y: np.ndarray, shuffle: bool) -> Any:
-        import torch
-
-        data = torch.utils.data.TensorDataset(
-            torch.as_tensor(x, dtype=torch.float32),
-            torch.as_tensor(y, dtype=torch.long if _is_classes(y) else torch.float32),
-        )
-        return torch.utils.data.DataLoader(
-            data, batch_size=self.spec.batch_size, shuffle=shuffle, generator=self.generator
-        )
-
-    def score(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        from ignite.engine import create_supervised_evaluator
-
-        evaluator = create_supervised_evaluator(self.model, metrics=self.model.metrics())
-        return dict(evaluator.run(self._loader(x, y, False)).metrics)
-
-    def fit(self, x: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, float]:
-        from ignite.engine import create_supervised_trainer
-
-        trainer = create_supervised_trainer(
+        # One trainer and one evaluator, run again on each call (each run starts afresh).
+        self.trainer = create_supervised_trainer(
             self.model,
             self.optimizer,
             self.loss_fn,
             output_transform=lambda x, y, y_pred, loss: (y_pred, y),
         )
         for name, metric in self.model.metrics().items():
-            metric.attach(trainer, name)
-        shuffle = self.spec.train_args.get("shuffle", True)
-        return dict(trainer.run(self._loader(x, y, shuffle), max_epochs=epochs).metrics)
+            metric.attach(self.trainer, name)
+        self.evaluator = create_supervised_evaluator(self.model, metrics=self.model.metrics())
+
+    def _tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+        import torch
+
+        return (
+            torch.as_tensor(x, dtype=torch.float32),
+            torch.as_tensor(y, dtype=torch.long if _is_classes(y) else torch.float32),
+        )
+
+    def score(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """The model's metrics on ``(x, y)``, without training: in batches of at least 256
+        (no gradients are kept, and the metrics average over samples, not batches)."""
+        size = self.spec.val_args.get("batch_size", max(self.spec.batch_size, 256))
+        return dict(self.evaluator.run(_Batches(*self._tensors(x, y), size)).metrics)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, float]:
+        shuffle = self.generator if self.spec.train_args.get("shuffle", True) else None
+        data = _Batches(*self._tensors(x, y), self.spec.batch_size, shuffle)
+        return dict(self.trainer.run(data, max_epochs=epochs).metrics)
 
     def weights(self) -> bytes:
         from safetensors.torch import save
@@ -82,6 +81,27 @@ class TorchLearner:
         from safetensors.torch import load
 
         self.model.load_state_dict(load(blob))
+
+
+class _Batches:
+    """``(x, y)`` tensors in batches, shuffled again on each pass when given a generator:
+    slices of whole tensors (a DataLoader would index and stack them sample by sample)."""
+
+    def __init__(self, x: Any, y: Any, size: int, shuffle: Any = None):
+        self.x, self.y, self.size, self.shuffle = x, y, size, shuffle
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.size)
+
+    def __iter__(self):
+        import torch
+
+        x, y = self.x, self.y
+        if self.shuffle is not None:
+            order = torch.randperm(len(x), generator=self.shuffle)
+            x, y = x[order], y[order]
+        for i in range(0, len(x), self.size):
+            yield x[i : i + self.size], y[i : i + self.size]
 
 
 class KerasLearner:
@@ -108,8 +128,9 @@ class KerasLearner:
             self.model.optimizer.learning_rate.assign(spec.train_args["lr"])
 
     def score(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        bs = self.spec.batch_size
-        return self.model.evaluate(x, y, batch_size=bs, verbose=0, return_dict=True)
+        """The model's metrics on ``(x, y)``, in batches of at least 256."""
+        size = self.spec.val_args.get("batch_size", max(self.spec.batch_size, 256))
+        return self.model.evaluate(x, y, batch_size=size, verbose=0, return_dict=True)
 
     def fit(self, x: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, float]:
         history = self.model.fit(

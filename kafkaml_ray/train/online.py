@@ -32,6 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -154,13 +155,13 @@ class _Stream:
             self.positions[k] = m.offset() + 1
         return covered
 
-    def commit(self) -> None:
-        """The positions as the group's committed offsets too (for lag tools)."""
+    def commit(self, positions: dict[str, int]) -> None:
+        """Checkpointed positions as the group's committed offsets too (for lag tools)."""
         from confluent_kafka import TopicPartition
 
         parts = [
             TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), offset)
-            for k, offset in self.positions.items()
+            for k, offset in positions.items()
         ]
         try:
             self.consumer.commit(offsets=parts, asynchronous=True)
@@ -328,8 +329,40 @@ def online_run(
         published = new_learner()
         published.load(artifacts.get(newest))
     stream = _Stream(spec, source, saved["positions"] if saved else None)
+    # Each window's checkpoint and store writes run in a writer thread while the next window
+    # is read and trained; one window's at a time, in order: a crash loses at most the
+    # windows not yet checkpointed, which are read and trained again from the checkpoint.
+    writer = ThreadPoolExecutor(1, thread_name_prefix=f"online-{spec.result_id}-writer")
+    pending: tuple[Future[bool], dict[str, int]] | None = None
+
+    def flush() -> bool:
+        """Wait for the window in the writer; whether the result still trains."""
+        nonlocal pending
+        if pending is None:
+            return True
+        (done, positions), pending = pending, None
+        going = done.result()
+        stream.commit(positions)  # (the group's offsets: for lag tools)
+        return going
+
+    def write(row: dict[str, Any], weights: bytes, publish: tuple | None) -> bool:
+        run.save_checkpoint(row, weights, learner.weights_name)
+        version = run.record(row, publish)
+        if version is not None:
+            logger.info("result %d: version %d, window %d", spec.result_id, version, row["window"])
+        return run.update(
+            progress={"phase": "training", "window": row["window"], "version": version},
+            train_metrics=row["train"],
+            val_metrics=row["val"] or row["prequential"],
+        )
+
+    def waiting() -> bool:  # asked while no data comes: says so, and whether still training
+        return run.update(progress={"phase": "waiting for data", "window": window})
+
     started, why = time.monotonic(), "the stream ended"
     try:
+        if not waiting():
+            return "stopped"  # (its status says so already)
         while True:
             if options.max_windows is not None and window >= options.max_windows:
                 why = f"{options.max_windows} windows trained"
@@ -340,14 +373,11 @@ def online_run(
             ):
                 why = f"ran for {options.max_duration_s:g}s"
                 break
-            if not run.update(progress={"phase": "waiting for data", "window": window}):
-                why = "stopped"  # (its status says so already)
-                break
             msgs = stream.window(
                 options.window_messages,
                 options.window_seconds,
                 options.stream_timeout_s,
-                run.training,
+                waiting,
             )
             if not msgs and not run.training():
                 why = "stopped"
@@ -392,8 +422,7 @@ def online_run(
                 elif published is not None:  # on what the model is judged on (unseen data)
                     held = (x[cut:], y[cut:]) if n_val else (x, y)
                     row["published"] = floats(published.score(*held))
-            weights = learner.weights()
-            run.save_checkpoint(row, weights, learner.weights_name)
+            weights = learner.weights()  # (a copy: the next window trains on)
             watched = row["val"] or row["prequential"]
             value = watched.get(options.monitoring_metric)
             before = row.get("published", {}).get(options.monitoring_metric)
@@ -405,17 +434,17 @@ def online_run(
                     published = new_learner()
                 published.load(weights)
                 published_at = window
-            version = run.record(row, publish)
-            stream.commit()
-            run.update(
-                progress={"phase": "training", "window": window, "version": version},
-                train_metrics=row["train"],
-                val_metrics=row["val"] or row["prequential"],
-            )
-            if version is not None:
-                logger.info("result %d: version %d, window %d", spec.result_id, version, window)
+            going = flush()  # (written while this window trained)
+            pending = writer.submit(write, row, weights, publish), row["next"]
+            if not going:
+                why = "stopped"
+                break
     finally:
-        stream.close()
+        try:
+            flush()  # the last window's checkpoint, also when the run fails
+        finally:
+            writer.shutdown(wait=True)
+            stream.close()
     return why
 
 

@@ -46,6 +46,8 @@ class RunSpec:
     confusion_matrix: bool = True
     gpu_fraction: float = 0.0
     input_shape: list[int] | None = None
+    #: when each phase of the run began so far (`kafkaml_ray.schemas.PHASES`)
+    marks: dict[str, float] = field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
@@ -63,8 +65,13 @@ class Reporter:
         self.store = Store.for_url(spec.settings.db_url) if enabled else None
         self._last = 0.0
         self.history: list[dict[str, Any]] = []
+        self.marks = dict(spec.marks)
         # The run has its resources and has started (the runner stops reporting a wait).
         self._update(progress={"phase": "loading the data", "epoch": 0, "epochs": spec.epochs})
+
+    def mark(self, phase: str) -> None:
+        """The run's ``phase`` (a key of `kafkaml_ray.schemas.PHASES`) begins now."""
+        self.marks[phase] = time.time()
 
     def _update(self, **fields: Any) -> None:
         from kafkaml_ray.store import ResultStatus, set_result_if
@@ -122,7 +129,9 @@ class Reporter:
             return
         base, prefix = self.spec.settings.artifacts_uri, f"results/{self.spec.result_id}"
         uri = artifacts.put(base, f"{prefix}/{weights_name}", weights)
+        self.mark("saved")
         self._update(
+            phases=dict(self.marks),
             train_metrics=_floats(train),
             val_metrics=_floats(val),
             training_time_s=seconds,
@@ -148,7 +157,8 @@ class Reporter:
                 failed = [*failed, f"the confusion matrix picture: {_why(e)}"]
         if failed:
             fields["error"] = "trained and saved, then " + "; ".join(failed)
-        self._update(**fields)
+        self.mark("evaluated")
+        self._update(phases=dict(self.marks), **fields)
 
 
 def error_text(e: BaseException) -> str:
@@ -183,6 +193,7 @@ def after_training(
     """What both loops do after training, on rank 0: save the weights, then evaluate the
     test set and build the confusion matrix. A step that fails is recorded on the result
     and the steps before it are kept; the trained model is never lost."""
+    reporter.mark("trained")
     history = reporter.history
     train_final = history[-1]["train"] if history else {}
     val_final = history[-1]["val"] if history else {}
@@ -201,6 +212,7 @@ def after_training(
     except Exception as e:  # noqa: BLE001 - recorded on the result
         logger.exception("result %d: the test metrics", spec.result_id)
         failed.append(f"the test metrics failed: {_why(e)}")
+    reporter.mark("tested")
     if spec.confusion_matrix:
         try:
             conf = matrix()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import func
@@ -47,6 +48,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     from kafkaml_ray.train._loops import train
 
     spec: RunSpec = config["spec"]
+    spec.marks["worker"] = time.time()
     ctx = ray.train.get_context()
     shards = {name: ray.train.get_dataset_shard(name) for name in ("train", "val", "test")}
     train(spec, shards, rank=ctx.get_world_rank(), distributed=True)
@@ -106,6 +108,9 @@ def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> Non
         }
     )
     with store.session() as s:  # (stopped or deleted meanwhile: nothing is written)
+        row = s.get(TrainingResult, spec.result_id)
+        if row is not None and row.phases:
+            fields["phases"] = {**row.phases, "ended": time.time()}
         set_result_if(s, spec.result_id, [ResultStatus.TRAINING], **fields)
     store.dispose()
 
@@ -187,6 +192,11 @@ def run_deployment(
             )
             for r in waiting
         ]
+        announced = (
+            ds.source_timestamp / 1000
+            if ds.source_timestamp
+            else ds.created_at.replace(tzinfo=UTC).timestamp()
+        )
         fmt, cfg = ds.input_format, dict(ds.input_config)
         rates = (ds.validation_rate, ds.test_rate)
         seed, on_malformed = dep.shuffle_seed, dep.on_malformed
@@ -222,6 +232,13 @@ def run_deployment(
     def reading(why: str | None) -> None:
         _set_progress(store, specs, {"phase": "reading the data stream"}, why)
 
+    def mark(phase: str) -> None:
+        for spec in specs:
+            spec.marks[phase] = time.time()
+
+    for spec in specs:
+        spec.marks["announced"] = announced
+    mark("read")
     try:
         data = read_ranges(settings.kafka_config(), ranges, fmt, cfg, on_malformed, waiting=reading)
     except (ReadError, InvalidInput) as e:
@@ -237,6 +254,7 @@ def run_deployment(
             row.error = f"{data.malformed} malformed messages skipped, e.g. " + "; ".join(
                 data.errors[:3]
             )
+    mark("split")
     train, val, test = split_dataset(data, *rates, shuffle_seed=seed)
     datasets = {"train": train, "val": val, "test": test}
     with store.session() as s:
@@ -248,6 +266,7 @@ def run_deployment(
     task = ray.remote(num_cpus=0, max_retries=0, max_calls=1)(_train_one)
     if _stopping.is_set():
         return
+    mark("start")
     refs = [task.remote(spec, datasets, spec.train_args.get("num_workers", 1)) for spec in specs]
     _running.extend(refs)
     pending = list(refs)

@@ -18,7 +18,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from kafkaml_ray.schemas import ResultInfo, WindowInfo
+from kafkaml_ray.schemas import ResultInfo, VersionInfo, WindowInfo
 
 __all__ = [
     "SUBSETS",
@@ -26,6 +26,10 @@ __all__ = [
     "curve_chart",
     "window_frame",
     "window_chart",
+    "version_frame",
+    "version_chart",
+    "phase_frame",
+    "phase_chart",
     "confusion_frame",
     "confusion_chart",
     "class_chart",
@@ -159,6 +163,97 @@ def window_chart(frame: pd.DataFrame, metric: str) -> alt.LayerChart:
         .encode(x="window:Q", y=alt.value(0), text=alt.Text("version:Q", format="d"))
     )
     return alt.layer(lines, rules, labels).properties(title=metric, height=300)
+
+
+def version_frame(versions: Sequence[VersionInfo]) -> pd.DataFrame:
+    """An online result's versions compared: per version, the monitored metric of the model
+    it published (``this version``) and of the version before it, scored on the same
+    held-out window (``the one before``; none for version 1).
+
+    >>> from datetime import datetime
+    >>> v = VersionInfo(result_id=1, version=2, window=5, metrics={"monitored": 0.8,
+    ...     "previous": 0.7}, offsets={}, weights_uri="", created_at=datetime.now())
+    >>> version_frame([v])[["version", "model", "value"]].to_dict("records")
+    [{'version': 2, 'model': 'this version', 'value': 0.8}, \
+{'version': 2, 'model': 'the one before', 'value': 0.7}]
+    """
+    rows = [
+        {"version": v.version, "window": v.window, "model": model, "value": float(value)}
+        for v in versions
+        for model, value in (
+            ("this version", v.metrics.get("monitored")),
+            ("the one before", v.metrics.get("previous")),
+        )
+        if isinstance(value, int | float) and math.isfinite(value)
+    ]
+    return pd.DataFrame(rows, columns=["version", "window", "model", "value"])
+
+
+def version_chart(frame: pd.DataFrame, metric: str = "monitored metric") -> alt.Chart:
+    """Each version's monitored metric beside the version it replaced, on the same data:
+    what each publication gained."""
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("version:O", title="version"),
+            xOffset=alt.XOffset("model:N", sort=["the one before", "this version"]),
+            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "model:N",
+                sort=["the one before", "this version"],
+                legend=alt.Legend(title=None, orient="bottom"),
+            ),
+            tooltip=[
+                alt.Tooltip("version:O"),
+                alt.Tooltip("window:Q", title="after window", format="d"),
+                alt.Tooltip("model:N"),
+                alt.Tooltip("value:Q", format=".4f"),
+            ],
+        )
+        .properties(title="Versions compared on the same held-out data", height=260)
+    )
+
+
+def phase_frame(results: Sequence[ResultInfo]) -> pd.DataFrame:
+    """Where each result's run spent its time: one row per result and phase, in order.
+
+    >>> from datetime import datetime
+    >>> r = ResultInfo(id=3, deployment_id=1, model_id=1, model_name="cnn", framework="pytorch",
+    ...     status="finished", error=None, train_metrics={}, val_metrics={}, test_metrics={},
+    ...     history=[], progress={}, confusion_matrix=None, training_time_s=1.0,
+    ...     weights_uri=None, confusion_matrix_uri=None, hyperparameters={}, tune_id=None,
+    ...     best=False, phases={"read": 1.5, "epochs": 3.0}, created_at=datetime.now(),
+    ...     updated_at=datetime.now())
+    >>> phase_frame([r])[["phase", "seconds", "order"]].to_dict("records")
+    [{'phase': 'read', 'seconds': 1.5, 'order': 0}, {'phase': 'epochs', 'seconds': 3.0, 'order': 1}]
+    """
+    rows = [
+        {"result": result_label(r), "phase": phase, "seconds": seconds, "order": i}
+        for r in results
+        for i, (phase, seconds) in enumerate(r.phases.items())
+    ]
+    return pd.DataFrame(rows, columns=["result", "phase", "seconds", "order"])
+
+
+def phase_chart(frame: pd.DataFrame) -> alt.Chart:
+    """Each result's run as one bar of its phases, in the order they ran."""
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            y=alt.Y("result:N", title=None),
+            x=alt.X("sum(seconds):Q", title="seconds, from the control message to finished"),
+            color=alt.Color(
+                "phase:N",
+                sort=alt.SortField("order"),
+                legend=alt.Legend(title=None, orient="bottom", columns=4),
+            ),
+            order=alt.Order("order:Q"),
+            tooltip=["result:N", "phase:N", alt.Tooltip("seconds:Q", format=".2f")],
+        )
+        .properties(title="Where the time went", height=alt.Step(28))
+    )
 
 
 def confusion_frame(matrix: Sequence[Sequence[int]]) -> pd.DataFrame:

@@ -8,7 +8,13 @@ import streamlit as st
 
 from kafkaml_ray.schemas import ResultInfo
 from kafkaml_ray.ui import common
-from kafkaml_ray.ui.charts import result_label, window_chart, window_frame
+from kafkaml_ray.ui.charts import (
+    result_label,
+    version_chart,
+    version_frame,
+    window_chart,
+    window_frame,
+)
 
 
 def _label(r: ResultInfo) -> str:
@@ -17,6 +23,14 @@ def _label(r: ResultInfo) -> str:
 
 def _versions(result_id: int) -> None:
     st.subheader("Versions")
+    versions = common.client().list_versions(result_id)
+    frame = version_frame(versions)
+    if not frame.empty:
+        st.altair_chart(version_chart(frame), width="stretch")
+        st.caption(
+            "Each version's monitored metric beside the version it replaced, both scored on "
+            "the window's held-out data when it was published."
+        )
     common.table(
         [
             {
@@ -26,7 +40,7 @@ def _versions(result_id: int) -> None:
                 "metrics": common.metrics_text(v.metrics),
                 "trained through": ", ".join(f"{k} @ {n}" for k, n in v.offsets.items()),
             }
-            for v in reversed(common.client().list_versions(result_id))
+            for v in reversed(versions)
         ],
         "No version yet: the first window publishes version 1.",
     )

@@ -10,7 +10,7 @@ import streamlit as st
 
 from kafkaml_ray.schemas import ResultInfo
 from kafkaml_ray.ui import common
-from kafkaml_ray.ui.charts import result_label
+from kafkaml_ray.ui.charts import phase_chart, phase_frame, result_label
 
 SUBSETS = {"train": "training", "val": "validation", "test": "test"}
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse")
@@ -77,6 +77,13 @@ def _compare(results: list[ResultInfo]) -> None:
     frame.index.name = "metric"
     st.dataframe(_best(frame).format(precision=4, na_rep=""))
     st.caption("The best value of each row is marked; lower is better for losses and times.")
+    phases = phase_frame(picked)
+    if not phases.empty:
+        st.altair_chart(phase_chart(phases), width="stretch")
+        st.caption(
+            "From the control message to the finished result: what is not 'epochs' is the "
+            "start-up and the work after training."
+        )
     if st.button("Learning curves of these", key="results_charts", icon=":material/show_chart:"):
         common.prefill("charts", charts_results=list(chosen))
 
