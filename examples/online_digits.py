@@ -109,11 +109,10 @@ def _trained(client: Client, result_id: int) -> int:
 def _score(settings, inp, out, x, y) -> tuple[float, list[int]]:
     """Send ``x`` keyed by index; the accuracy of the answers on ``out`` against ``y`` and
     the versions named in their headers."""
-    consumer = Consumer(
-        settings.kafka_config(**{"group.id": uuid.uuid4().hex, "auto.offset.reset": "latest"})
+    consumer = Consumer(  # (nothing was sent to the inference before: all its outputs)
+        settings.kafka_config(**{"group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
     )
     consumer.subscribe([out])
-    consumer.poll(1.0)
     producer = InferenceProducer(
         settings.bootstrap_servers, inp, "RAW", {"data_type": "float32", "data_reshape": "8 8"}
     )

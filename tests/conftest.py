@@ -279,3 +279,43 @@ def example():
 hypothesis.settings.register_profile("ci", max_examples=100, deadline=None, database=None)
 hypothesis.settings.register_profile("deep", max_examples=5000, deadline=None)
 hypothesis.settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def trained_digits(ray_cluster, broker, base_settings, tmp_path_factory):
+    """A digits CNN trained once for the session (3 epochs), in a store of its own:
+    (client, result, the images). Inference tests serve it (`tests/test_inference.trained`)."""
+    from sklearn.datasets import load_digits
+
+    from kafkaml_ray import Client
+    from kafkaml_ray.demo import register_examples
+    from kafkaml_ray.ingest import RawSink
+
+    home = tmp_path_factory.mktemp("inference")
+    settings = base_settings.model_copy(
+        update={
+            "db": f"sqlite:///{home / 'kafkaml.db'}",
+            "artifacts": str(home / "artifacts"),
+            "control_topic": f"control-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    client = Client(settings)
+    ids = register_examples(client, ["digits-cnn-pytorch"])
+    config = client.create_configuration("digits", list(ids.values()))
+    dep = client.deploy_training(config.id, kwargs="epochs=3")
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32).reshape(-1, 8, 8)
+    with running_listener(settings):
+        with RawSink(
+            settings.bootstrap_servers,
+            f"train-{uuid.uuid4().hex[:6]}",
+            dep.id,
+            validation_rate=0.1,
+            test_rate=0.1,
+            control_topic=settings.control_topic,
+        ) as sink:
+            sink.send_many(x, y)
+        dep = client.wait_for_deployment(dep.id, timeout=600)
+    result = dep.results[0]
+    assert result.status == "finished", result.error
+    return client, result, x

@@ -10,48 +10,18 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer
 
-from kafkaml_ray.ingest import InferenceProducer, RawSink
-from tests.conftest import running_listener, wait_until
+from kafkaml_ray.ingest import InferenceProducer
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def trained(ray_cluster, broker, base_settings, tmp_path_factory):
-    """A digits CNN trained once for the module; returns (client, result, test images)."""
-    from sklearn.datasets import load_digits
-
-    from kafkaml_ray import Client
-    from kafkaml_ray.demo import register_examples
-
-    home = tmp_path_factory.mktemp("inference")
-    settings = base_settings.model_copy(
-        update={
-            "db": f"sqlite:///{home / 'kafkaml.db'}",
-            "artifacts": str(home / "artifacts"),
-            "control_topic": f"control-{uuid.uuid4().hex[:8]}",
-        }
-    )
-    client = Client(settings)
-    ids = register_examples(client, ["digits-cnn-pytorch"])
-    config = client.create_configuration("digits", list(ids.values()))
-    dep = client.deploy_training(config.id, kwargs="epochs=3")
-    x, y = load_digits(return_X_y=True)
-    x = x.astype(np.float32).reshape(-1, 8, 8)
-    with running_listener(settings):
-        with RawSink(
-            settings.bootstrap_servers,
-            f"train-{uuid.uuid4().hex[:6]}",
-            dep.id,
-            validation_rate=0.1,
-            test_rate=0.1,
-            control_topic=settings.control_topic,
-        ) as sink:
-            sink.send_many(x, y)
-        dep = client.wait_for_deployment(dep.id, timeout=600)
-    result = dep.results[0]
-    assert result.status == "finished", result.error
-    yield client, result, x
+def trained(trained_digits):
+    """The session's trained digits CNN (client, result, test images); the inferences a
+    module deployed on it are deleted after the module."""
+    yield trained_digits
+    client = trained_digits[0]
     for inf in client.list_inferences():
         client.delete_inference(inf.id)
 

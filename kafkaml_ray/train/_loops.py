@@ -109,6 +109,8 @@ def _train_torch(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
         import ray.train.torch
 
         device = ray.train.torch.get_device()
+    elif spec.gpu_fraction > 0 and torch.cuda.is_available():
+        device = torch.device("cuda")  # (the one GPU Ray gave this worker)
     model.to(device)
     # One forward pass first: a shape mismatch becomes a clear error before training.
     try:
@@ -216,12 +218,6 @@ def _train_torch(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
     )
 
 
-def _world_size() -> int:
-    import ray.train
-
-    return ray.train.get_context().get_world_size()
-
-
 def predict_torch(
     model: Any, x: np.ndarray, device: Any = None, batch_size: int = 256
 ) -> np.ndarray:
@@ -250,7 +246,7 @@ def _train_keras(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
     start = time.perf_counter()
     x_train, y_train, x_val, y_val = _train_and_val(shards)
     reporter.mark("data")
-    if distributed and _world_size() > 1:  # TensorflowTrainer has set TF_CONFIG
+    if distributed:  # (more than one worker) TensorflowTrainer has set TF_CONFIG
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
         strategy = tf.distribute.get_strategy()

@@ -51,14 +51,33 @@ def _worker_loop(config: dict[str, Any]) -> None:
     spec.marks["worker"] = time.time()
     ctx = ray.train.get_context()
     shards = {name: ray.train.get_dataset_shard(name) for name in ("train", "val", "test")}
-    train(spec, shards, rank=ctx.get_world_rank(), distributed=True)
+    train(spec, shards, rank=ctx.get_world_rank(), distributed=ctx.get_world_size() > 1)
+
+
+def _trainer(framework: str, num_workers: int) -> Any:
+    """The Ray Train trainer of a run. One worker needs no distributed backend: Ray Train's
+    own data-parallel trainer runs it without a torch process group or a TF_CONFIG, and
+    without importing the framework in this task and in the run's controller (about 7 s of
+    a PyTorch run's start on 2 cores; `benchmarks/results/train.md`)."""
+    if num_workers == 1:
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+        return DataParallelTrainer
+    if framework == "pytorch":
+        from ray.train.torch import TorchTrainer
+
+        return TorchTrainer
+    from kafkaml_ray._private.modelcode import import_tensorflow
+
+    import_tensorflow()
+    from ray.train.tensorflow import TensorflowTrainer
+
+    return TensorflowTrainer
 
 
 def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> None:
     """One model's Ray Train run; records its final status. Runs as a Ray task."""
     import ray.train
-
-    from kafkaml_ray._private.modelcode import import_tensorflow
 
     store = Store.for_url(spec.settings.db_url)
     start = time.perf_counter()
@@ -85,15 +104,7 @@ def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> Non
     )
     error = None
     try:
-        if spec.framework == "pytorch":
-            from ray.train.torch import TorchTrainer
-
-            TorchTrainer(**common).fit()
-        else:
-            import_tensorflow()
-            from ray.train.tensorflow import TensorflowTrainer
-
-            TensorflowTrainer(**common).fit()
+        _trainer(spec.framework, num_workers)(**common).fit()
     except Exception as e:  # noqa: BLE001 - recorded on the result
         logger.exception("training result %d failed", spec.result_id)
         error = error_text(e)
