@@ -218,12 +218,22 @@ class _Run:
         with self.store.session() as s:
             return set_result_if(s, self.spec.result_id, [ResultStatus.TRAINING], **fields)
 
-    def record(self, row: dict[str, Any], publish: tuple[bytes, str, dict] | None) -> int | None:
+    def record(
+        self, row: dict[str, Any], publish: tuple[bytes, str, dict] | None, progress: bool = False
+    ) -> tuple[int | None, bool]:
         """The window, and a new version when ``publish`` holds (weights, name, metrics);
-        nothing if the window is stored already."""
+        nothing if the window is stored already. With ``progress``, the result's progress
+        and metrics too, in the same transaction. Returns the version published, and
+        whether the result still trains."""
         from sqlalchemy import func, select
 
-        from kafkaml_ray.store import OnlineWindow, ResultVersion, TrainingResult
+        from kafkaml_ray.store import (
+            OnlineWindow,
+            ResultStatus,
+            ResultVersion,
+            TrainingResult,
+            set_result_if,
+        )
 
         version = None
         with self.store.session() as s:
@@ -234,7 +244,7 @@ class _Run:
                 )
             )
             if stored is not None:
-                return None
+                return None, True
             if publish is not None:
                 weights, name, metrics = publish
                 last = s.scalar(
@@ -272,7 +282,15 @@ class _Run:
                     version=version,
                 )
             )
-        return version
+            going = not progress or set_result_if(
+                s,
+                self.spec.result_id,
+                [ResultStatus.TRAINING],
+                progress={"phase": "training", "window": row["window"], "version": version},
+                train_metrics=row["train"],
+                val_metrics=row["val"] or row["prequential"],
+            )
+        return version, going
 
 
 def _better(value: float | None, published: float | None, options: OnlineOptions) -> bool:
@@ -347,14 +365,10 @@ def online_run(
 
     def write(row: dict[str, Any], weights: bytes, publish: tuple | None) -> bool:
         run.save_checkpoint(row, weights, learner.weights_name)
-        version = run.record(row, publish)
+        version, going = run.record(row, publish, progress=True)
         if version is not None:
             logger.info("result %d: version %d, window %d", spec.result_id, version, row["window"])
-        return run.update(
-            progress={"phase": "training", "window": row["window"], "version": version},
-            train_metrics=row["train"],
-            val_metrics=row["val"] or row["prequential"],
-        )
+        return going
 
     def waiting() -> bool:  # asked while no data comes: says so, and whether still training
         return run.update(progress={"phase": "waiting for data", "window": window})
