@@ -2,13 +2,14 @@
 
     python examples/online_digits.py
 
-1. deploys the PyTorch digits CNN for online training: windows of 150 images, one epoch
-   each, a new version whenever the model beats the published one by 0.02 in accuracy on
+1. deploys the PyTorch digits CNN for online training: windows of 150 images, two epochs
+   on each, a new version whenever the model beats the published one by 0.02 in accuracy on
    the window's held-out share;
 2. streams the digits in bursts through an online ``RawSink``; once version 1 is out, serves
    the result with ``follow=True``;
-3. halfway, remaps the labels (``y -> (y + 1) % 10``): the model's prequential accuracy
-   falls, it learns the new mapping, and a new version is published;
+3. sends the same 1,500 images again with the labels remapped (``y -> (y + 1) % 10``): the
+   model's prequential accuracy falls, it learns the new mapping, and new versions are
+   published;
 4. sends held-out images to the inference after the drift and measures, on its output topic,
    the accuracy against the new labels and the version that answered;
 5. stops the run and prints the learning curve, window by window.
@@ -34,14 +35,17 @@ def main() -> None:
     client = Client(settings)
     x, y = load_digits(return_X_y=True)
     x, y = x.astype(np.float32).reshape(-1, 8, 8), y.astype(np.int64)
-    x_stream, y_stream, x_held, y_held = x[:1500], y[:1500], x[1500:], y[1500:]
+    x_held, y_held = x[1500:], y[1500:]
+    # 3. the drift: the same 1,500 images twice, the second time with labels y -> (y + 1) % 10
+    x_stream = np.concatenate([x[:1500], x[:1500]])
+    y_stream = np.concatenate([y[:1500], (y[:1500] + 1) % 10])
     tag = uuid.uuid4().hex[:6]
 
     ids = register_examples(client, ["digits-cnn-pytorch"])
     config = client.create_configuration(f"online-digits-{tag}", list(ids.values()))
     dep = client.deploy_training(
         config.id,
-        kwargs="epochs=1",
+        kwargs="epochs=2",
         online={
             "window_messages": 150,
             "window_seconds": 2,
@@ -66,16 +70,13 @@ def main() -> None:
     inp, out = f"online-in-{tag}", f"online-out-{tag}"
     half = len(x_stream) // 2
     for start in range(0, len(x_stream), 150):  # a burst every two seconds
-        xs, ys = x_stream[start : start + 150], y_stream[start : start + 150]
-        if start >= half:
-            ys = (ys + 1) % 10  # 3. the drift
-        sink.send_many(xs, ys)
+        sink.send_many(x_stream[start : start + 150], y_stream[start : start + 150])
         if start == 0:
             _wait(lambda: client.list_versions(result_id), "version 1")
             inf = client.deploy_inference(result_id, inp, out, follow=True)
             print(f"2. inference {inf.id} serves result {result_id}, following its versions")
         if start < half <= start + 150:
-            print(f"3. labels remapped from image {half} on")
+            print(f"3. labels remapped from message {half} on")
         time.sleep(2)
     _wait(lambda: _trained(client, result_id) >= len(x_stream), "every image trained")
 
