@@ -50,7 +50,12 @@ def ray_env(settings: Settings) -> dict[str, str]:
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
     }
-    env.pop("RAY_ADDRESS", None)
+    # The head's own address, never the caller's RAY_ADDRESS: Ray code inside the cluster
+    # that resolves "auto" (Ray Train's placement-group cleaner asking the state API whether
+    # a run's controller lives, a Ray job's supervisor) otherwise reads the machine's last
+    # `ray start` from /tmp/ray, which is another cluster when a second head was started
+    # after ours; the cleaner then finds no controller and removes a running run's workers.
+    env["RAY_ADDRESS"] = f"127.0.0.1:{settings.ray_port}"
     env.pop("KAFKAML_UI_PASSWORD", None)
     # Ray jobs run `python -m ...`: make it this environment's python.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -70,6 +70,9 @@ def test_the_ray_heads_environment_has_no_panel_password(monkeypatch, tmp_path):
     from kafkaml_ray.stack import ray_env
 
     monkeypatch.setenv("KAFKAML_UI_PASSWORD", "s3cret")
-    env = ray_env(Settings(home=tmp_path))
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")  # the caller's cluster, not this head
+    settings = Settings(home=tmp_path)
+    env = ray_env(settings)
     assert "KAFKAML_UI_PASSWORD" not in env
-    assert env["KAFKAML_DB"] == Settings(home=tmp_path).db_url and "RAY_ADDRESS" not in env
+    assert env["KAFKAML_DB"] == settings.db_url
+    assert env["RAY_ADDRESS"] == f"127.0.0.1:{settings.ray_port}"  # its own, for "auto"
