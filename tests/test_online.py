@@ -33,6 +33,26 @@ def _stopped_after(client, deployment_id: int):
                     client.delete_inference(inf.id)
 
 
+def _online_cnn(client, settings, topic, name: str, validation_rate: float = 0.0, **deploy):
+    """The PyTorch digits CNN deployed for online training (``deploy``: `deploy_training`'s
+    options), its result id, and an online sink for its stream on ``topic``."""
+    from kafkaml_ray.demo import register_examples
+    from kafkaml_ray.ingest import RawSink
+
+    ids = register_examples(client, ["digits-cnn-pytorch"])
+    config = client.create_configuration(name, list(ids.values()))
+    dep = client.deploy_training(config.id, **deploy)
+    sink = RawSink(
+        settings.bootstrap_servers,
+        topic,
+        dep.id,
+        online=True,
+        validation_rate=validation_rate,
+        control_topic=settings.control_topic,
+    )
+    return dep, dep.results[0].id, sink
+
+
 def _send_plain(settings, topic, x, y) -> None:
     """More data on the topic, as Kafka-ML's OnlineRawSink writes it after its first send."""
     from kafka import KafkaProducer
@@ -130,28 +150,18 @@ def test_a_killed_online_run_resumes_at_its_offsets_and_stops_cleanly(
     from confluent_kafka import Producer
     from ray.util.state import list_tasks
 
-    from kafkaml_ray.demo import register_examples
-    from kafkaml_ray.ingest import RawSink
-
-    ids = register_examples(client, ["digits-cnn-pytorch"])
-    config = client.create_configuration("online-kill", list(ids.values()))
-    dep = client.deploy_training(
-        config.id,
+    free = ray.available_resources().get("CPU", 0)
+    dep, rid, sink = _online_cnn(
+        client,
+        settings,
+        topic,
+        "online-kill",
+        validation_rate=0.1,
         kwargs="epochs=2",
         on_malformed="skip",
         online={"window_messages": 100, "window_seconds": 2, "stream_timeout_s": -1},
     )
-    rid = dep.results[0].id
-    free = ray.available_resources().get("CPU", 0)
     x, y = _digits()
-    sink = RawSink(
-        settings.bootstrap_servers,
-        topic,
-        dep.id,
-        online=True,
-        validation_rate=0.1,
-        control_topic=settings.control_topic,
-    )
     with running_listener(settings), _stopped_after(client, dep.id):
         sink.send_many(x[:300], y[:300])
         wait_until(lambda: len(_spans(client, rid, topic)) >= 2, 180, "two windows")
@@ -199,14 +209,14 @@ def test_a_followed_inference_swaps_to_each_new_version_without_losing_an_input(
     per partition never go down. A plain deploy of the same result pins its version."""
     import time
 
-    from kafkaml_ray.demo import register_examples
-    from kafkaml_ray.ingest import RawSink
     from tests.test_inference import _provenance, _read_all, _send, _topics
 
-    ids = register_examples(client, ["digits-cnn-pytorch"])
-    config = client.create_configuration("online-follow", list(ids.values()))
-    dep = client.deploy_training(
-        config.id,
+    dep, rid, sink = _online_cnn(
+        client,
+        settings,
+        topic,
+        "online-follow",
+        validation_rate=0.2,
         kwargs="epochs=1",
         online={
             "window_messages": 100,
@@ -217,16 +227,7 @@ def test_a_followed_inference_swaps_to_each_new_version_without_losing_an_input(
             "improvement": 0.0,
         },
     )
-    rid = dep.results[0].id
     x, y = _digits()
-    sink = RawSink(
-        settings.bootstrap_servers,
-        topic,
-        dep.id,
-        online=True,
-        validation_rate=0.2,
-        control_topic=settings.control_topic,
-    )
     inp, out = _topics()
     with running_listener(settings), _stopped_after(client, dep.id):
         sink.send_many(x[:100], y[:100])
@@ -273,27 +274,18 @@ def test_a_malformed_message_fails_an_online_run_with_on_malformed_fail(
     part of it)."""
     from confluent_kafka import Producer
 
-    from kafkaml_ray.demo import register_examples
-    from kafkaml_ray.ingest import RawSink
-
-    ids = register_examples(client, ["digits-cnn-pytorch"])
-    config = client.create_configuration("online-fail", list(ids.values()))
-    dep = client.deploy_training(
-        config.id,
+    dep, rid, sink = _online_cnn(
+        client,
+        settings,
+        topic,
+        "online-fail",
         kwargs="epochs=1",
         on_malformed="fail",
         online={"window_messages": 100, "window_seconds": 2, "stream_timeout_s": 30},
     )
-    rid = dep.results[0].id
     x, y = _digits()
     with running_listener(settings), _stopped_after(client, dep.id):
-        with RawSink(
-            settings.bootstrap_servers,
-            topic,
-            dep.id,
-            online=True,
-            control_topic=settings.control_topic,
-        ) as sink:
+        with sink:
             sink.send_many(x[:50], y[:50])
         bad = Producer(settings.kafka_config())
         bad.produce(topic, b"not 64 floats", b"\x01", partition=0)

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from kafkaml_ray.cli import cli
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.ingest import RawSink
+from kafkaml_ray.schemas import PHASES
 from tests.conftest import running_listener, send_like_kafka_ml, wait_until
 
 pytestmark = pytest.mark.integration
@@ -71,8 +72,6 @@ def test_digits_in_both_frameworks_side_by_side(broker, client, settings, topic,
         assert m.shape == (10, 10) and m.sum() == n_test
         assert r.training_time_s > 0 and r.confusion_matrix_uri.endswith(".png")
         # Where the time went, from the control message to the finished result, in order.
-        from kafkaml_ray.schemas import PHASES
-
         assert list(r.phases) == [p for p in PHASES.values() if p], r.phases
         assert all(s >= 0 for s in r.phases.values()) and r.phases["epochs"] > 0
         shown = CliRunner().invoke(cli, ["result", "show", str(r.id)], env=env)
