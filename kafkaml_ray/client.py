@@ -252,6 +252,15 @@ class Client:
             config = _find(s, Configuration, configuration, "configuration")
             if not config.models:
                 raise InvalidInput(f"configuration {config.name!r} has no models")
+            workers = train["tensorflow"].get("num_workers", 1)
+            keras = [m.name for m in config.models if m.framework == "tensorflow"]
+            if workers > 1 and keras:
+                raise InvalidInput(
+                    f"num_workers={workers} for Keras model {keras[0]!r}: Keras models train "
+                    "on one worker (Keras 3 does not fit under TensorFlow's multi-worker "
+                    "strategy); give the PyTorch models their own kwargs, e.g. "
+                    '{"pytorch": "num_workers=2", "tensorflow": ""}'
+                )
             dep = TrainingDeployment(
                 configuration=config,
                 **training.model_dump(),

@@ -180,7 +180,7 @@ PHASES = {
     "announced": "hand-over",  # the control message -> the runner reads the stream
     "read": "read",  # the stream's ranges read into a Ray Dataset
     "split": "split",  # ordered split into training / validation / test
-    "start": "Ray Train start",  # the run's task, controller and worker group start
+    "start": "Ray Train start",  # the run's task (several workers: controller, worker group)
     "worker": "imports",  # the worker's loop began: the store, torch / TensorFlow imported
     "imported": "data to memory",  # the worker's shards as arrays
     "data": "model build",  # built from its code, its shape checked
@@ -188,7 +188,7 @@ PHASES = {
     "trained": "save",  # the weights in the artifact store
     "saved": "test",  # the test set evaluated
     "tested": "confusion matrix",  # the matrix, its picture, the last store writes
-    "evaluated": "Ray Train end",  # the worker group and the controller shut down
+    "evaluated": "Ray Train end",  # the run ends (several workers: the group shuts down)
     "ended": "",
 }
 

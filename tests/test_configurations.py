@@ -43,6 +43,17 @@ def test_bad_configurations(client, models):
     assert [c.name for c in client.list_configurations()] == ["c"]
 
 
+def test_keras_models_train_on_one_worker(client, models):
+    torch, keras = models
+    both = client.create_configuration("both", [torch.id, keras.id])
+    with pytest.raises(InvalidInput, match="num_workers=2 for Keras model 'digits-keras'"):
+        client.deploy_training(both.id, kwargs="num_workers=2")
+    assert client.list_deployments() == []
+    dep = client.deploy_training(both.id, kwargs={"pytorch": "num_workers=2", "tensorflow": ""})
+    assert dep.kwargs["pytorch"]["train"] == {"num_workers": 2}
+    assert client.stop_training(dep.id).results[0].status == "stopped"
+
+
 def test_config_create_takes_models_as_the_readme_writes_them(client, settings, models):
     """`config create NAME MODEL...` (the README's form) and `-m MODEL` (the older one)."""
     import json

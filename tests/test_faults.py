@@ -205,7 +205,7 @@ def test_a_killed_train_worker_fails_the_result_clearly_and_frees_its_cpus(
     ray_cluster, broker, client, settings, topic
 ):
     import ray
-    from ray.util.state import list_actors
+    from ray.util.state import list_tasks
 
     from kafkaml_ray.demo import register_examples
 
@@ -217,13 +217,13 @@ def test_a_killed_train_worker_fails_the_result_clearly_and_frees_its_cpus(
     with running_listener(settings):
         _send_training(settings, topic, dep.id, x, y)
         wait_until(lambda: client.get_deployment(dep.id).results[0].history, 300, "an epoch")
-        workers = [
-            a
-            for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-            if "TrainWorker" in (a.class_name or "")
-        ]
-        assert workers, "no Ray Train worker alive"
-        os.kill(workers[0].pid, signal.SIGKILL)
+        # A one-worker run trains in its own Ray task (Ray Train's local mode).
+        workers = list_tasks(
+            filters=[("name", "=", f"train-result-{dep.results[0].id}"), ("state", "=", "RUNNING")],
+            detail=True,
+        )
+        assert workers, "no training task running"
+        os.kill(workers[0].worker_pid, signal.SIGKILL)
         dep = client.wait_for_deployment(dep.id, timeout=300)
     r = dep.results[0]
     assert r.status == "failed", (r.status, r.error)

@@ -3,11 +3,11 @@
 With a SQLite store or the default local artifact directory, work on another node would
 write to its own database and directory (results "training" forever): deploying is refused,
 from the API and the CLI, and nothing is left behind. With PostgreSQL and a shared artifact
-directory, a training whose Ray Train worker runs on the worker node finishes with its
+directory, a training whose Ray Train run trains on the worker node finishes with its
 weights stored, and an inference whose ingress replica runs there answers its inputs.
 
 The head's CPU is held by a placement group for the module, so what needs a CPU (data
-reads, the Ray Train worker, the ingress replica) can only run on the worker node, which a
+reads, the training task, the ingress replica) can only run on the worker node, which a
 custom resource ``worker_node`` marks; the tests ask Ray where each ran.
 """
 
@@ -190,8 +190,14 @@ def test_postgres_and_shared_artifacts_train_and_serve_on_the_worker_node(
     assert result.status == "finished", result.error
     assert result.weights_uri and result.weights_uri.startswith(str(shared))
     assert Path(result.weights_uri).is_file()
-    trainers = _actors(two_nodes, "RayTrainWorker", state=None)
-    assert trainers and {a.node_id for a in trainers} == {two_nodes.worker}
+    from ray.util.state import list_tasks
+
+    trainers = list_tasks(  # (a one-worker run trains in its task: Ray Train's local mode)
+        address=two_nodes.state_api,
+        filters=[("name", "=", f"train-result-{result.id}")],
+        detail=True,
+    )
+    assert trainers and {t.node_id for t in trainers} == {two_nodes.worker}
 
     # Serving it with the default (local) artifact directory is refused too, from the CLI.
     with pytest.raises(InvalidInput, match=REFUSED + "the artifacts are in the local directory"):

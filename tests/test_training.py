@@ -221,26 +221,40 @@ def test_a_shape_mismatch_fails_that_model_and_the_other_goes_on(
     )
 
 
-def test_stop_in_mid_run_frees_ray_resources(broker, client, settings, topic, digits_models):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stop_in_mid_run_frees_ray_resources(
+    broker, client, settings, topic, digits_models, workers
+):
+    """One worker trains in the run's own Ray task (Ray Train's local mode); two are Ray
+    Train's worker group in a placement group, with a torch process group. Either way the
+    run holds its CPUs while it trains, and a stop gives them back."""
     import ray
+    from ray.util.state import list_tasks
 
     def placement_groups():
         return {k for k, g in ray.util.placement_group_table().items() if g["state"] != "REMOVED"}
 
     config = client.create_configuration("slow", [digits_models["digits-cnn-pytorch"]])
-    dep = client.deploy_training(config.id, batch_size=4, kwargs="epochs=500")
+    dep = client.deploy_training(
+        config.id, batch_size=4, kwargs=f"epochs=500, num_workers={workers}"
+    )
     # What this run takes must come back (other tests' Serve actors may hold some CPUs).
     free, groups = ray.available_resources().get("CPU", 0), placement_groups()
     x, y = _digits()
     with running_listener(settings):
         _send(settings, topic, dep.id, x, y)
         wait_until(lambda: client.get_deployment(dep.id).results[0].history, 300, "an epoch")
-        assert placement_groups() - groups  # the run holds its workers' placement group
+        rid = client.get_deployment(dep.id).results[0].id
+        task = list_tasks(
+            filters=[("name", "=", f"train-result-{rid}"), ("state", "=", "RUNNING")], detail=True
+        )
+        assert task and task[0].required_resources.get("CPU", 0) == (workers == 1)
+        assert bool(placement_groups() - groups) == (workers > 1)  # the workers' group
         dep = client.stop_training(dep.id)
     r = dep.results[0]
     assert (r.status, r.error) == ("stopped", "stopped by the user")
-    # Ray Train's abort removes the run's placement group (a killed run would leave it
-    # reserved until the test session's Ray job ends); its processes then go too.
+    # Ray Train's abort removes a worker group's placement group (a killed run would leave
+    # it reserved until the test session's Ray job ends); its processes then go too.
     wait_until(lambda: not placement_groups() - groups, 60, "the run's placement group removed")
     wait_until(
         lambda: ray.available_resources().get("CPU", 0) >= free,

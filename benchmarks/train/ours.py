@@ -91,6 +91,7 @@ def run_ours(
             {
                 "model": r.model_name,
                 "framework": r.framework,
+                "datasource_id": d.datasource_id,
                 "wall_s": wall,
                 "training_time_s": train,
                 "startup_s": wall - train,

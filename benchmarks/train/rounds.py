@@ -1,7 +1,7 @@
 """The run: one broker and Ray head, the digits streams, a warm-up of each pipeline, then
 ``repeat`` rounds of plain (a fresh process, and a warm one) and ours on 1 and 4
 partitions, alternating their order; the plain runs go to spawned processes, one
-framework to a process."""
+framework to a process; then ``repeat`` 4-trial Ray Tune searches per framework."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from benchmarks._common import digits, local_stack, machine_facts, produce_digit
 from benchmarks.train.models import FRAMEWORKS, PARTITIONS, PLAIN, RATES, split
 from benchmarks.train.ours import PRODUCED_TOPIC, client_with_listener, ray_worker_threads, run_ours
 from benchmarks.train.report import results
+from benchmarks.train.search import run_search
 
 __all__ = ["run"]
 
@@ -41,6 +42,7 @@ def run(epochs: int, batch_size: int, repeat: int) -> dict[str, Any]:
     ours: dict[tuple[str, int], list[dict]] = {(fw, p): [] for fw in FRAMEWORKS for p in PARTITIONS}
     plain: dict[str, list[dict]] = {fw: [] for fw in FRAMEWORKS}
     warm: dict[str, list[dict]] = {fw: [] for fw in FRAMEWORKS}
+    searches: dict[str, list[dict]] = {fw: [] for fw in FRAMEWORKS}
     try:
         started = time.perf_counter()
         with local_stack(num_cpus=4) as settings:
@@ -81,11 +83,27 @@ def run(epochs: int, batch_size: int, repeat: int) -> dict[str, Any]:
                         else:
                             got = run_ours(client, streams[step], [ids[name]], epochs, batch_size)
                             ours[(fw, step)] += got
+            # A 4-trial Ray Tune search per framework on the 1-partition stream's datasource.
+            for _ in range(repeat):
+                for fw, name in FRAMEWORKS.items():
+                    settle()
+                    stored = ours[(fw, 1)][0]["datasource_id"]
+                    searches[fw].append(run_search(client, ids[name], stored, epochs, batch_size))
             stop_listener(settings)
     finally:
         for pool in pools.values():
             pool.shutdown()
     facts["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     return results(
-        ours, plain, warm, epochs, batch_size, repeat, cluster_start_s, gpus, worker_threads, facts
+        ours,
+        plain,
+        warm,
+        searches,
+        epochs,
+        batch_size,
+        repeat,
+        cluster_start_s,
+        gpus,
+        worker_threads,
+        facts,
     )

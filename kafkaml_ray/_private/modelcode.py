@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import linecache
 import os
+import sys
 import traceback
 from typing import Any
 
@@ -76,15 +77,20 @@ _KERAS2 = {
 }
 
 
-def import_tensorflow() -> Any:
-    """Import TensorFlow, after PyTorch when both are installed.
+def import_tensorflow(with_torch: bool = True) -> Any:
+    """Import TensorFlow, after PyTorch when both are installed (``with_torch``).
 
     TensorFlow 2.21 then PyTorch 2.15 in one process aborts ("LLVM ERROR: Option
-    'bitcode-mdindex-threshold' registered more than once"); the other order works.
+    'bitcode-mdindex-threshold' registered more than once"); the other order works. A
+    process that will never import PyTorch (a Keras training's own Ray worker) passes
+    ``with_torch=False`` and saves PyTorch's import (about 3.5 s of 8.5 on 2 cores).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with contextlib.suppress(ImportError):
-        import torch  # noqa: F401
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    if with_torch:
+        with contextlib.suppress(ImportError):
+            import torch  # noqa: F401
     import tensorflow
 
     return tensorflow

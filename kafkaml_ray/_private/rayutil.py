@@ -272,13 +272,25 @@ def placement_pending() -> bool:
     return bool(list_placement_groups(filters=[("state", "=", "PENDING")], limit=1))
 
 
+def unplaced(refs: list) -> bool:
+    """Whether any of the tasks behind ``refs`` waits for a node with the resources it asks."""
+    from ray.util.state import get_task
+
+    attempts = [get_task(ref.task_id().hex()) for ref in refs]
+    return any(
+        t.state == "PENDING_NODE_ASSIGNMENT"
+        for a in attempts
+        for t in (a if isinstance(a, list) else [a])
+        if t is not None
+    )
+
+
 def get_saying_why(
     refs: list, need: dict[str, float], say: Callable[[str | None], None], every: float = 5.0
 ) -> list:
     """``ray.get(refs)``; while any of their tasks waits for resources, ``say`` what it needs,
     what is free and who holds it, every ``every`` seconds (``say(None)`` once they run)."""
     import ray
-    from ray.util.state import get_task
 
     pending, said = list(refs), False
     while pending:
@@ -286,14 +298,7 @@ def get_saying_why(
         if not pending:
             break
         try:
-            attempts = [get_task(ref.task_id().hex()) for ref in pending]
-            unplaced = any(
-                t.state == "PENDING_NODE_ASSIGNMENT"
-                for a in attempts
-                for t in (a if isinstance(a, list) else [a])
-                if t is not None
-            )
-            why = resource_wait(need) if unplaced else None
+            why = resource_wait(need) if unplaced(pending) else None
         except Exception:  # noqa: BLE001 - a report, never a reason to fail
             logger.debug("cannot tell what the tasks wait for", exc_info=True)
             continue

@@ -174,32 +174,34 @@ def _train_torch(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
         if rank == 0:
             reporter.batch(engine.state.epoch, it, batches, None)
 
+    # With several workers Ignite's metrics all-reduce as they compute, so every rank
+    # evaluates (each has the whole validation and test sets) and rank 0 reports.
     @trainer.on(Events.EPOCH_COMPLETED)
     def _epoch(engine):
         train_m = dict(engine.state.metrics)
-        val_m = {}
-        if val_loader is not None and rank == 0:
-            val_m = dict(evaluator.run(val_loader).metrics)
+        val_m = dict(evaluator.run(val_loader).metrics) if val_loader is not None else {}
         if rank == 0:
             reporter.epoch(engine.state.epoch, train_m, val_m)
 
     trainer.run(train_loader, max_epochs=spec.epochs, epoch_length=batches)
     seconds = time.perf_counter() - start
-    if rank != 0:
-        return {}
     test_set: dict[str, np.ndarray] = {}
 
-    def weights() -> bytes:
-        from safetensors.torch import save
-
-        return save({k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()})
-
-    def test() -> dict:
+    def evaluate_test() -> dict:
         x, y = to_numpy(shards["test"]) if "test" in shards else (x_train[:0], None)
         if y is None or not len(x):
             return {}
         test_set.update(x=_fit_shape(x, shape, spec.model_name), y=y)
         return evaluator.run(loader(test_set["x"], y, False, val_bs)).metrics
+
+    test = _on_every_rank(evaluate_test) if distributed else evaluate_test
+    if rank != 0:
+        return {}
+
+    def weights() -> bytes:
+        from safetensors.torch import save
+
+        return save({k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()})
 
     def matrix() -> list | None:
         if not (test_set and classes and out_dims and out_dims[0] > 1):
@@ -216,6 +218,22 @@ def _train_torch(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
         test=test,
         matrix=matrix,
     )
+
+
+def _on_every_rank(step: Any) -> Any:
+    """Run ``step`` now (a collective step, which every rank must take) and return a function
+    that gives its result or raises its error: rank 0 records either after the weights are
+    saved, so a failing test evaluation never costs the trained model."""
+    try:
+        out = step()
+    except Exception as e:  # noqa: BLE001 - raised again where rank 0 records it
+        error = e
+
+        def fail() -> Any:
+            raise error
+
+        return fail
+    return lambda: out
 
 
 def predict_torch(
@@ -237,7 +255,7 @@ def _train_keras(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
     """Train a Keras model with ``fit``."""
     from kafkaml_ray._private.modelcode import build_model, import_tensorflow
 
-    tf = import_tensorflow()
+    import_tensorflow(with_torch=False)  # (this process trains Keras only)
     import keras
 
     reporter.mark("imported")
@@ -246,12 +264,7 @@ def _train_keras(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
     start = time.perf_counter()
     x_train, y_train, x_val, y_val = _train_and_val(shards)
     reporter.mark("data")
-    if distributed:  # (more than one worker) TensorflowTrainer has set TF_CONFIG
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    else:
-        strategy = tf.distribute.get_strategy()
-    with strategy.scope():
-        model = build_model("tensorflow", spec.code, spec.imports)
+    model = build_model("tensorflow", spec.code, spec.imports)  # (one worker: deploy_training)
     shape = spec.input_shape
     if shape is None:
         try:

@@ -1,5 +1,8 @@
 """Running a training deployment: read its datasource once, split it, and train every model
-of its configuration in parallel, each as its own Ray Train run.
+of its configuration in parallel, each as its own Ray Train run in a Ray task of its own.
+A run of one worker (the default) trains in that task, which holds its CPU and GPU share
+(Ray Train's local mode); a PyTorch run of several workers is a Ray Train worker group
+with a torch process group, started by that task.
 
 `run_deployment` is the one entry point, called by the deployment's runner actor (started by
 the control listener through `kafkaml_ray.train.launch`) or by a Ray job
@@ -54,41 +57,55 @@ def _worker_loop(config: dict[str, Any]) -> None:
     train(spec, shards, rank=ctx.get_world_rank(), distributed=ctx.get_world_size() > 1)
 
 
-def _trainer(framework: str, num_workers: int) -> Any:
-    """The Ray Train trainer of a run. One worker needs no distributed backend: Ray Train's
-    own data-parallel trainer runs it without a torch process group or a TF_CONFIG, and
-    without importing the framework in this task and in the run's controller (about 7 s of
-    a PyTorch run's start on 2 cores; `benchmarks/results/train.md`)."""
+def _trainer(num_workers: int) -> Any:
+    """The Ray Train trainer of a run of ``num_workers`` workers. One worker needs no
+    distributed backend, so Ray Train's own data-parallel trainer runs it without a torch
+    process group and without importing the framework in this task. Several are PyTorch
+    workers with a torch process group (Keras trains on one: `Client.deploy_training`)."""
     if num_workers == 1:
         from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
         return DataParallelTrainer
-    if framework == "pytorch":
-        from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchTrainer
 
-        return TorchTrainer
-    from kafkaml_ray._private.modelcode import import_tensorflow
+    return TorchTrainer
 
-    import_tensorflow()
-    from ray.train.tensorflow import TensorflowTrainer
 
-    return TensorflowTrainer
+def _task_options(spec: RunSpec) -> dict[str, Any]:
+    """The Ray task that runs one model's Ray Train run. A one-worker run trains in this
+    task (Ray Train's local mode, ``num_workers=0``), which so holds the worker's CPU and
+    GPU share: no controller, worker or data-split actor is started, which saves about
+    10 s of every run's start on 2 cores (`benchmarks/results/train.md`). A run of several
+    workers holds nothing here: its workers do. ``max_calls=1``: a worker process that
+    imported TensorFlow must not run a PyTorch task later (the two in one process abort;
+    see ``_private/modelcode.py``)."""
+    one = spec.train_args.get("num_workers", 1) == 1
+    return dict(
+        num_cpus=1 if one else 0,
+        num_gpus=spec.gpu_fraction if one else 0,
+        max_retries=0,
+        name=f"train-result-{spec.result_id}",
+    )
 
 
 def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> None:
-    """One model's Ray Train run; records its final status. Runs as a Ray task."""
+    """One model's Ray Train run; records its final status. Runs as a Ray task
+    (`_task_options`)."""
     import ray.train
 
     store = Store.for_url(spec.settings.db_url)
     start = time.perf_counter()
-    scaling = ray.train.ScalingConfig(
-        num_workers=num_workers,
-        use_gpu=spec.gpu_fraction > 0,
-        resources_per_worker={
-            "CPU": 1,
-            **({"GPU": spec.gpu_fraction} if spec.gpu_fraction else {}),
-        },
-    )
+    if num_workers == 1:
+        scaling = ray.train.ScalingConfig(num_workers=0)  # (local mode: in this task)
+    else:
+        scaling = ray.train.ScalingConfig(
+            num_workers=num_workers,
+            use_gpu=spec.gpu_fraction > 0,
+            resources_per_worker={
+                "CPU": 1,
+                **({"GPU": spec.gpu_fraction} if spec.gpu_fraction else {}),
+            },
+        )
     run_config = ray.train.RunConfig(
         name=f"kafkaml-result-{spec.result_id}",
         storage_path=str(spec.settings.home / "ray_results"),
@@ -104,7 +121,7 @@ def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> Non
     )
     error = None
     try:
-        _trainer(spec.framework, num_workers)(**common).fit()
+        _trainer(num_workers)(**common).fit()
     except Exception as e:  # noqa: BLE001 - recorded on the result
         logger.exception("training result %d failed", spec.result_id)
         error = error_text(e)
@@ -272,20 +289,34 @@ def run_deployment(
         for r in s.get_one(TrainingDeployment, deployment_id).results:
             if r.status == ResultStatus.TRAINING:
                 r.progress = {"phase": "starting"}
-    # max_calls=1: a worker that imported TensorFlow must not run a PyTorch task later
-    # (TensorFlow, then PyTorch, in one process aborts; see _private/modelcode.py).
-    task = ray.remote(num_cpus=0, max_retries=0, max_calls=1)(_train_one)
+    task = ray.remote(max_calls=1)(_train_one)
     if _stopping.is_set():
         return
     mark("start")
-    refs = [task.remote(spec, datasets, spec.train_args.get("num_workers", 1)) for spec in specs]
+    refs = [
+        task.options(**_task_options(spec)).remote(
+            spec, datasets, spec.train_args.get("num_workers", 1)
+        )
+        for spec in specs
+    ]
     _running.extend(refs)
     pending = list(refs)
     while pending:  # every WAIT_REPORT_S that the runs are not done: what do they wait for?
         _, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_REPORT_S)
         if pending:
-            _say_what_runs_wait_for(store, specs)
-    ray.get(refs)  # (the runs record their own errors)
+            _say_what_runs_wait_for(store, specs, pending)
+    for spec, ref in zip(specs, refs, strict=True):  # (the runs record their own errors)
+        try:
+            ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            pass  # stopped: the stop records it
+        except ray.exceptions.RayError as e:  # its process died: say so on its result
+            logger.error("result %d: %s", spec.result_id, e)
+            with store.session() as s:
+                set_result_if(
+                    s, spec.result_id, [ResultStatus.TRAINING], status=ResultStatus.FAILED,
+                    error=f"the training process died: {error_text(e)}",
+                )  # fmt: skip
     logger.info("deployment %d: done", deployment_id)
 
 
@@ -317,7 +348,7 @@ def _run_online(
     while pending:
         _, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_REPORT_S)
         if pending:
-            _say_what_runs_wait_for(store, specs)
+            _say_what_runs_wait_for(store, specs, pending)
     ray.get(refs)
 
 
@@ -325,10 +356,11 @@ def _run_online(
 WAIT_REPORT_S = 5.0
 
 
-def _say_what_runs_wait_for(store: Store, specs: list[RunSpec]) -> None:
-    """Runs that have not started training yet and cannot be placed say on their result what
-    they need, what is free and who holds it (``progress["waiting"]``)."""
-    from kafkaml_ray._private.rayutil import placement_pending, resource_wait
+def _say_what_runs_wait_for(store: Store, specs: list[RunSpec], pending: list) -> None:
+    """Runs that have not started training yet and cannot be placed (their task, ``pending``,
+    or their workers' placement group) say on their result what they need, what is free and
+    who holds it (``progress["waiting"]``)."""
+    from kafkaml_ray._private.rayutil import placement_pending, resource_wait, unplaced
 
     def idle(r: TrainingResult | None) -> bool:
         started = "epoch" in r.progress or "window" in r.progress if r is not None else True
@@ -340,7 +372,7 @@ def _say_what_runs_wait_for(store: Store, specs: list[RunSpec]) -> None:
         workers = sp.train_args.get("num_workers", 1)
         need = {"CPU": float(workers), "GPU": sp.gpu_fraction * workers}
         try:  # (a run whose workers are placed and starting waits for nothing)
-            why = resource_wait(need) if placement_pending() else None
+            why = resource_wait(need) if unplaced(pending) or placement_pending() else None
         except Exception:  # noqa: BLE001 - a report, never a reason to fail the run
             logger.exception("result %d: what it waits for", sp.result_id)
             continue
