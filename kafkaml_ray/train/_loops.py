@@ -259,6 +259,7 @@ def _train_keras(spec: RunSpec, shards: dict, reporter: Reporter, rank: int, dis
     import keras
 
     reporter.mark("imported")
+    keras.backend.clear_session()  # (a process kept warm by the pool trained before)
     seed = spec.train_args.get("seed", 0)
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()

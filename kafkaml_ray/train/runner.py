@@ -33,6 +33,7 @@ from kafkaml_ray.store import (
     TrainingResult,
     set_result_if,
 )
+from kafkaml_ray.train import pool
 from kafkaml_ray.train.reporter import RunSpec, error_text
 
 __all__ = ["run_deployment", "wait_for_datasource", "fail_results", "cancel_runs"]
@@ -72,19 +73,22 @@ def _trainer(num_workers: int) -> Any:
 
 
 def _task_options(spec: RunSpec) -> dict[str, Any]:
-    """The Ray task that runs one model's Ray Train run. A one-worker run trains in this
-    task (Ray Train's local mode, ``num_workers=0``), which so holds the worker's CPU and
-    GPU share: no controller, worker or data-split actor is started, which saves about
-    10 s of every run's start on 2 cores (`benchmarks/results/train.md`). A run of several
-    workers holds nothing here: its workers do. ``max_calls=1``: a worker process that
-    imported TensorFlow must not run a PyTorch task later (the two in one process abort;
-    see ``_private/modelcode.py``)."""
+    """The Ray task that runs one model's Ray Train run (submitted by the training pool,
+    `kafkaml_ray.train.pool`, which keeps its process warm for the next run of the same
+    framework). A one-worker run trains in this task (Ray Train's local mode,
+    ``num_workers=0``), which so holds the worker's CPU and GPU share: no controller,
+    worker or data-split actor is started (about 10 s of every run's start on 2 cores,
+    `benchmarks/results/train.md`). A run of several workers holds nothing here: its
+    workers do. The framework in the task's runtime environment keeps PyTorch and
+    TensorFlow runs in processes of their own (TensorFlow, then PyTorch, in one process
+    aborts; see ``_private/modelcode.py``)."""
     one = spec.train_args.get("num_workers", 1) == 1
     return dict(
         num_cpus=1 if one else 0,
         num_gpus=spec.gpu_fraction if one else 0,
         max_retries=0,
         name=f"train-result-{spec.result_id}",
+        runtime_env={"env_vars": {"KAFKAML_TRAINING_FRAMEWORK": spec.framework}},
     )
 
 
@@ -289,13 +293,18 @@ def run_deployment(
         for r in s.get_one(TrainingDeployment, deployment_id).results:
             if r.status == ResultStatus.TRAINING:
                 r.progress = {"phase": "starting"}
-    task = ray.remote(max_calls=1)(_train_one)
     if _stopping.is_set():
         return
     mark("start")
     refs = [
-        task.options(**_task_options(spec)).remote(
-            spec, datasets, spec.train_args.get("num_workers", 1)
+        pool.submit(
+            settings,
+            _train_one,
+            _task_options(spec),
+            spec.gpu_fraction > 0,
+            spec,
+            datasets,
+            spec.train_args.get("num_workers", 1),
         )
         for spec in specs
     ]
