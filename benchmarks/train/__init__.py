@@ -23,14 +23,16 @@ ranges, split, one Ray Train run. Two times are taken:
 **plain**: the same model code built with ``build_model``, then a plain PyTorch loop / a Keras
 ``fit`` on the same in-memory arrays: same epochs, batch size, shuffling and per-epoch
 validation. Timed from building the model to the end of the last epoch (the framework is
-imported before). Each timed run is in a fresh process, as each of our runs is: a Ray Train
-run starts new worker processes, so the framework's first-use costs (kernel selection,
-allocator, first optimizer step) fall inside both times. For reference, plain is also timed
-in a warm process (one that already ran a 1-epoch warm-up), the best case for plain code.
+imported before), in a fresh process each time, and in a warm process (one that already
+ran a 1-epoch warm-up). Our timed runs train in the process the training pool kept warm
+after the warm-up run (`kafkaml_ray.train.pool`), so the like-for-like ratio is against
+the warm plain process.
 
 ``torch_ratio``/``keras_ratio`` = median ours ``training_time_s`` / median plain time (fresh
-process), on the 1-partition stream; ``*_ratio_vs_warm`` use the warm plain time; cluster
-start-up (broker, Ray head) is ``cluster_start_s``.
+process), on the 1-partition stream; ``*_ratio_vs_warm`` use the warm plain time (the aims
+judge these); ``wall_ratio`` = our wall time over the fresh plain time; cluster start-up
+(broker, Ray head) is ``cluster_start_s``. A 4-trial Ray Tune search per framework is timed
+against four plain fresh-process runs in a row (`search`).
 
     python -m benchmarks.train [--epochs 30] [--repeat 3] [--out benchmarks/results] [--quick]
     python -m benchmarks.train --gpu [--gpu-samples 512] [--epochs 2]   # needs a GPU

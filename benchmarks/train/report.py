@@ -100,8 +100,14 @@ def results(
         "startup_s": {fw: comparison[fw]["startup_s"]["median"] for fw in FRAMEWORKS},
         "cluster_start_s": cluster_start_s,
         "aims": {
-            f"torch_ratio_at_most_{AIM_RATIO}": torch_ratio <= AIM_RATIO,
-            f"keras_ratio_at_most_{AIM_RATIO}": keras_ratio <= AIM_RATIO,
+            # Our timed runs train in a process the training pool kept warm: against the
+            # warm plain process, like for like (the fresh-process ratio is lower still).
+            f"torch_ratio_vs_warm_at_most_{AIM_RATIO}": (
+                comparison["pytorch"]["ratio_vs_warm"] <= AIM_RATIO
+            ),
+            f"keras_ratio_vs_warm_at_most_{AIM_RATIO}": (
+                comparison["tensorflow"]["ratio_vs_warm"] <= AIM_RATIO
+            ),
             f"torch_wall_ratio_at_most_{AIM_WALL}": comparison["pytorch"]["ratio_wall"] <= AIM_WALL,
             f"keras_wall_ratio_at_most_{AIM_WALL}": (
                 comparison["tensorflow"]["ratio_wall"] <= AIM_WALL
@@ -127,6 +133,8 @@ def results(
             "startup_s": "wall_s - training_time_s",
             "plain": "build_model -> end of the last epoch, in-memory arrays, a fresh process "
             "per run (framework imported before the timing)",
+            "ours_process": "the training pool's warm process of the framework (the warm-up "
+            "run started it)",
             "plain_warm": "the same in a process that already ran a 1-epoch warm-up",
             "search": f"Client.tune of {TRIALS} trials (seeds), {CONCURRENT} at a time -> "
             "the search done (store polled); against plain (fresh process) x "
@@ -229,22 +237,24 @@ Digits (1,797 samples, 80/10/10 split), the example CNNs, {r["epochs"]} epochs, 
 
 {overhead_table}
 
-- `torch_ratio` {r["torch_ratio"]:.2f}, `keras_ratio` {r["keras_ratio"]:.2f} (aim <= \
-{AIM_RATIO}; `wall_ratio`, control message to finished over plain code in a fresh process, \
-aim <= {AIM_WALL}): {verdict}. On wall time: {r["torch_ratio_wall"]:.1f}x and \
-{r["keras_ratio_wall"]:.1f}x.
+- `torch_ratio_vs_warm` {r["torch_ratio_vs_warm"]:.2f}, `keras_ratio_vs_warm` \
+{r["keras_ratio_vs_warm"]:.2f} (aim <= {AIM_RATIO}; `wall_ratio`, control message to \
+finished over plain code in a fresh process, aim <= {AIM_WALL}): {verdict}. On wall time: \
+{r["torch_ratio_wall"]:.1f}x and {r["keras_ratio_wall"]:.1f}x.
 - **ours training_time_s** is stored by the run and measured in the Ray Train worker: \
 data shards to arrays, model build, every epoch with validation (Ignite metrics for PyTorch) \
 and the per-epoch store writes. **wall** runs from the control message's acknowledgement to \
 the finished result (store polled every {POLL_S} s); **startup_s** = wall - training_time_s \
 (broken down below by the phases the run stores with its result). **plain** = `build_model` of the \
 same code, then a plain loop / `fit`, from the build to the last epoch, each timed run in a \
-fresh process (the framework imported before the timing), as every Ray Train run starts \
-fresh worker processes: the framework's first-use costs fall inside both times. **plain \
-(warm process)**: the same in a process that already trained (the best case for plain code, \
-which no Ray Train run gets); `torch_ratio_vs_warm` {r["torch_ratio_vs_warm"]:.2f}, \
-`keras_ratio_vs_warm` {r["keras_ratio_vs_warm"]:.2f}. Cluster start (broker + Ray head, \
-once): {r["cluster_start_s"]:.1f} s.
+fresh process (the framework imported before the timing). **plain (warm process)**: the \
+same in a process that already trained. Our timed runs train in a process that the \
+training pool (`kafkaml_ray.train.pool`) kept warm from the warm-up run, so the \
+like-for-like ratio is against the warm plain process (`torch_ratio` \
+{r["torch_ratio"]:.2f}, `keras_ratio` {r["keras_ratio"]:.2f} against the fresh one). A \
+framework's first run on a cluster also starts that process and imports the framework \
+(imports about 3 s for PyTorch, 4 s for TensorFlow here). Cluster start (broker + Ray head, once): \
+{r["cluster_start_s"]:.1f} s.
 - Threads: a Ray Train worker (1 CPU) gets OMP_NUM_THREADS={threads["OMP_NUM_THREADS"]}, \
 torch threads {threads["torch_threads"]}; plain PyTorch used \
 {r["overhead"]["pytorch"]["plain_threads"]} threads, plain TensorFlow intra-op threads \
