@@ -176,6 +176,27 @@ def model_show(ref: str, code: bool, as_json: bool) -> None:
     emit(m, as_json, lambda m: _model_text(m) + (f"\n\n{m.imports}\n{m.code}" if code else ""))
 
 
+@model.command("versions")
+@click.argument("ref")
+@click.option("--code", "number", type=int, default=None, help="Print version N's code.")
+@json_option
+def model_versions(ref: str, number: int | None, as_json: bool) -> None:
+    """The versions of a model's code that its results trained with (updating the code adds
+    one when it is next deployed); with --code N, that version's imports and code."""
+    client = client_from_env()
+    if number is not None:
+        v = client.get_model_version(ref, number)
+        emit(v, as_json, lambda v: f"{v.imports}\n{v.code}".strip())
+        return
+    emit(
+        client.list_model_versions(ref),
+        as_json,
+        lambda vs: table(
+            [(v.number, v.sha256[:12], v.created_at) for v in vs], ["version", "sha256", "added"]
+        ),
+    )
+
+
 @model.command("delete")
 @click.argument("ref")
 def model_delete(ref: str) -> None:
@@ -275,6 +296,11 @@ def result_show(result_id: int, as_json: bool) -> None:
             ["epoch", "train", "validation"],
         )
         extra = f"\nweights: {r.weights_uri}" if r.weights_uri else ""
+        if r.model_version is not None:
+            extra += (
+                f"\ncode: {r.model_name} version {r.model_version} (sha256 {r.code_sha256[:12]}; "
+                f"kafkaml-ray model versions {r.model_id})"
+            )
         if r.phases:
             total = sum(r.phases.values())
             spent = ", ".join(f"{phase} {s:.2f}" for phase, s in r.phases.items())

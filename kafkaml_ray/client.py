@@ -23,13 +23,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from kafkaml_ray.errors import Conflict, InvalidInput, NotFound
-from kafkaml_ray.registry import FRAMEWORKS, validate_model
+from kafkaml_ray.registry import FRAMEWORKS, model_version, validate_model
 from kafkaml_ray.schemas import (
     ConfigurationInfo,
     DatasourceInfo,
     DeploymentInfo,
     InferenceInfo,
     ModelInfo,
+    ModelVersionInfo,
     OnlineOptions,
     Prediction,
     ResultInfo,
@@ -48,6 +49,7 @@ from kafkaml_ray.store import (
     Inference,
     InferenceStatus,
     MLModel,
+    ModelVersion,
     OnlineWindow,
     ReplicaStats,
     ResultStatus,
@@ -150,6 +152,22 @@ class Client:
     def get_model(self, ref: Ref) -> ModelInfo:
         with self.store.session() as s:
             return ModelInfo.model_validate(_find(s, MLModel, ref, "model"))
+
+    def list_model_versions(self, ref: Ref) -> list[ModelVersionInfo]:
+        """Every version of a model's code that a result trained (or will train) with,
+        oldest first; updating a model's code adds one when it is next deployed."""
+        with self.store.session() as s:
+            m = _find(s, MLModel, ref, "model")
+            mine = select(ModelVersion).where(ModelVersion.model_id == m.id)
+            rows = s.scalars(mine.order_by(ModelVersion.number))
+            return [ModelVersionInfo.model_validate(v) for v in rows]
+
+    def get_model_version(self, ref: Ref, number: int) -> ModelVersionInfo:
+        """Version ``number`` of a model's code (a result's ``model_version``)."""
+        for v in self.list_model_versions(ref):
+            if v.number == number:
+                return v
+        raise NotFound(f"model {ref!r} has no version {number}")
 
     def delete_model(self, ref: Ref) -> None:
         """Delete a model; refused while a configuration uses it."""
@@ -270,7 +288,7 @@ class Client:
             s.add(dep)
             s.flush()
             for m in config.models:
-                s.add(TrainingResult(deployment=dep, model=m))
+                s.add(TrainingResult(deployment=dep, model=m, model_version=model_version(s, m)))
             dep_id = dep.id
         if submit:
             from kafkaml_ray.train.submit import submit_training

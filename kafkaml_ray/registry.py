@@ -10,10 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
 from kafkaml_ray.errors import ModelCodeError
 from kafkaml_ray.settings import Settings
+from kafkaml_ray.store import MLModel, ModelVersion
 
-__all__ = ["validate_model", "Framework", "FRAMEWORKS"]
+__all__ = ["validate_model", "code_sha256", "model_version", "Framework", "FRAMEWORKS"]
 
 logger = logging.getLogger(__name__)
 Framework = Literal["pytorch", "tensorflow"]
@@ -68,3 +72,32 @@ def validate_model(
     if "error" in out:
         raise ModelCodeError(out["error"], out["line"])
     return out["ok"]
+
+
+def code_sha256(code: str, imports: str = "") -> str:
+    """The content hash of a model's code and imports (`ModelVersion.sha256`).
+
+    >>> code_sha256("model = None")[:12]
+    '5d853bf20331'
+    """
+    import hashlib
+
+    return hashlib.sha256(f"{imports}\0{code}".encode()).hexdigest()
+
+
+def model_version(s: Session, model: MLModel) -> ModelVersion:
+    """The version of ``model``'s current code, added when it is new."""
+    sha = code_sha256(model.code, model.imports)
+    found = s.scalar(
+        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.sha256 == sha)
+    )
+    if found is not None:
+        return found
+    last = s.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.model_id == model.id))
+    version = ModelVersion(
+        model_id=model.id, number=(last or 0) + 1, sha256=sha, imports=model.imports,
+        code=model.code,
+    )  # fmt: skip
+    s.add(version)
+    s.flush()
+    return version

@@ -16,6 +16,7 @@ __all__ = [
     "OnlineOptions",
     "checked",
     "ModelInfo",
+    "ModelVersionInfo",
     "ConfigurationInfo",
     "ResultInfo",
     "DeploymentInfo",
@@ -154,6 +155,17 @@ class ModelInfo(_Record):
     updated_at: datetime
 
 
+class ModelVersionInfo(_Record):
+    """One version of a model's code, as results trained with it."""
+
+    model_id: int
+    number: int
+    sha256: str
+    imports: str
+    code: str
+    created_at: datetime
+
+
 class ConfigurationInfo(_Record):
     id: int
     name: str
@@ -233,6 +245,10 @@ class ResultInfo(_Record):
     best: bool
     #: seconds by phase of the run, in order (`phase_seconds`)
     phases: dict[str, float] = {}
+    #: the version of its model's code it trained with, and that code's sha256 (None for
+    #: results stored before versions were kept)
+    model_version: int | None = None
+    code_sha256: str | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -241,6 +257,9 @@ class ResultInfo(_Record):
         fields = {k: getattr(r, k) for k in cls.model_fields if hasattr(r, k)}
         fields.update(status=r.status.value, model_name=r.model.name, framework=r.model.framework)
         fields["phases"] = phase_seconds(getattr(r, "phases", None))
+        version = getattr(r, "model_version", None)
+        fields["model_version"] = version.number if version is not None else None
+        fields["code_sha256"] = version.sha256 if version is not None else None
         return cls(**fields)
 
     @property

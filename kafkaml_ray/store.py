@@ -62,6 +62,7 @@ __all__ = [
     "Base",
     "Store",
     "MLModel",
+    "ModelVersion",
     "Configuration",
     "TrainingDeployment",
     "TrainingResult",
@@ -148,6 +149,21 @@ class MLModel(_Stamped, Base):
     )
 
 
+class ModelVersion(Base):
+    """One version of a model's code (and imports), as results trained with it: updating a
+    model adds a version and never changes what its earlier results trained with."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "sha256", name="uq_model_versions_code"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per model
+    sha256: Mapped[str] = mapped_column(String(64))  # of imports, a NUL, then the code
+    imports: Mapped[str] = mapped_column(Text, default="")
+    code: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
+
+
 class Configuration(_Stamped, Base):
     """A named set of models trained together on one stream."""
 
@@ -218,6 +234,11 @@ class TrainingResult(_Stamped, Base):
     phases: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=dict)
     deployment: Mapped[TrainingDeployment | None] = relationship(back_populates="results")
     model: Mapped[MLModel] = relationship()
+    # The code it trained with (None only for results stored before versions were kept).
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", name="fk_results_model_version_id"), nullable=True
+    )
+    model_version: Mapped[ModelVersion | None] = relationship()
 
 
 class Datasource(_Stamped, Base):

@@ -24,7 +24,15 @@ from sqlalchemy.orm import Session
 import kafkaml_ray.migrations as migrations_module
 from kafkaml_ray.errors import Unavailable
 from kafkaml_ray.migrations import compare_type
-from kafkaml_ray.store import Base, Datasource, DatasourceStatus, ReplicaStats, Store
+from kafkaml_ray.registry import code_sha256
+from kafkaml_ray.store import (
+    Base,
+    Datasource,
+    DatasourceStatus,
+    ReplicaStats,
+    Store,
+    TrainingResult,
+)
 
 
 def _head() -> str:
@@ -168,6 +176,13 @@ def test_a_fec8cbc_database_is_upgraded_with_every_row_kept(url):
         with store.session() as s:
             sources = s.scalars(select(Datasource).order_by(Datasource.id)).all()
             assert [(d.source_cluster, d.source_topic_id) for d in sources] == [("", "")] * 2
+            # Each result now names the code it trained with: its model's version 1.
+            results = s.scalars(select(TrainingResult).order_by(TrainingResult.id)).all()
+            assert len(results) == 2
+            for r in results:
+                v = r.model_version
+                assert (v.number, v.code, v.imports) == (1, r.model.code, r.model.imports)
+                assert v.sha256 == code_sha256(r.model.code, r.model.imports)
 
         # The same topic, partition and offset on another cluster is another message; the
         # same message again is still refused.

@@ -164,3 +164,39 @@ def test_update_revalidates_the_code(ray_cluster, client, example):
     m2 = client.update_model(m.id, code=example("regression_mlp_pytorch.py").replace("64", "8"))
     assert m2.param_count < m.param_count
     assert client.update_model(m.id, description="smaller").description == "smaller"
+
+
+def test_updating_a_model_keeps_its_old_results_code(ray_cluster, client, example):
+    """A result names the version of its model's code it trains with; updating the model
+    adds a version for the next deployment and leaves the old results' code as it was."""
+    code = example("regression_mlp_pytorch.py")
+    m = client.add_model("r", "pytorch", code)
+    config = client.create_configuration("c", [m.id])
+    old = client.deploy_training(config.id).results[0]
+    assert old.model_version == 1 and old.code_sha256
+    client.update_model(m.id, code=code.replace("64", "8"))
+    client.update_model(m.id, description="smaller")  # (the code is unchanged: no version)
+    new = client.deploy_training(config.id).results[0]
+    assert new.model_version == 2 and new.code_sha256 != old.code_sha256
+    assert client.get_result(old.id).model_version == 1
+    assert client.get_model_version(m.id, 1).code == code
+    assert client.get_model_version("r", 2).code == code.replace("64", "8")
+    assert [v.number for v in client.list_model_versions(m.id)] == [1, 2]
+    with pytest.raises(NotFound, match="model 'r' has no version 3"):
+        client.get_model_version("r", 3)
+
+    from click.testing import CliRunner
+
+    from kafkaml_ray.cli import cli
+
+    env = {k: v for k, v in client.settings.env().items() if v is not None}
+
+    def run(*args: str) -> str:
+        r = CliRunner().invoke(cli, list(args), env=env)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    listed = run("model", "versions", "r")
+    assert old.code_sha256[:12] in listed and new.code_sha256[:12] in listed
+    assert run("model", "versions", "r", "--code", "1").strip() == code.strip()
+    assert f"code: r version 1 (sha256 {old.code_sha256[:12]}" in run("result", "show", str(old.id))

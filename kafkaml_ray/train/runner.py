@@ -212,8 +212,8 @@ def run_deployment(
                 result_id=r.id,
                 model_name=r.model.name,
                 framework=r.model.framework,
-                code=r.model.code,
-                imports=r.model.imports,
+                code=(r.model_version or r.model).code,  # (the version it was deployed with)
+                imports=(r.model_version or r.model).imports,
                 batch_size=dep.batch_size,
                 settings=settings,
                 train_args=dict(dep.kwargs.get(r.model.framework, {}).get("train", {})),

@@ -36,8 +36,16 @@ from typing import Any, Literal
 import numpy as np
 
 from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray.registry import model_version
 from kafkaml_ray.settings import Settings
-from kafkaml_ray.store import Datasource, MLModel, ResultStatus, Store, TrainingResult, TuneRun
+from kafkaml_ray.store import (
+    Datasource,
+    MLModel,
+    ResultStatus,
+    Store,
+    TrainingResult,
+    TuneRun,
+)
 from kafkaml_ray.train.kwargs import _ALIASES, TRAIN_ARGS, parse_kwargs
 from kafkaml_ray.train.reporter import RunSpec
 
@@ -202,6 +210,7 @@ def _trial(
     config: dict[str, Any],
     template: RunSpec,
     model_id: int,
+    version_id: int,
     tune_id: int,
     shards: dict[str, _Split],
 ) -> None:
@@ -214,6 +223,7 @@ def _trial(
     with store.session() as s:
         row = TrainingResult(
             model_id=model_id,
+            model_version_id=version_id,
             tune_id=tune_id,
             status=ResultStatus.TRAINING,
             hyperparameters=params,
@@ -328,6 +338,7 @@ def run_tune(
             settings=settings,
             input_shape=model.input_shape,
         )
+        version_id = model_version(s, model).id  # (each trial trains this code)
         space, num_samples = dict(run.space), run.num_samples
     errors: dict[str, str] = {}
     failure = None
@@ -335,7 +346,12 @@ def run_tune(
         shards = _read(settings, ds)
         trainable = tune.with_resources(
             tune.with_parameters(
-                _trial, template=template, model_id=model.id, tune_id=tune_id, shards=shards
+                _trial,
+                template=template,
+                model_id=model.id,
+                version_id=version_id,
+                tune_id=tune_id,
+                shards=shards,
             ),
             {"cpu": 1},
         )
