@@ -377,11 +377,18 @@ def _say_what_runs_wait_for(store: Store, specs: list[RunSpec], pending: list) -
 
     with store.session() as s:
         waiting = [sp for sp in specs if idle(s.get(TrainingResult, sp.result_id))]
+    if not waiting:
+        return
+    try:  # (runs whose tasks or workers are placed and starting wait for nothing)
+        blocked = unplaced(pending) or placement_pending()
+    except Exception:  # noqa: BLE001 - a report, never a reason to fail the run
+        logger.exception("what the runs wait for")
+        return
     for sp in waiting:
         workers = sp.train_args.get("num_workers", 1)
         need = {"CPU": float(workers), "GPU": sp.gpu_fraction * workers}
-        try:  # (a run whose workers are placed and starting waits for nothing)
-            why = resource_wait(need) if unplaced(pending) or placement_pending() else None
+        try:
+            why = resource_wait(need) if blocked else None
         except Exception:  # noqa: BLE001 - a report, never a reason to fail the run
             logger.exception("result %d: what it waits for", sp.result_id)
             continue

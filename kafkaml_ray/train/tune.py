@@ -38,14 +38,7 @@ import numpy as np
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.registry import model_version
 from kafkaml_ray.settings import Settings
-from kafkaml_ray.store import (
-    Datasource,
-    MLModel,
-    ResultStatus,
-    Store,
-    TrainingResult,
-    TuneRun,
-)
+from kafkaml_ray.store import Datasource, MLModel, ResultStatus, Store, TrainingResult, TuneRun
 from kafkaml_ray.train.kwargs import _ALIASES, TRAIN_ARGS, parse_kwargs
 from kafkaml_ray.train.reporter import RunSpec
 
