@@ -171,7 +171,11 @@ def test_a_fresh_machine_up_train_serve_and_down(tmp_path):
                 time.sleep(2)
                 shown = cli("train", "show", str(third["id"]), json_out=False)
             assert "waiting for Ray resources: needs 1 CPU; free 0 CPU of 2 CPU; held by " in shown
-            assert "ServeReplica:inference-3:KafkaIngress x6 (1.5 CPU)" in shown
+            # Six replicas, or seven if another inference's replica was restarted meanwhile
+            # (a health check missed on 2 busy cores) and the seventh took its place.
+            held = re.search(r"ServeReplica:inference-3:KafkaIngress x(\d) \(([\d.]+) CPU\)", shown)
+            assert held and int(held[1]) in (6, 7), shown
+            assert float(held[2]) == 0.25 * int(held[1]), shown
         finally:
             deploying.kill()
         cli("infer", "delete", str(listed[0]["id"]), json_out=False)

@@ -245,10 +245,16 @@ def test_stop_in_mid_run_frees_ray_resources(
         _send(settings, topic, dep.id, x, y)
         wait_until(lambda: client.get_deployment(dep.id).results[0].history, 300, "an epoch")
         rid = client.get_deployment(dep.id).results[0].id
-        task = list_tasks(
-            filters=[("name", "=", f"train-result-{rid}"), ("state", "=", "RUNNING")], detail=True
+        # Ray's state API learns of task states from buffered events: ask until it has.
+        task = wait_until(
+            lambda: list_tasks(
+                filters=[("name", "=", f"train-result-{rid}"), ("state", "=", "RUNNING")],
+                detail=True,
+            ),
+            60,
+            f"task train-result-{rid} RUNNING in Ray's state API",
         )
-        assert task and task[0].required_resources.get("CPU", 0) == (workers == 1)
+        assert task[0].required_resources.get("CPU", 0) == (workers == 1)
         assert bool(placement_groups() - groups) == (workers > 1)  # the workers' group
         dep = client.stop_training(dep.id)
     r = dep.results[0]

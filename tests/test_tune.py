@@ -248,7 +248,9 @@ def test_stop_a_search_then_delete_it_from_the_cli(client, settings, stored):
     free, groups = ray.available_resources().get("CPU", 0), placement_groups()
     # Two trials of one epoch finish; two of 5000 epochs are still training when stopped.
     space = {"epochs": {"grid": [1, 5000]}, "seed": {"grid": [0, 1]}}
-    t = client.tune("mlp", datasource_id, space, "val_loss", mode="min", max_concurrent_trials=4)
+    t = client.tune(
+        "mlp", datasource_id, space, "val_loss", mode="min", num_samples=1, max_concurrent_trials=4
+    )
     wait_until(
         lambda: (
             sum(r.status == "finished" for r in client.get_tune(t.id).trials) == 2
