@@ -273,15 +273,137 @@ def config_delete(ref: str) -> None:
 # -- results -------------------------------------------------------------------------------
 @cli.group()
 def result() -> None:
-    """Training results: compare, download weights, delete."""
+    """Training results: list and filter, compare, trace (lineage), reproduce, tag, download
+    weights, delete."""
 
 
 @result.command("list")
 @click.option("-d", "--deployment", "deployment_id", type=int, help="Only this deployment's.")
+@click.option("--datasource", "datasource_id", type=int, help="Trained on this datasource.")
+@click.option("--topic", help="Trained on data from this topic.")
+@click.option("--model", help="Of this model (name).")
+@click.option("--code-version", type=int, help="With this version of its model's code.")
+@click.option("--framework", type=click.Choice(["pytorch", "tensorflow"]))
+@click.option(
+    "--status", type=click.Choice(["waiting", "training", "finished", "failed", "stopped"])
+)
+@click.option(
+    "--param", "params", multiple=True, metavar="NAME=VALUE",
+    help="A training argument or hyper-parameter value, e.g. lr=0.01 (repeatable).",
+)  # fmt: skip
+@click.option(
+    "--metric", "metrics", multiple=True, metavar="RANGE",
+    help="A final metric's range: test_accuracy>=0.9, val_loss<=0.3, test_mae=0..2 "
+    "(test_, val_ or train_ metrics; repeatable).",
+)  # fmt: skip
+@click.option("--tag", help="Tagged so (result tag).")
+@click.option("--text", help="Found in the notes or tags.")
+@click.option("--tune", "tune_id", type=int, help="Trials of this Tune search.")
 @json_option
-def result_list(deployment_id, as_json) -> None:
-    """Results side by side: model, metrics, training time, status."""
-    emit(client_from_env().list_results(deployment_id), as_json, results_table)
+def result_list(deployment_id, params, metrics, as_json, **filters) -> None:
+    """Results side by side: model, metrics, training time, status; filtered by what they
+    came from (datasource, topic, model, code version, parameters) and what they reached."""
+    from kafkaml_ray.schemas import metric_filter, param_filter
+
+    found = client_from_env().list_results(
+        deployment_id,
+        params=dict(param_filter(p) for p in params),
+        metrics=dict(metric_filter(m) for m in metrics),
+        **{k: v for k, v in filters.items() if v is not None},
+    )
+    emit(found, as_json, results_table)
+
+
+@result.command("compare")
+@click.argument("result_ids", type=int, nargs=-1, required=True)
+@json_option
+def result_compare(result_ids, as_json) -> None:
+    """Results side by side: what they came from and what they reached; the rows that
+    differ are marked with *."""
+    from kafkaml_ray.schemas import compare
+
+    client = client_from_env()
+    rows = compare([client.get_result(i) for i in result_ids])
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    click.echo(
+        table(
+            [(("* " if row["differs"] else "  ") + row["name"], *row["values"]) for row in rows],
+            ["", *(f"result {i}" for i in result_ids)],
+        )
+    )
+
+
+@result.command("lineage")
+@click.argument("result_id", type=int)
+@click.option("--dot", is_flag=True, help="Print it as a Graphviz graph (dot -Tpng).")
+@json_option
+def result_lineage(result_id: int, dot: bool, as_json: bool) -> None:
+    """Where a result came from and what came of it: datasource → deployment or search →
+    result → published versions → the inferences that served it."""
+    from kafkaml_ray.lineage import tree_dot, tree_text
+
+    info = client_from_env().lineage(result_id)
+    if dot:
+        click.echo(tree_dot(info.model_dump()))
+    else:
+        emit(info, as_json, lambda t: tree_text(t.model_dump()))
+
+
+@result.command("reproduce")
+@click.argument("result_id", type=int)
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Follow the training.")
+@json_option
+def result_reproduce(result_id: int, wait: bool, as_json: bool) -> None:
+    """Train a result again: the same model code version, parameters and datasource (its
+    control message is re-sent); the new result is linked to it as a reproduction."""
+    from kafkaml_ray._private.clikit import follow
+
+    client = client_from_env()
+    dep = client.reproduce(result_id)
+    if wait and not as_json:
+        click.echo(f"deployment {dep.id} reproduces result {result_id}")
+        dep = follow(client, dep.id)
+    emit(dep.results, as_json, results_table)
+
+
+@result.command("export")
+@click.argument("result_id", type=int)
+@click.option(
+    "--mlflow", "tracking_uri", required=True, metavar="URI",
+    help="An MLflow tracking URI: sqlite:///mlflow.db, a directory, http://host:5000.",
+)  # fmt: skip
+@click.option("--experiment", default="kafkaml-ray", show_default=True)
+def result_export(result_id: int, tracking_uri: str, experiment: str) -> None:
+    """Log a result to MLflow: parameters, per-epoch metrics, test metrics, the datasource
+    as a dataset input, the code, the weights, the confusion matrix and its lineage (needs
+    the mlflow extra: pip install 'kafkaml-ray[mlflow]')."""
+    from kafkaml_ray.tracking import export_result
+
+    run_id = export_result(client_from_env(), result_id, tracking_uri, experiment)
+    click.echo(f"result {result_id} exported to {tracking_uri} as MLflow run {run_id}")
+
+
+@result.command("tag")
+@click.argument("result_id", type=int)
+@click.argument("tags", nargs=-1, required=True)
+@click.option("--remove", is_flag=True, help="Remove these tags instead.")
+@json_option
+def result_tag(result_id: int, tags, remove: bool, as_json: bool) -> None:
+    """Tag a result (result list --tag finds it)."""
+    r = client_from_env().tag_result(result_id, *tags, remove=remove)
+    emit(r, as_json, lambda r: f"result {r.id} tags: {', '.join(r.tags) or '(none)'}")
+
+
+@result.command("note")
+@click.argument("result_id", type=int)
+@click.argument("notes")
+@json_option
+def result_note(result_id: int, notes: str, as_json: bool) -> None:
+    """Set a result's notes (result list --text finds them)."""
+    r = client_from_env().set_result_notes(result_id, notes)
+    emit(r, as_json, lambda r: f"result {r.id} notes: {r.notes}")
 
 
 @result.command("show")
@@ -463,6 +585,22 @@ def _register_groups() -> None:
     cli.add_command(train)
     cli.add_command(tune)
     cli.add_command(ui_command)
+    tune.add_command(tune_export)  # (here: MLflow export sits above the train layer)
+
+
+@click.command("export")
+@click.argument("tune_id", type=int)
+@click.option(
+    "--mlflow", "tracking_uri", required=True, metavar="URI", help="An MLflow tracking URI."
+)
+@click.option("--experiment", default="kafkaml-ray", show_default=True)
+def tune_export(tune_id: int, tracking_uri: str, experiment: str) -> None:
+    """Log a finished search to MLflow: a parent run with one child run per trial (needs
+    the mlflow extra)."""
+    from kafkaml_ray.tracking import export_tune
+
+    run_id = export_tune(client_from_env(), tune_id, tracking_uri, experiment)
+    click.echo(f"tune run {tune_id} exported to {tracking_uri} as MLflow run {run_id}")
 
 
 _register_groups()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,10 +30,12 @@ from kafkaml_ray.schemas import (
     DatasourceInfo,
     DeploymentInfo,
     InferenceInfo,
+    LineageInfo,
     ModelInfo,
     ModelVersionInfo,
     OnlineOptions,
     Prediction,
+    ResultFilter,
     ResultInfo,
     ServingOptions,
     TrainingOptions,
@@ -337,12 +340,99 @@ class Client:
         stop_runner(self.settings, deployment_id, dep.job_id)
         return self.get_deployment(deployment_id)
 
-    def list_results(self, deployment_id: int | None = None) -> list[ResultInfo]:
+    def list_results(self, deployment_id: int | None = None, **filters: Any) -> list[ResultInfo]:
+        """The results, oldest first, that match every one of ``filters``
+        (`~kafkaml_ray.schemas.ResultFilter`: ``datasource_id``, ``topic``, ``model``,
+        ``code_version``, ``framework``, ``status``, ``params={"lr": 0.01}``,
+        ``metrics={"test_accuracy": (0.9, None)}``, ``tag``, ``text``, ``tune_id``)."""
+        wanted: ResultFilter = checked(ResultFilter, deployment_id=deployment_id, **filters)
         with self.store.session() as s:
             q = select(TrainingResult).order_by(TrainingResult.id)
             if deployment_id is not None:
                 q = q.where(TrainingResult.deployment_id == deployment_id)
-            return [ResultInfo.of(r) for r in s.scalars(q)]
+            infos = (ResultInfo.of(r) for r in s.scalars(q))
+            return [r for r in infos if wanted.matches(r)]
+
+    def tag_result(self, result_id: int, *tags: str, remove: bool = False) -> ResultInfo:
+        """Add ``tags`` to a result (or ``remove`` them); `list_results` finds results by tag."""
+        for tag in tags:
+            if not isinstance(tag, str) or not re.fullmatch(r"[\w][\w .:/+-]{0,49}", tag):
+                raise InvalidInput(
+                    f"tag {tag!r}: 1 to 50 letters, digits, spaces or . : / + - _ "
+                    "(starting with a letter, digit or _)"
+                )
+        with self.store.session() as s:
+            row = _get(s, TrainingResult, result_id, "training result")
+            old = list(row.tags or [])
+            row.tags = (
+                [t for t in old if t not in tags] if remove else list(dict.fromkeys(old + [*tags]))
+            )
+        return self.get_result(result_id)
+
+    def set_result_notes(self, result_id: int, notes: str) -> ResultInfo:
+        """Replace a result's notes (free text, up to 10,000 characters)."""
+        if not isinstance(notes, str) or len(notes) > 10_000:
+            raise InvalidInput("notes must be text of at most 10,000 characters")
+        with self.store.session() as s:
+            _get(s, TrainingResult, result_id, "training result").notes = notes
+        return self.get_result(result_id)
+
+    def lineage(self, result_id: int) -> LineageInfo:
+        """A result with everything it links to: its datasource, its deployment or Tune
+        search, its published versions, the inferences that served it, its reproductions."""
+        from kafkaml_ray.lineage import tree
+
+        with self.store.session() as s:
+            return LineageInfo(**tree(s, _get(s, TrainingResult, result_id, "training result")))
+
+    def reproduce(self, result_id: int) -> DeploymentInfo:
+        """Train a result again: its model code version, with its parameters, on its
+        datasource (the control message is re-sent). Returns the new deployment, whose one
+        result names the first as the one it reproduces (``reproduction_of``); it trains
+        when the control listener hands it the stream (`wait_for_deployment`)."""
+        with self.store.session() as s:
+            r = _get(s, TrainingResult, result_id, "training result")
+            lin = r.lineage or {}
+            if not lin.get("datasource") or r.model_version is None:
+                raise InvalidInput(
+                    f"result {result_id} has no lineage record (its run never started, or it "
+                    "was stored before lineage was recorded): nothing to reproduce from"
+                )
+            if lin["datasource"].get("incremental"):
+                raise InvalidInput(
+                    f"result {result_id} was trained online: an online run is not reproduced "
+                    "(its stream has no end); deploy it again on its topic instead"
+                )
+            ds = self.get_datasource(lin["datasource"]["id"])  # still there, not expired
+            if ds.expired:
+                raise InvalidInput(f"datasource {ds.id} has expired: {ds.expired}")
+            params, fw = dict(lin.get("params") or {}), r.model.framework
+            batch_size = int(params.pop("batch_size", 32))
+            old = r.deployment
+            config = old.configuration if old else _configuration_of(s, r.model)
+            kwargs = {f: {"train": {}, "val": {}} for f in FRAMEWORKS}
+            kwargs[fw] = {"train": params, "val": dict(lin.get("val_params") or {})}
+            split = lin.get("split") or {}
+            dep = TrainingDeployment(
+                configuration=config,
+                batch_size=batch_size,
+                kwargs=kwargs,
+                gpu_fraction=old.gpu_fraction if old else 0.0,
+                confusion_matrix=old.confusion_matrix if old else True,
+                shuffle_seed=split.get("shuffle_seed"),
+                on_malformed=split.get("on_malformed") or "fail",
+            )
+            s.add(dep)
+            s.add(
+                TrainingResult(
+                    deployment=dep, model=r.model, model_version=r.model_version,
+                    reproduction_of=r.id,
+                )
+            )  # fmt: skip
+            s.flush()
+            dep_id, datasource_id = dep.id, lin["datasource"]["id"]
+        self.resend_datasource(datasource_id, dep_id)
+        return self.get_deployment(dep_id)
 
     def list_online_results(self) -> list[ResultInfo]:
         """The results trained online (with at least one window), oldest first."""
@@ -857,6 +947,17 @@ def _prediction(m, dead_letter: bool) -> Prediction:
         error=error,
         headers=headers,
     )
+
+
+def _configuration_of(s, model: MLModel) -> Configuration:
+    """A configuration of ``model`` alone (reproducing a Tune trial, which has none): the
+    first one there is, else a new one named for it."""
+    for config in model.configurations:
+        if [m.id for m in config.models] == [model.id]:
+            return config
+    config = Configuration(name=f"{model.name} (reproductions)", models=[model])
+    s.add(config)
+    return config
 
 
 def _models(s, refs: Sequence[Ref]) -> list[MLModel]:

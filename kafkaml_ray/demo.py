@@ -8,7 +8,9 @@
    control message starts both trainings, in parallel, one Ray Train run each;
 5. prints their comparison (metrics per subset, training time);
 6. serves the better one as a Ray Serve application on Kafka topics, streams the held-out
-   test images to its input topic and measures the accuracy on its output topic.
+   test images to its input topic and measures the accuracy on its output topic;
+7. prints that result's lineage: datasource, deployment, code version, parameters,
+   weights and the inference serving it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from kafkaml_ray import stack
 from kafkaml_ray.client import Client
 from kafkaml_ray.errors import NotFound
 from kafkaml_ray.ingest import InferenceProducer, RawSink
+from kafkaml_ray.lineage import tree_text
 from kafkaml_ray.settings import Settings
 
 __all__ = ["run", "EXAMPLES"]
@@ -119,6 +122,8 @@ def run(settings: Settings, keep_running: bool = True, epochs: int = 10) -> dict
         f"{held_out} held-out images -> {held_out} predictions on {out}: "
         f"accuracy {accuracy:.1%} ({rate:.0f} images/s end to end, including start-up)"
     )
+    click.secho(f"\n7. where result {best.id} came from, and what serves it", bold=True)
+    click.echo(tree_text(client.lineage(best.id).model_dump()))
     if keep_running:
         click.echo(
             f"\nThe stack keeps running: `kafkaml-ray status`, `kafkaml-ray infer show {inf.id}`"

@@ -239,6 +239,15 @@ class TrainingResult(_Stamped, Base):
         ForeignKey("model_versions.id", name="fk_results_model_version_id"), nullable=True
     )
     model_version: Mapped[ModelVersion | None] = relationship()
+    # Where it came from, recorded when it starts and kept as it was (`kafkaml_ray.lineage`).
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    notes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The result it reproduces (`Client.reproduce`).
+    reproduction_of: Mapped[int | None] = mapped_column(
+        ForeignKey("results.id", name="fk_results_reproduction_of", ondelete="SET NULL"),
+        nullable=True,
+    )
 
 
 class Datasource(_Stamped, Base):

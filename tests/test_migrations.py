@@ -183,6 +183,12 @@ def test_a_fec8cbc_database_is_upgraded_with_every_row_kept(url):
                 v = r.model_version
                 assert (v.number, v.code, v.imports) == (1, r.model.code, r.model.imports)
                 assert v.sha256 == code_sha256(r.model.code, r.model.imports)
+                # No lineage record (it was not kept then), no tags or notes, no original.
+                assert (r.lineage, r.tags, r.notes, r.reproduction_of) == (None, [], "", None)
+            results[1].reproduction_of, results[1].tags = results[0].id, ["kept"]
+        with store.session() as s:  # the new columns take values
+            r = s.get_one(TrainingResult, results[1].id)
+            assert (r.reproduction_of, r.tags) == (results[0].id, ["kept"])
 
         # The same topic, partition and offset on another cluster is another message; the
         # same message again is still refused.

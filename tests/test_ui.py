@@ -484,6 +484,52 @@ def test_results_table_compare_download_delete_and_deploy(client, open_page):
     assert at.text_input(key="infer_input").value == f"inference-{first}-in"
 
 
+def test_results_are_filtered_by_lineage_drawn_as_a_graph_and_tagged(client, open_page):
+    from kafkaml_ray.lineage import record
+    from kafkaml_ray.registry import model_version
+    from kafkaml_ray.store import Datasource, TrainingResult
+
+    ids = seed_training(client, (("torch-digits", "pytorch"), ("keras-digits", "tensorflow")))
+    first, second = ids["results"]
+    with client.store.session() as s:
+        ds = s.get_one(Datasource, ids["datasource"])
+        for rid, lr in [(first, 0.01), (second, 0.001)]:
+            r = s.get_one(TrainingResult, rid)
+            r.model_version = model_version(s, r.model)
+            r.lineage = record(
+                ds, model=r.model, version=r.model_version, params={"batch_size": 32, "lr": lr},
+                deployment=r.deployment,
+            )  # fmt: skip
+    at = open_page("results")
+    at.text_input(key="results_f_param").input("lr=0.001").run()
+    assert [r["result"] for r in table(at, "test accuracy")] == [second]
+    at.text_input(key="results_f_param").input("lr=").run()
+    at.text_input(key="results_f_metric").input("accuracy is high").run()
+    assert "expected NAME>=X" in at.error[0].value  # said, and nothing filtered
+    assert {r["result"] for r in table(at, "test accuracy")} == {first, second}
+    at.text_input(key="results_f_metric").input("").run()
+    at.text_input(key="results_f_param").input("").run()
+
+    at.multiselect(key="results_compare").select(first).select(second).run()
+    came = next(d.value for d in at.dataframe if d.value.index.name == "came from")
+    assert came.loc["lr"].tolist() == ["0.01", "0.001"]
+    assert came.loc["datasource"].tolist() == [str(ids["datasource"])] * 2
+
+    at.selectbox(key="results_act").select(first).run()
+    [graph] = at.get("graphviz_chart")
+    assert (
+        f'"datasource-{ids["datasource"]}" -> "deployment-{ids["deployment"]}"' in graph.proto.spec
+    )
+    assert f'URL="results?result={first}"' in graph.proto.spec
+    at.text_input(key=f"results_tags_{first}").input("candidate, digits").run()
+    at.text_area(key=f"results_notes_{first}").input("the one to ship").run()
+    at.button(key="results_annotate").click().run()
+    r = client.get_result(first)
+    assert (r.tags, r.notes) == (["candidate", "digits"], "the one to ship")
+    at.text_input(key="results_f_text").input("ship").run()
+    assert [r["result"] for r in table(at, "test accuracy")] == [first]
+
+
 # -- charts --------------------------------------------------------------------------------
 def test_charts_draw_learning_curves_and_the_confusion_matrix(client, open_page):
     ids = seed_training(

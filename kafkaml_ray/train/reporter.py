@@ -48,6 +48,8 @@ class RunSpec:
     input_shape: list[int] | None = None
     #: when each phase of the run began so far (`kafkaml_ray.schemas.PHASES`)
     marks: dict[str, float] = field(default_factory=dict)
+    #: the result's lineage as recorded when the run started (`kafkaml_ray.lineage`)
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
@@ -125,6 +127,8 @@ class Reporter:
         self, *, train: dict, val: dict, weights: bytes, weights_name: str, seconds: float
     ) -> None:
         """Store the weights first: nothing after training may lose the trained model."""
+        from kafkaml_ray.lineage import saved
+
         if not self.enabled:
             return
         base, prefix = self.spec.settings.artifacts_uri, f"results/{self.spec.result_id}"
@@ -136,6 +140,11 @@ class Reporter:
             val_metrics=_floats(val),
             training_time_s=seconds,
             weights_uri=uri,
+            **(
+                {"lineage": saved(self.spec.lineage, uri, weights, self.spec.framework)}
+                if self.spec.lineage
+                else {}
+            ),
         )
 
     def evaluated(self, test: dict, matrix: list | None, failed: list[str]) -> None:

@@ -21,7 +21,8 @@ from sqlalchemy import func
 
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.ingest.control import parse_ranges, parse_sources
-from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset
+from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset, split_sizes
+from kafkaml_ray.lineage import params_for, record
 from kafkaml_ray.schemas import OnlineOptions
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import (
@@ -207,6 +208,12 @@ def run_deployment(
         for r in waiting:
             r.status, r.error = ResultStatus.TRAINING, None
             r.progress = {"phase": "reading the data stream"}
+            fw = r.model.framework
+            params = params_for(dep.kwargs, fw, dep.batch_size)
+            r.lineage = record(
+                ds, model=r.model, version=r.model_version, params=params, deployment=dep,
+                reproduction_of=r.reproduction_of,
+            )  # fmt: skip
         specs = [
             RunSpec(
                 result_id=r.id,
@@ -221,6 +228,7 @@ def run_deployment(
                 confusion_matrix=dep.confusion_matrix,
                 gpu_fraction=dep.gpu_fraction,
                 input_shape=r.model.input_shape,
+                lineage=r.lineage,
             )
             for r in waiting
         ]
@@ -289,10 +297,18 @@ def run_deployment(
     mark("split")
     train, val, test = split_dataset(data, *rates, shuffle_seed=seed)
     datasets = {"train": train, "val": val, "test": test}
+    sizes = dict(zip(("train", "val", "test"), split_sizes(data.count, *rates), strict=True))
     with store.session() as s:
         for r in s.get_one(TrainingDeployment, deployment_id).results:
             if r.status == ResultStatus.TRAINING:
                 r.progress = {"phase": "starting"}
+                lin = dict(r.lineage or {})
+                lin["datasource"] = {**lin.get("datasource", {}), "malformed": data.malformed}
+                lin["split"] = {**lin.get("split", {}), "sizes": sizes}
+                r.lineage = lin
+                for spec in specs:
+                    if spec.result_id == r.id:
+                        spec.lineage = lin
     if _stopping.is_set():
         return
     mark("start")

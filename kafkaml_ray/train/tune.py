@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray.lineage import record
 from kafkaml_ray.registry import model_version
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import Datasource, MLModel, ResultStatus, Store, TrainingResult, TuneRun
@@ -212,6 +213,9 @@ def _trial(
     from kafkaml_ray.train.reporter import Reporter, error_text
 
     params = {k: _plain(v) for k, v in config.items()}
+    batch_size = params.get("batch_size", template.batch_size)
+    train_args = {k: v for k, v in params.items() if k != "batch_size"}
+    lineage = {**template.lineage, "params": {"batch_size": batch_size, **train_args}}
     store = Store.for_url(template.settings.db_url)
     with store.session() as s:
         row = TrainingResult(
@@ -221,16 +225,17 @@ def _trial(
             status=ResultStatus.TRAINING,
             hyperparameters=params,
             progress={"phase": "starting"},
+            lineage=lineage,
         )
         s.add(row)
         s.flush()
         result_id = row.id
-    train_args = {k: v for k, v in params.items() if k != "batch_size"}
     spec = dataclasses.replace(
         template,
         result_id=result_id,
-        batch_size=params.get("batch_size", template.batch_size),
+        batch_size=batch_size,
         train_args=train_args,
+        lineage=lineage,
     )
     status, error = ResultStatus.FAILED, "the trial was interrupted"
     try:
@@ -331,12 +336,16 @@ def run_tune(
             settings=settings,
             input_shape=model.input_shape,
         )
-        version_id = model_version(s, model).id  # (each trial trains this code)
+        version = model_version(s, model)  # (each trial trains this code)
+        version_id = version.id
+        template.lineage = record(ds, model=model, version=version, params={}, tune=run)
         space, num_samples = dict(run.space), run.num_samples
     errors: dict[str, str] = {}
     failure = None
     try:
         shards = _read(settings, ds)
+        sizes = {k: len(v.data) for k, v in shards.items()}
+        template.lineage["split"] = {**template.lineage["split"], "sizes": sizes}
         trainable = tune.with_resources(
             tune.with_parameters(
                 _trial,

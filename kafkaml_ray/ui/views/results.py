@@ -1,5 +1,7 @@
 """Results: every trained model (as Kafka-ML lists them) with its metrics, training time and
-status; compare several; stop, delete, download the weights, deploy for inference."""
+status, filtered by what it came from and what it reached; compare several (the parameters
+that differ marked); a result's lineage graph, tags and notes; reproduce, stop, delete,
+download the weights, deploy for inference."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from kafkaml_ray.schemas import ResultInfo
+from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray.lineage import tree_dot
+from kafkaml_ray.schemas import ResultInfo, compare, metric_filter, param_filter
 from kafkaml_ray.ui import common
 from kafkaml_ray.ui.charts import phase_chart, phase_frame, result_label
 
@@ -77,6 +81,23 @@ def _compare(results: list[ResultInfo]) -> None:
     frame.index.name = "metric"
     st.dataframe(_best(frame).format(precision=4, na_rep=""))
     st.caption("The best value of each row is marked; lower is better for losses and times.")
+    sources = [row for row in compare(picked) if row["kind"] in ("source", "param")]
+    came = pd.DataFrame(
+        {
+            result_label(r): [_shown(row["values"][i]) for row in sources]
+            for i, r in enumerate(picked)
+        },
+        index=[row["name"] for row in sources],
+    )
+    came.index.name = "came from"
+    differs = {row["name"] for row in sources if row["differs"]}
+    st.dataframe(
+        came.style.apply(
+            lambda row: ["background-color: #fff3cd" if row.name in differs else ""] * len(row),
+            axis=1,
+        )
+    )
+    st.caption("What they came from: the rows that differ are highlighted.")
     phases = phase_frame(picked)
     if not phases.empty:
         st.altair_chart(phase_chart(phases), width="stretch")
@@ -86,6 +107,76 @@ def _compare(results: list[ResultInfo]) -> None:
         )
     if st.button("Learning curves of these", key="results_charts", icon=":material/show_chart:"):
         common.prefill("charts", charts_results=list(chosen))
+
+
+def _shown(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _filters() -> dict[str, Any]:
+    """The filters chosen above the table (`ResultFilter` fields)."""
+    with st.expander(
+        "Filter by what they came from and what they reached", icon=":material/filter_alt:"
+    ):
+        a, b, c, d = st.columns(4)
+        found: dict[str, Any] = {
+            "datasource_id": a.number_input(
+                "Datasource", min_value=1, value=None, step=1, key="results_f_datasource"
+            ),
+            "topic": b.text_input("Topic", key="results_f_topic") or None,
+            "model": c.text_input("Model", key="results_f_model") or None,
+            "status": d.selectbox(
+                "Status", ["waiting", "training", "finished", "failed", "stopped"],
+                index=None, key="results_f_status",
+            ),
+        }  # fmt: skip
+        e, f, g = st.columns(3)
+        param = e.text_input("Parameter", key="results_f_param", placeholder="lr=0.01")
+        metric = f.text_input(
+            "Metric range", key="results_f_metric", placeholder="test_accuracy>=0.9"
+        )
+        found["text"] = g.text_input("Tag or notes", key="results_f_text") or None
+        try:
+            found["params"] = dict([param_filter(param)]) if param else {}
+            found["metrics"] = dict([metric_filter(metric)]) if metric else {}
+        except InvalidInput as err:
+            st.error(str(err), icon=":material/error:")
+            found["params"], found["metrics"] = {}, {}
+    return {k: v for k, v in found.items() if v not in (None, {})}
+
+
+def _lineage(r: ResultInfo) -> None:
+    """The result's lineage graph (each node opens its page), its tags and notes."""
+    links = {
+        "result": "results?result={id}", "datasource": "datasources", "deployment": "training",
+        "tune": "tuning", "inference": "inference",
+    }  # fmt: skip
+    with st.expander(
+        "Lineage: where it came from, what came of it", icon=":material/account_tree:"
+    ):
+        st.graphviz_chart(tree_dot(common.client().lineage(r.id).model_dump(), links))
+        code = r.lineage.get("code") or {}
+        if r.lineage:
+            libraries = r.lineage.get("libraries") or {}
+            st.caption(
+                f"Code version {code.get('version')} (sha256 {str(code.get('sha256'))[:12]}); "
+                + ", ".join(f"{k} {v}" for k, v in libraries.items())
+            )
+        tags = st.text_input(
+            "Tags (comma-separated)", ", ".join(r.tags), key=f"results_tags_{r.id}"
+        )
+        notes = st.text_area("Notes", r.notes, key=f"results_notes_{r.id}")
+        if st.button("Save tags and notes", key="results_annotate", icon=":material/sell:"):
+            wanted = [t.strip() for t in tags.split(",") if t.strip()]
+            client = common.client()
+
+            def annotate() -> None:
+                client.tag_result(r.id, *[t for t in r.tags if t not in wanted], remove=True)
+                if wanted:
+                    client.tag_result(r.id, *wanted)
+                client.set_result_notes(r.id, notes)
+
+            common.act("Saving...", annotate, then=f"Saved the tags and notes of result {r.id}.")
 
 
 def _best(frame: pd.DataFrame) -> Any:
@@ -118,7 +209,8 @@ def _act(results: list[ResultInfo]) -> None:
         st.warning(r.error)
     if r.hyperparameters:
         st.caption("Hyper-parameters: " + common.metrics_text(r.hyperparameters))
-    stop, delete, download, deploy = st.columns(4)
+    _lineage(r)
+    stop, delete, download, deploy, again = st.columns(5)
     can_stop = not r.done and r.deployment_id is not None
     if stop.button(
         "Stop",
@@ -155,15 +247,34 @@ def _act(results: list[ResultInfo]) -> None:
         icon=":material/rocket_launch:",
     ):
         common.prefill("inference", infer_result=r.id)
+    if again.button(
+        "Reproduce",
+        key="results_reproduce",
+        disabled=not r.lineage or r.status == "training",
+        help="Train the same code version with the same parameters on the same datasource.",
+        icon=":material/replay:",
+    ):
+        common.act(
+            "Re-sending the datasource...",
+            common.client().reproduce,
+            r.id,
+            then=lambda dep: f"Deployment {dep.id} reproduces result {r.id}.",
+        )
 
 
 def render() -> None:
     common.header("Results", "Every trained model: metrics, training time and status.")
-    results = common.client().list_results()
-    if not results:
+    if not common.client().list_results():
         st.info("No results yet: deploy a configuration on the Training page.")
         return
+    if "result" in st.query_params:  # a link from a lineage graph
+        picked = st.query_params.pop("result")
+        st.session_state["results_act"] = int(picked) if picked.isdigit() else None
     st.button("Refresh", key="results_refresh")
+    results = common.client().list_results(**_filters())
+    if not results:
+        st.info("No result matches these filters.")
+        return
     _table(results)
     _compare(results)
     _act(results)
