@@ -423,6 +423,15 @@ def result_show(result_id: int, as_json: bool) -> None:
                 f"\ncode: {r.model_name} version {r.model_version} (sha256 {r.code_sha256[:12]}; "
                 f"kafkaml-ray model versions {r.model_id})"
             )
+        if r.lineage:
+            source = r.lineage.get("datasource") or {}
+            params = ", ".join(f"{k}={v}" for k, v in r.params.items())
+            extra += (
+                f"\ndata: datasource {r.datasource_id} ({source.get('topic')}); params: "
+                f"{params or 'none'} (kafkaml-ray result lineage {r.id})"
+            )
+        if r.tags or r.notes:
+            extra += f"\ntags: {', '.join(r.tags) or 'none'}; notes: {r.notes or 'none'}"
         if r.phases:
             total = sum(r.phases.values())
             spent = ", ".join(f"{phase} {s:.2f}" for phase, s in r.phases.items())

@@ -166,6 +166,9 @@ def test_a_tuned_then_served_result_has_its_whole_lineage_and_is_found_by_it(
     client.tag_result(best.id, "candidate", "served")
     client.set_result_notes(best.id, "Served on the lineage topics")
     assert ids(tag="candidate") == [best.id] and ids(text="lineage topics") == [best.id]
+    shown = run("result", "show", str(best.id))
+    assert f"data: datasource {dep.datasource_id} ({source['topic']}); params: " in shown
+    assert "tags: candidate, served; notes: Served on the lineage topics" in shown
     listed = json.loads(run("result", "list", "--param", "lr=0.001", "--topic", topic, "--json"))
     assert [r["id"] for r in listed] == [trials[0.001]]
     bound = f"val_loss<={best.val_metrics['loss']}"

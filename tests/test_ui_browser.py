@@ -153,6 +153,22 @@ def _seed_showcase(client, settings, example) -> None:
             "batches": 45,
             "metrics": r.history[-1]["val"],
         }
+    with client.store.session() as s:  # what a finished run records of where it came from
+        from kafkaml_ray.lineage import record, saved
+        from kafkaml_ray.registry import model_version
+        from kafkaml_ray.store import Datasource
+
+        for rid in done["results"]:
+            r = s.get_one(TrainingResult, rid)
+            r.model_version = model_version(s, r.model)
+            lineage = record(
+                s.get_one(Datasource, done["datasource"]), model=r.model,
+                version=r.model_version, params={"batch_size": 32, "epochs": 10},
+                deployment=r.deployment,
+            )  # fmt: skip
+            r.lineage = saved(
+                lineage, r.weights_uri, b"weights of result %d" % rid, r.model.framework
+            )
     seed_tune(client, on=done)
     topic = f"digits-predictions-{uuid.uuid4().hex[:4]}"
     seed_inference(client, done["results"][0], topic)
@@ -190,3 +206,13 @@ def test_screenshots_of_the_main_pages(panel, page, client, settings, broker, ex
         page.wait_for_timeout(300)
         page.screenshot(path=str(out / f"{path}.png"))
         assert (out / f"{path}.png").stat().st_size < 300_000
+        if path == "results":  # the served result's lineage graph (as its link opens it)
+            page.goto(f"{panel}/results?result=1")
+            _settle(page, heading)
+            page.get_by_text("Lineage: where it came from, what came of it").click()
+            _settle(page, heading)
+            graph = page.get_by_test_id("stGraphVizChart")
+            graph.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            graph.screenshot(path=str(out / "lineage.png"))
+            assert (out / "lineage.png").stat().st_size < 300_000
