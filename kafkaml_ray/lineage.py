@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import textwrap
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
@@ -323,7 +324,10 @@ def tree_dot(t: dict[str, Any], links: Mapping[str, str] | None = None) -> str:
         if links and kind in links and rest.isdigit():
             url = f', URL="{links[kind].format(id=rest)}", target="_top"'
         shape = {"datasource": "cylinder", "result": "box3d", "inference": "cds"}.get(kind, "box")
-        label = text.replace("\\", "\\\\").replace('"', '\\"')
+        if not rest.isdigit():  # a detail of its parent (params, metrics, weights, version)
+            shape = "note"
+        lines = textwrap.wrap(text, 48, break_on_hyphens=False)
+        label = "\\n".join(x.replace("\\", "\\\\").replace('"', '\\"') for x in lines)
         nodes.append(f'  "{node}" [label="{label}", shape={shape}{url}];')
         parents[depth] = node
         if depth:
