@@ -292,7 +292,9 @@ def _lines(t: dict[str, Any]) -> list[tuple[int, str, str]]:
         text = f"version {v['version']} (after window {v['window']}, {v['at']}): "
         out.append((inner, f"version-{r['id']}-{v['version']}", text + _metrics(v["metrics"])))
     for i in t.get("inferences", []):
-        served = "newest version" if i["version"] == "follows" else f"version {i['version'] or 1}"
+        served = {"follows": "newest version", None: "its weights"}.get(
+            i["version"], f"version {i['version']}"
+        )
         text = (
             f"inference {i['id']}: {i['input_topic']} → {i['output_topic']}, {i['replicas']} "
             f"replica(s), {served}, {i['from']} to {i['to'] or 'now'} [{i['status']}]"
