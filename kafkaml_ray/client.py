@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kafkaml_ray.errors import Conflict, InvalidInput, NotFound
 from kafkaml_ray.registry import FRAMEWORKS, model_version, validate_model
+from kafkaml_ray.results import ResultFilter
 from kafkaml_ray.schemas import (
     ConfigurationInfo,
     DatasourceInfo,
@@ -35,7 +36,6 @@ from kafkaml_ray.schemas import (
     ModelVersionInfo,
     OnlineOptions,
     Prediction,
-    ResultFilter,
     ResultInfo,
     ServingOptions,
     TrainingOptions,
@@ -342,7 +342,7 @@ class Client:
 
     def list_results(self, deployment_id: int | None = None, **filters: Any) -> list[ResultInfo]:
         """The results, oldest first, that match every one of ``filters``
-        (`~kafkaml_ray.schemas.ResultFilter`: ``datasource_id``, ``topic``, ``model``,
+        (`~kafkaml_ray.results.ResultFilter`: ``datasource_id``, ``topic``, ``model``,
         ``code_version``, ``framework``, ``status``, ``params={"lr": 0.01}``,
         ``metrics={"test_accuracy": (0.9, None)}``, ``tag``, ``text``, ``tune_id``)."""
         wanted: ResultFilter = checked(ResultFilter, deployment_id=deployment_id, **filters)
@@ -390,6 +390,7 @@ class Client:
         datasource (the control message is re-sent). Returns the new deployment, whose one
         result names the first as the one it reproduces (``reproduction_of``); it trains
         when the control listener hands it the stream (`wait_for_deployment`)."""
+        self._check_cluster()
         with self.store.session() as s:
             r = _get(s, TrainingResult, result_id, "training result")
             lin = r.lineage or {}
@@ -957,6 +958,7 @@ def _configuration_of(s, model: MLModel) -> Configuration:
             return config
     config = Configuration(name=f"{model.name} (reproductions)", models=[model])
     s.add(config)
+    _flush(s, f"a configuration named {config.name!r} exists with other models: rename it")
     return config
 
 

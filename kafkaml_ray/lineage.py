@@ -336,6 +336,5 @@ def tree_dot(t: dict[str, Any], links: Mapping[str, str] | None = None) -> str:
             edges.append(f'  "{parents[depth - 1]}" -> "{node}";')
     body = "\n".join(dict.fromkeys(nodes + edges))
     return (
-        "digraph lineage {\n  rankdir=LR;\n  node [fontname=Helvetica, fontsize=10];\n"
-        f"{body}\n}}"
+        f"digraph lineage {{\n  rankdir=LR;\n  node [fontname=Helvetica, fontsize=10];\n{body}\n}}"
     )

@@ -67,11 +67,13 @@ def start_ray(settings: Settings, num_cpus: int | None = None, timeout: float = 
     address = f"127.0.0.1:{settings.ray_port}"
     if local_ray_running(settings):
         return address
-    if port_open(settings.ray_port):
-        raise Unavailable(
-            f"port {settings.ray_port} is taken by another program; set KAFKAML_RAY_PORT to a "
-            "free port, or RAY_ADDRESS to the Ray cluster that listens there"
-        )
+    for port in (settings.ray_port, settings.ray_port + 1, settings.ray_port + 2):
+        if port_open(port):  # (the head, its client server and its dashboard agent)
+            raise Unavailable(
+                f"port {port} is taken by another program (the Ray head uses KAFKAML_RAY_PORT "
+                f"{settings.ray_port} and the two after it); set KAFKAML_RAY_PORT to the first "
+                "of three free ports, or RAY_ADDRESS to the Ray cluster that listens there"
+            )
     cmd = [
         sys.executable,
         "-m",

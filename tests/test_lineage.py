@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kafkaml_ray.schemas import ResultFilter, ResultInfo, compare
+from kafkaml_ray.results import ResultFilter, compare
+from kafkaml_ray.schemas import ResultInfo
 from tests.conftest import EXAMPLES, add_model_unvalidated, running_listener
 from tests.test_inference import _read_all
 from tests.test_training import _digits, _regression, _send
@@ -208,6 +209,15 @@ def test_a_tuned_then_served_result_has_its_whole_lineage_and_is_found_by_it(
     [saved] = ml.list_artifacts(run_id, "weights")
     got = Path(ml.download_artifacts(run_id, saved.path, str(tmp_path / "dl"))).read_bytes()
     assert got == weights
+
+    # A trial reproduced: a deployment of the same code with the trial's hyper-parameters.
+    with running_listener(settings):
+        again = client.reproduce(best.id)
+        again = client.wait_for_deployment(again.id, timeout=300)
+    [copy] = again.results
+    assert (copy.status, copy.reproduction_of, copy.params) == ("finished", best.id, lin["params"])
+    assert copy.test_metrics == pytest.approx(best.test_metrics, rel=0.05)
+    assert client.lineage(best.id).reproductions == [copy.id]
 
 
 @pytest.mark.integration

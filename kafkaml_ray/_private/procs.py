@@ -49,18 +49,19 @@ logger = logging.getLogger(__name__)
 
 # -- ports ---------------------------------------------------------------------------------
 def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports on 127.0.0.1.
+    """The first of ``count`` consecutive free ports on 127.0.0.1, between 20000 and 32767:
+    above Ray's worker ports (10002-19999) and below the range the OS hands out itself
+    (32768 and up), so that no process started meanwhile (a Ray head picks ports of its own
+    as it starts) takes one before the program it is chosen for binds it.
 
     >>> base = free_ports(3)
-    >>> 0 < base and base + 3 <= 65000
+    >>> 20000 <= base and base + 3 <= 32768
     True
     """
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count > 65000:
-            continue
+    import random
+
+    for _ in range(500):
+        base = random.randrange(20000, 32768 - count)
         try:
             for port in range(base, base + count):
                 with socket.socket() as s:

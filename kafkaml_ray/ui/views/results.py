@@ -12,7 +12,8 @@ import streamlit as st
 
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.lineage import tree_dot
-from kafkaml_ray.schemas import ResultInfo, compare, metric_filter, param_filter
+from kafkaml_ray.results import compare, metric_filter, param_filter
+from kafkaml_ray.schemas import ResultInfo
 from kafkaml_ray.ui import common
 from kafkaml_ray.ui.charts import phase_chart, phase_frame, result_label
 
