@@ -391,22 +391,20 @@ class Client:
         result names the first as the one it reproduces (``reproduction_of``); it trains
         when the control listener hands it the stream (`wait_for_deployment`)."""
         self._check_cluster()
+        lin = self.get_result(result_id).lineage
+        if not lin.get("datasource"):
+            raise InvalidInput(
+                f"result {result_id} has no lineage record (its run never started, or it "
+                "was stored before lineage was recorded): nothing to reproduce from"
+            )
+        if lin["datasource"].get("incremental"):
+            raise InvalidInput(
+                f"result {result_id} was trained online: an online run is not reproduced "
+                "(its stream has no end); deploy it again on its topic instead"
+            )
+        ds = self._resendable(lin["datasource"]["id"])
         with self.store.session() as s:
             r = _get(s, TrainingResult, result_id, "training result")
-            lin = r.lineage or {}
-            if not lin.get("datasource") or r.model_version is None:
-                raise InvalidInput(
-                    f"result {result_id} has no lineage record (its run never started, or it "
-                    "was stored before lineage was recorded): nothing to reproduce from"
-                )
-            if lin["datasource"].get("incremental"):
-                raise InvalidInput(
-                    f"result {result_id} was trained online: an online run is not reproduced "
-                    "(its stream has no end); deploy it again on its topic instead"
-                )
-            ds = self.get_datasource(lin["datasource"]["id"])  # still there, not expired
-            if ds.expired:
-                raise InvalidInput(f"datasource {ds.id} has expired: {ds.expired}")
             params, fw = dict(lin.get("params") or {}), r.model.framework
             batch_size = int(params.pop("batch_size", 32))
             old = r.deployment
@@ -431,8 +429,8 @@ class Client:
                 )
             )  # fmt: skip
             s.flush()
-            dep_id, datasource_id = dep.id, lin["datasource"]["id"]
-        self.resend_datasource(datasource_id, dep_id)
+            dep_id = dep.id
+        self._send_control(ds, dep_id)
         return self.get_deployment(dep_id)
 
     def list_online_results(self) -> list[ResultInfo]:
@@ -545,16 +543,26 @@ class Client:
     def resend_datasource(self, datasource_id: int, deployment_id: int) -> None:
         """Re-send a stored stream's control message to another deployment: it trains on
         the same Kafka ranges without the data being sent again."""
-        from confluent_kafka import Producer
+        ds = self._resendable(datasource_id)
+        self.get_deployment(deployment_id)  # exists
+        self._send_control(ds, deployment_id)
 
-        from kafkaml_ray.ingest.control import parse_control
-
+    def _resendable(self, datasource_id: int) -> DatasourceInfo:
+        """The datasource, if its control message can be sent again (not refused, its
+        ranges still in Kafka)."""
         ds = self.get_datasource(datasource_id)
         if ds.status == "refused" or not ds.topic:
             raise InvalidInput(f"datasource {datasource_id} was refused: nothing to re-send")
         if ds.expired:
             raise InvalidInput(f"datasource {datasource_id} has expired: {ds.expired}")
-        self.get_deployment(deployment_id)  # exists
+        return ds
+
+    def _send_control(self, ds: DatasourceInfo, deployment_id: int) -> None:
+        """Send ``ds``'s control message again, naming ``deployment_id``."""
+        from confluent_kafka import Producer
+
+        from kafkaml_ray.ingest.control import parse_control
+
         msg = parse_control(b"\x00", json.dumps(ds.message).encode())
         msg.deployment_id = deployment_id
         key, value, headers = msg.to_kafka()

@@ -9,8 +9,6 @@ back with what it links to: datasource, deployment or search, published versions
 online run, the inferences that served it and its reproductions. `tree_text` draws it
 for the command line and `tree_dot` for the panel (Graphviz), from the same tree.
 
->>> topics("digits:0:0:900,digits:1:0:897,extra:0:5:9")
-['digits', 'extra']
 >>> params_for({"pytorch": {"train": {"epochs": 5}}}, "pytorch", 32)
 {'batch_size': 32, 'epochs': 5}
 """
@@ -37,19 +35,13 @@ from kafkaml_ray.store import (
     TuneRun,
 )
 
-__all__ = ["record", "saved", "tree", "tree_text", "tree_dot", "topics", "params_for"]
+__all__ = ["record", "saved", "tree", "tree_text", "tree_dot", "params_for"]
 
 #: the libraries whose versions a saved result records, by framework
 _LIBRARIES = {
     "pytorch": ["torch", "pytorch-ignite", "safetensors"],
     "tensorflow": ["tensorflow", "keras"],
 }
-
-
-def topics(ranges: str) -> list[str]:
-    """The topic names in a datasource's ranges (``topic:partition:start:end,...``; Kafka
-    topic names hold no ``:``), in order, once each."""
-    return list(dict.fromkeys(r.split(":", 1)[0] for r in ranges.split(",") if r))
 
 
 def params_for(kwargs: dict[str, Any], framework: str, batch_size: int) -> dict[str, Any]:
@@ -84,21 +76,21 @@ def record(
     model: MLModel,
     version: ModelVersion | None,
     params: dict[str, Any],
+    on_malformed: str,
+    shuffle_seed: int | None = None,
     deployment: TrainingDeployment | None = None,
     tune: TuneRun | None = None,
     reproduction_of: int | None = None,
 ) -> dict[str, Any]:
     """The lineage of a result of ``model`` (its code ``version``) as its run starts on
     ``ds`` with ``params`` (training arguments and batch size, or a trial's
-    hyper-parameters). It holds the code itself, so it stays true if the model goes."""
+    hyper-parameters), split with ``shuffle_seed`` and reading malformed messages as
+    ``on_malformed`` says. It holds the code itself, so it stays true if the model goes."""
     v, fw, dep = version, model.framework, deployment
     return {
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "datasource": _datasource(ds),
-        "split": {
-            "shuffle_seed": dep.shuffle_seed if dep else None,
-            "on_malformed": dep.on_malformed if dep else ("skip" if ds.malformed_count else "fail"),
-        },
+        "split": {"shuffle_seed": shuffle_seed, "on_malformed": on_malformed},
         "code": {
             "model_id": model.id,
             "model": model.name,

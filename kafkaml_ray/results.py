@@ -11,7 +11,17 @@ from pydantic import BaseModel, ConfigDict
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.schemas import ResultInfo
 
-__all__ = ["ResultFilter", "param_filter", "metric_filter", "compare"]
+__all__ = ["ResultFilter", "param_filter", "metric_filter", "compare", "topics"]
+
+
+def topics(ranges: str) -> list[str]:
+    """The topic names in a datasource's ranges (``topic:partition:start:end,...``; Kafka
+    topic names hold no ``:``), in order, once each.
+
+    >>> topics("digits:0:0:900,digits:1:0:897,extra:0:5:9")
+    ['digits', 'extra']
+    """
+    return list(dict.fromkeys(r.split(":", 1)[0] for r in ranges.split(",") if r))
 
 
 class ResultFilter(BaseModel):
@@ -39,12 +49,11 @@ class ResultFilter(BaseModel):
     tune_id: int | None = None
 
     def matches(self, r: ResultInfo) -> bool:
-        source = r.lineage.get("datasource") or {}
-        ranges = str(source.get("topic") or "")
+        ranges = str((r.lineage.get("datasource") or {}).get("topic") or "")
         checks = [
             self.deployment_id is None or r.deployment_id == self.deployment_id,
             self.datasource_id is None or r.datasource_id == self.datasource_id,
-            self.topic is None or self.topic in {x.split(":", 1)[0] for x in ranges.split(",")},
+            self.topic is None or self.topic in topics(ranges),
             self.model is None or r.model_name == self.model,
             self.code_version is None or r.model_version == self.code_version,
             self.framework is None or r.framework == self.framework,

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from kafkaml_ray import artifacts
 from kafkaml_ray.errors import InvalidInput, NotFound
-from kafkaml_ray.lineage import topics
+from kafkaml_ray.results import topics
 
 if TYPE_CHECKING:
     from kafkaml_ray.client import Client
@@ -167,11 +167,6 @@ def _code_text(imports: str | None, code: str | None) -> str:
     return "\n\n".join(part for part in (imports, code) if part)
 
 
-def _lineage(result: ResultInfo) -> dict[str, Any]:
-    lineage = getattr(result, "lineage", None)
-    return dict(lineage) if isinstance(lineage, Mapping) else {}
-
-
 def _section(lineage: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = lineage.get(name)
     return dict(value) if isinstance(value, Mapping) else {}
@@ -179,10 +174,8 @@ def _section(lineage: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 # -- one result --------------------------------------------------------------------------
 def _tags(result: ResultInfo, lineage: Mapping[str, Any]) -> dict[str, Any]:
-    datasource = _section(lineage, "datasource")
     deployment = _section(lineage, "deployment")
     code = _section(lineage, "code")
-    reproduces = getattr(result, "reproduction_of", None) or lineage.get("reproduction_of")
     tags: dict[str, Any] = {
         "kafkaml.result_id": result.id,
         "kafkaml.model": result.model_name,
@@ -192,14 +185,14 @@ def _tags(result: ResultInfo, lineage: Mapping[str, Any]) -> dict[str, Any]:
         "kafkaml.code_sha256": result.code_sha256 or code.get("sha256"),
         "kafkaml.model_version": result.model_version or code.get("version"),
         "kafkaml.deployment_id": result.deployment_id or deployment.get("id"),
-        "kafkaml.datasource_id": getattr(result, "datasource_id", None) or datasource.get("id"),
+        "kafkaml.datasource_id": result.datasource_id,
         "kafkaml.tune_id": result.tune_id,
         "kafkaml.best": str(bool(result.best)).lower() if result.tune_id is not None else None,
-        "kafkaml.reproduction_of": reproduces,
+        "kafkaml.reproduction_of": result.reproduction_of,
         "kafkaml.error": result.error,
-        "kafkaml.tags": ",".join(getattr(result, "tags", None) or []) or None,
+        "kafkaml.tags": ",".join(result.tags) or None,
         "kafkaml.lineage_recorded_at": lineage.get("recorded_at"),
-        "mlflow.note.content": getattr(result, "notes", None) or None,
+        "mlflow.note.content": result.notes or None,
     }
     return {k: v for k, v in tags.items() if v is not None}
 
@@ -209,12 +202,7 @@ def _params(result: ResultInfo, lineage: Mapping[str, Any]) -> dict[str, Any]:
     split = _section(lineage, "split")
     deployment = _section(lineage, "deployment")
     code = _section(lineage, "code")
-    training = {
-        **(result.hyperparameters or {}),
-        **(getattr(result, "params", None) or {}),
-        **_section(lineage, "params"),
-    }
-    params: dict[str, Any] = dict(training)
+    params: dict[str, Any] = dict(result.params or result.hyperparameters or {})
     params.update({f"val.{k}": v for k, v in _section(lineage, "val_params").items()})
     for name in _DATASOURCE_PARAMS.split():
         params[f"datasource.{name}"] = datasource.get(name)
@@ -311,11 +299,11 @@ def _stage(
 
 
 def _dataset_input(lineage: Mapping[str, Any]) -> Any | None:
-    """The datasource as an MLflow dataset input, if recorded and MLflow has them."""
+    """The datasource as an MLflow dataset input, if its lineage records one."""
     datasource = _section(lineage, "datasource")
     ranges = datasource.get("topic")
     entities = _mlflow().entities
-    if not ranges or not all(hasattr(entities, n) for n in ("Dataset", "DatasetInput")):
+    if not ranges:
         return None
     schema = {"format": datasource.get("format"), "config": datasource.get("config") or {}}
     profile = {
@@ -384,7 +372,7 @@ def _result_run(
     ml: Any, experiment_id: str, client: Client, result: ResultInfo, parent_run_id: str | None
 ) -> str:
     status = _run_status(f"result {result.id}", result.status)
-    lineage = _lineage(result)
+    lineage = result.lineage
     start, end = _ms(result.created_at), _ms(result.updated_at)
     tags = {**_tags(result, lineage), "mlflow.parentRunId": parent_run_id}
     run_id = _create_run(ml, experiment_id, f"result-{result.id} {result.model_name}", start, tags)
@@ -395,7 +383,7 @@ def _result_run(
             _log_batch(ml, run_id, end or start or 0, params, metrics, more_tags)
             if any(Path(tmp).iterdir()):
                 ml.log_artifacts(run_id, tmp)
-        if hasattr(ml, "log_inputs") and (dataset := _dataset_input(lineage)) is not None:
+        if (dataset := _dataset_input(lineage)) is not None:
             ml.log_inputs(run_id, datasets=[dataset])
         ml.set_terminated(run_id, status, end_time=end)
     except BaseException:

@@ -164,7 +164,7 @@ def _seed_showcase(client, settings, example) -> None:
             lineage = record(
                 s.get_one(Datasource, done["datasource"]), model=r.model,
                 version=r.model_version, params={"batch_size": 32, "epochs": 10},
-                deployment=r.deployment,
+                on_malformed="fail", deployment=r.deployment,
             )  # fmt: skip
             r.lineage = saved(
                 lineage, r.weights_uri, b"weights of result %d" % rid, r.model.framework

@@ -211,7 +211,8 @@ def run_deployment(
             fw = r.model.framework
             params = params_for(dep.kwargs, fw, dep.batch_size)
             r.lineage = record(
-                ds, model=r.model, version=r.model_version, params=params, deployment=dep,
+                ds, model=r.model, version=r.model_version, params=params,
+                on_malformed=dep.on_malformed, shuffle_seed=dep.shuffle_seed, deployment=dep,
                 reproduction_of=r.reproduction_of,
             )  # fmt: skip
         specs = [
@@ -298,6 +299,7 @@ def run_deployment(
     train, val, test = split_dataset(data, *rates, shuffle_seed=seed)
     datasets = {"train": train, "val": val, "test": test}
     sizes = dict(zip(("train", "val", "test"), split_sizes(data.count, *rates), strict=True))
+    by_result = {spec.result_id: spec for spec in specs}
     with store.session() as s:
         for r in s.get_one(TrainingDeployment, deployment_id).results:
             if r.status == ResultStatus.TRAINING:
@@ -306,9 +308,8 @@ def run_deployment(
                 lin["datasource"] = {**lin.get("datasource", {}), "malformed": data.malformed}
                 lin["split"] = {**lin.get("split", {}), "sizes": sizes}
                 r.lineage = lin
-                for spec in specs:
-                    if spec.result_id == r.id:
-                        spec.lineage = lin
+                if r.id in by_result:
+                    by_result[r.id].lineage = lin
     if _stopping.is_set():
         return
     mark("start")

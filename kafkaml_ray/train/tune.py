@@ -254,19 +254,23 @@ def _trial(
 
 
 # -- the search ---------------------------------------------------------------------------
+def _on_malformed(ds: Datasource) -> str:
+    """A search skips the malformed messages that its datasource's training skipped."""
+    return "skip" if ds.malformed_count else "fail"
+
+
 def _read(settings: Settings, ds: Datasource) -> dict[str, _Split]:
     """The datasource read once from Kafka, split, in memory."""
     from kafkaml_ray.ingest.control import parse_ranges
     from kafkaml_ray.ingest.dataset import read_ranges, split_dataset
     from kafkaml_ray.train._loops import to_numpy
 
-    on_malformed = "skip" if ds.malformed_count else "fail"
     data = read_ranges(
         settings.kafka_config(),
         parse_ranges(ds.topic),
         ds.input_format,
         ds.input_config,
-        on_malformed,
+        _on_malformed(ds),
     )
     splits = split_dataset(data, ds.validation_rate, ds.test_rate)
     return {
@@ -338,7 +342,9 @@ def run_tune(
         )
         version = model_version(s, model)  # (each trial trains this code)
         version_id = version.id
-        template.lineage = record(ds, model=model, version=version, params={}, tune=run)
+        template.lineage = record(
+            ds, model=model, version=version, params={}, on_malformed=_on_malformed(ds), tune=run
+        )
         space, num_samples = dict(run.space), run.num_samples
     errors: dict[str, str] = {}
     failure = None
