@@ -291,7 +291,10 @@ class Client:
             s.add(dep)
             s.flush()
             for m in config.models:
-                s.add(TrainingResult(deployment=dep, model=m, model_version=model_version(s, m)))
+                version = model_version(s, m)
+                if online is not None:
+                    _check_monitored(m.name, version.metrics, online.monitoring_metric)
+                s.add(TrainingResult(deployment=dep, model=m, model_version=version))
             dep_id = dep.id
         if submit:
             from kafkaml_ray.train.submit import submit_training
@@ -500,17 +503,23 @@ class Client:
         import ray
 
         from kafkaml_ray._private.rayutil import ensure_ray
+        from kafkaml_ray._private.trained import TrainedWith
 
-        r = self.get_result(result_id)
-        if not r.weights_uri:
-            raise NotFound(f"result {result_id} has no weights (status {r.status})")
-        m = self.get_model(r.model_id)
+        with self.store.session() as s:
+            r = _get(s, TrainingResult, result_id, "training result")
+            if not r.weights_uri:
+                raise NotFound(f"result {result_id} has no weights (status {r.status})")
+            trained, weights_uri = TrainedWith.of(r), r.weights_uri
         ensure_ray(self.settings)
         self._check_cluster()
         task = ray.remote(num_cpus=1, max_calls=1)(_predict)
-        return ray.get(
-            task.remote(m.framework, m.code, m.imports, r.weights_uri, m.input_shape, data)
-        )
+        out = ray.get(task.remote(trained, weights_uri, data))
+        if isinstance(out, str):
+            raise InvalidInput(f"result {result_id} cannot predict this data: {out}")
+        import numpy as np
+
+        values, dtype, shape = out
+        return np.frombuffer(values, dtype=np.dtype(dtype)).reshape(shape)
 
     # -- datasources -------------------------------------------------------------------
     def list_datasources(self, check: bool = True) -> list[DatasourceInfo]:
@@ -930,10 +939,23 @@ def _get(s, table, key: int, what: str):
     return row
 
 
-def _predict(framework, code, imports, weights_uri, input_shape, data):
+def _predict(trained, weights_uri, data) -> tuple[bytes, str, list[int]] | str:
+    """The predictions as plain bytes, dtype and shape, or the error as text: nothing that
+    model code made reaches the caller's process, where unpickling it could run its code
+    (an object's ``__reduce__``, a user-defined exception)."""
+    import numpy as np
+
     from kafkaml_ray._private.trained import TrainedModel
 
-    return TrainedModel(framework, code, imports, weights_uri, input_shape).predict(data)
+    t = trained
+    try:
+        model = TrainedModel(t.framework, t.code, t.imports, weights_uri, t.input_shape)
+        out = np.asarray(model.predict(data))
+        if out.dtype.kind not in "biuf":
+            return f"the model returned {out.dtype} values, not numbers"
+        return out.tobytes(), str(out.dtype.str), [int(d) for d in out.shape]
+    except BaseException as e:  # noqa: BLE001 - returned as text, never as the object
+        return f"{type(e).__name__}: {e}"
 
 
 def _prediction(m, dead_letter: bool) -> Prediction:
@@ -956,6 +978,17 @@ def _prediction(m, dead_letter: bool) -> Prediction:
         error=error,
         headers=headers,
     )
+
+
+def _check_monitored(model: str, reported: list[str] | None, metric: str) -> None:
+    """Refuse an online deployment whose ``monitoring_metric`` a model does not report: no
+    version would ever be published (``reported`` None: not known until it trains, and
+    the run itself refuses it at its first window)."""
+    if reported is not None and metric not in reported:
+        raise InvalidInput(
+            f"monitoring_metric {metric!r}: model {model!r} reports "
+            f"{', '.join(reported) or 'no metrics'}; no version would ever be published"
+        )
 
 
 def _configuration_of(s, model: MLModel) -> Configuration:

@@ -174,12 +174,11 @@ def _stream_and_score(
     consumer.subscribe([out])
     consumer.poll(1.0)  # joins the group before the inputs go out
     start = time.monotonic()
-    producer = InferenceProducer(
+    with InferenceProducer(  # (closed before the stack may go down: no reconnect noise)
         settings.bootstrap_servers, inp, "RAW", {"data_type": "float32", "data_reshape": "8 8"}
-    )
-    for i, sample in enumerate(x):
-        producer.send(sample, key=str(i).encode())
-    producer.flush()
+    ) as producer:
+        for i, sample in enumerate(x):
+            producer.send(sample, key=str(i).encode())
     predicted: dict[int, int] = {}
     deadline = start + timeout
     with tqdm(total=len(x), desc="predictions", unit="msg") as bar:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["KafkaMLError", "NotFound", "Conflict", "InvalidInput", "ModelCodeError", "Unavailable"]
+__all__ = [
+    "KafkaMLError",
+    "NotFound",
+    "Conflict",
+    "InvalidInput",
+    "ModelCodeError",
+    "Unavailable",
+    "RunStopped",
+]
 
 
 class KafkaMLError(Exception):
@@ -32,3 +40,8 @@ class ModelCodeError(InvalidInput):
 
 class Unavailable(KafkaMLError):
     """A service (broker, Ray, store) that cannot be reached or started."""
+
+
+class RunStopped(KafkaMLError):
+    """A training run found its result no longer training (stopped, failed or deleted): it
+    ends without writing anything more."""

@@ -7,15 +7,17 @@ returns what it found, or the error with its line.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Literal
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kafkaml_ray.errors import ModelCodeError
+from kafkaml_ray.errors import Conflict, ModelCodeError
 from kafkaml_ray.settings import Settings
-from kafkaml_ray.store import MLModel, ModelVersion
+from kafkaml_ray.store import MLModel, ModelVersion, store_error_text
 
 __all__ = ["validate_model", "code_sha256", "model_version", "Framework", "FRAMEWORKS"]
 
@@ -24,16 +26,22 @@ Framework = Literal["pytorch", "tensorflow"]
 FRAMEWORKS: tuple[str, ...] = ("pytorch", "tensorflow")
 
 
-def _describe(framework: str, code: str, imports: str, memory_mb: int) -> dict[str, Any]:
+def _describe(framework: str, code: str, imports: str, memory_mb: int) -> str:
+    """What `validate_model` finds, as JSON text: nothing that model code made (a shape
+    object, a user-defined exception) reaches the caller's process, where unpickling it
+    could run that code."""
     from kafkaml_ray._private.modelcode import describe_model, limit_memory
 
     limit_memory(memory_mb)
     try:
-        return {"ok": describe_model(framework, code, imports)}
+        out: dict[str, Any] = {"ok": describe_model(framework, code, imports)}
     except ModelCodeError as e:
-        return {"error": e.reason, "line": e.line}
+        out = {"error": e.reason, "line": e.line}
     except MemoryError:
-        return {"error": "MemoryError: the model code ran out of memory", "line": None}
+        out = {"error": "MemoryError: the model code ran out of memory", "line": None}
+    except BaseException as e:  # noqa: BLE001 - returned as text, never as the object
+        out = {"error": f"{type(e).__name__}: {e}", "line": None}
+    return json.dumps(out)
 
 
 def validate_model(
@@ -58,7 +66,7 @@ def validate_model(
     task = ray.remote(num_cpus=0.5, max_calls=1, max_retries=0)(_describe)
     ref = task.remote(framework, code, imports, settings.validation_memory_mb)
     try:
-        out = ray.get(ref, timeout=settings.validation_timeout_s)
+        out = json.loads(ray.get(ref, timeout=settings.validation_timeout_s))
     except ray.exceptions.GetTimeoutError:
         ray.cancel(ref, force=True)
         raise ModelCodeError(
@@ -96,8 +104,12 @@ def model_version(s: Session, model: MLModel) -> ModelVersion:
     last = s.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.model_id == model.id))
     version = ModelVersion(
         model_id=model.id, number=(last or 0) + 1, sha256=sha, imports=model.imports,
-        code=model.code,
+        code=model.code, input_shape=model.input_shape, output_shape=model.output_shape,
+        metrics=model.metrics,
     )  # fmt: skip
     s.add(version)
-    s.flush()
+    try:
+        s.flush()
+    except IntegrityError as e:  # (another process added a version at the same moment)
+        raise Conflict(store_error_text(e)) from None
     return version

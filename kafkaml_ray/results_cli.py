@@ -160,13 +160,22 @@ def result_note(result_id: int, notes: str, as_json: bool) -> None:
 @click.argument("result_id", type=int)
 @json_option
 def result_show(result_id: int, as_json: bool) -> None:
-    """One result with its learning curve."""
+    """One result with its learning curve (an online result's: its windows and versions)."""
+    client = client_from_env()
 
     def text(r) -> str:
-        curve = table(
-            [(h["epoch"], metrics_text(h["train"]), metrics_text(h["val"])) for h in r.history],
-            ["epoch", "train", "validation"],
-        )
+        windows = client.list_windows(r.id)
+        if windows:  # online: window after window, each scored before it was trained on
+            curve = (
+                _windows_text(windows)
+                + "\n\nversions:\n"
+                + _versions_text(client.list_versions(r.id))
+            )
+        else:
+            curve = table(
+                [(h["epoch"], metrics_text(h["train"]), metrics_text(h["val"])) for h in r.history],
+                ["epoch", "train", "validation"],
+            )
         extra = f"\nweights: {r.weights_uri}" if r.weights_uri else ""
         if r.model_version is not None:
             extra += (
@@ -188,7 +197,7 @@ def result_show(result_id: int, as_json: bool) -> None:
             extra += f"\ntime by phase (s, {total:.1f} in all): {spent}"
         return results_table([r]) + "\n\nlearning curve:\n" + curve + extra
 
-    emit(client_from_env().get_result(result_id), as_json, text)
+    emit(client.get_result(result_id), as_json, text)
 
 
 @result.command("windows")
@@ -198,24 +207,25 @@ def result_windows(result_id: int, as_json: bool) -> None:
     """An online result's windows: each scored before it was trained on (prequential), then
     its training and validation metrics, the offsets it covers and the version it published."""
 
-    def text(ws) -> str:
-        rows = [
-            (
-                w.window,
-                w.messages,
-                w.malformed,
-                metrics_text(w.prequential),
-                metrics_text(w.train),
-                metrics_text(w.val),
-                " ".join(f"{k}[{a}:{b})" for k, (a, b) in w.offsets.items()),
-                w.version or "",
-            )
-            for w in ws
-        ]
-        head = ["window", "messages", "malformed", "prequential", "train", "validation"]
-        return table(rows, [*head, "offsets", "published"])
+    emit(client_from_env().list_windows(result_id), as_json, _windows_text)
 
-    emit(client_from_env().list_windows(result_id), as_json, text)
+
+def _windows_text(ws) -> str:
+    rows = [
+        (
+            w.window,
+            w.messages,
+            w.malformed,
+            metrics_text(w.prequential),
+            metrics_text(w.train),
+            metrics_text(w.val),
+            " ".join(f"{k}[{a}:{b})" for k, (a, b) in w.offsets.items()),
+            w.version or "",
+        )
+        for w in ws
+    ]
+    head = ["window", "messages", "malformed", "prequential", "train", "validation"]
+    return table(rows, [*head, "offsets", "published"])
 
 
 @result.command("versions")
@@ -225,20 +235,21 @@ def result_versions(result_id: int, as_json: bool) -> None:
     """An online result's published versions: when, after which window, with which metrics,
     trained through which offsets."""
 
-    def text(vs) -> str:
-        rows = [
-            (
-                v.version,
-                v.window,
-                v.created_at.isoformat(" ", "seconds"),
-                metrics_text(v.metrics),
-                " ".join(f"{k}@{n}" for k, n in v.offsets.items()),
-            )
-            for v in vs
-        ]
-        return table(rows, ["version", "window", "published", "metrics", "trained through"])
+    emit(client_from_env().list_versions(result_id), as_json, _versions_text)
 
-    emit(client_from_env().list_versions(result_id), as_json, text)
+
+def _versions_text(vs) -> str:
+    rows = [
+        (
+            v.version,
+            v.window,
+            v.created_at.isoformat(" ", "seconds"),
+            metrics_text(v.metrics),
+            " ".join(f"{k}@{n}" for k, n in v.offsets.items()),
+        )
+        for v in vs
+    ]
+    return table(rows, ["version", "window", "published", "metrics", "trained through"])
 
 
 @result.command("download")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -87,20 +88,44 @@ class OnlineOptions(BaseModel, frozen=True, extra="forbid"):
         None, ge=0, lt=1, description="Each window's validation share (default: the stream's)."
     )
     monitoring_metric: str = Field(
-        "loss", min_length=1, description="The metric whose improvement publishes a version."
+        "loss",
+        min_length=1,
+        description="The metric whose improvement publishes a version (Kafka-ML's val_ names too).",
     )
-    change: Literal["up", "down"] = Field(
-        "down", description="Which way is better for that metric."
+    change: Literal["up", "down"] | None = Field(
+        None, description="Which way is better for that metric (default: loss down, else up)."
     )
     improvement: float = Field(0.05, ge=0, description="The smallest gain that publishes.")
     max_windows: int | None = Field(None, ge=1, description="End after this many windows.")
     max_duration_s: float | None = Field(None, gt=0, description="End after this long.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metric(cls, data: Any) -> Any:
+        """Kafka-ML's (and our Tune's) ``val_`` names are the windows' own (each window's
+        metric is on its held-out part); ``change`` follows the metric when not given.
+
+        >>> o = OnlineOptions(monitoring_metric="val_accuracy")
+        >>> (o.monitoring_metric, o.change, OnlineOptions(monitoring_metric="mae").change)
+        ('accuracy', 'up', 'down')
+        """
+        if isinstance(data, dict) and isinstance(data.get("monitoring_metric", "loss"), str):
+            data = dict(data)
+            metric = data.get("monitoring_metric", "loss").removeprefix("val_")
+            data["monitoring_metric"] = metric
+            if data.get("change") is None:
+                data["change"] = "down" if _LOWER_IS_BETTER.search(metric.lower()) else "up"
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> OnlineOptions:
         if self.stream_timeout_s <= 0 and self.stream_timeout_s != -1:
             raise ValueError("stream_timeout_s must be above 0, or -1 (never)")
         return self
+
+
+#: Metrics that are better lower (losses and errors); any other is better higher.
+_LOWER_IS_BETTER = re.compile(r"loss|error|mae|mse|mape|hinge|crossentropy|divergence")
 
 
 class ServingOptions(BaseModel, frozen=True, extra="forbid"):

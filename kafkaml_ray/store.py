@@ -44,7 +44,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -76,6 +76,8 @@ __all__ = [
     "DatasourceStatus",
     "InferenceStatus",
     "select",
+    "set_result_if",
+    "store_error_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -144,6 +146,8 @@ class MLModel(_Stamped, Base):
     input_shape: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     output_shape: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     param_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The names of the metrics it reports (None: not known before it trains).
+    metrics: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     configurations: Mapped[list[Configuration]] = relationship(
         secondary=configuration_models, back_populates="models"
     )
@@ -154,13 +158,20 @@ class ModelVersion(Base):
     model adds a version and never changes what its earlier results trained with."""
 
     __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("model_id", "sha256", name="uq_model_versions_code"),)
+    __table_args__ = (
+        UniqueConstraint("model_id", "sha256", name="uq_model_versions_code"),
+        UniqueConstraint("model_id", "number", name="uq_model_versions_number"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per model
     sha256: Mapped[str] = mapped_column(String(64))  # of imports, a NUL, then the code
     imports: Mapped[str] = mapped_column(Text, default="")
     code: Mapped[str] = mapped_column(Text)
+    # What its validation found (the model's own shapes are its newest code's).
+    input_shape: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    output_shape: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    metrics: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
 
 
@@ -180,6 +191,7 @@ class TrainingDeployment(_Stamped, Base):
     """A configuration deployed for training with its parameters."""
 
     __tablename__ = "deployments"
+    __table_args__ = {"sqlite_autoincrement": True}  # (ids are never reused: migration 0008)
     id: Mapped[int] = mapped_column(primary_key=True)
     configuration_id: Mapped[int] = mapped_column(ForeignKey("configurations.id"))
     batch_size: Mapped[int] = mapped_column(Integer, default=32)
@@ -205,6 +217,7 @@ class TrainingResult(_Stamped, Base):
     """One model of a deployment: its status, metrics, learning curve and weights."""
 
     __tablename__ = "results"
+    __table_args__ = {"sqlite_autoincrement": True}  # (ids are never reused: migration 0008)
     id: Mapped[int] = mapped_column(primary_key=True)
     deployment_id: Mapped[int | None] = mapped_column(
         ForeignKey("deployments.id", ondelete="CASCADE"), nullable=True
@@ -375,6 +388,7 @@ class TuneRun(_Stamped, Base):
     """A Ray Tune search over one model's hyper-parameters on a stored datasource."""
 
     __tablename__ = "tune_runs"
+    __table_args__ = {"sqlite_autoincrement": True}  # (ids are never reused: migration 0008)
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     datasource_id: Mapped[int] = mapped_column(ForeignKey("datasources.id"))
@@ -440,6 +454,22 @@ def set_result_if(
         .execution_options(synchronize_session=False)
     )
     return s.execute(stmt).rowcount == 1
+
+
+def store_error_text(e: DBAPIError) -> str:
+    """A database error in one line for users: what the metadata store refused and why.
+
+    >>> from sqlalchemy.exc import IntegrityError
+    >>> store_error_text(IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed")))[:66]
+    'the metadata store refused the change (UNIQUE constraint failed): '
+    """
+    why = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
+    if isinstance(e, IntegrityError):
+        return (
+            f"the metadata store refused the change ({why}): another process changed the "
+            "same rows at the same time; try again"
+        )
+    return f"the metadata store failed: {why}"
 
 
 _STORES: dict[str, Store] = {}

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kafkaml_ray import artifacts
-from kafkaml_ray.errors import InvalidInput, NotFound
+from kafkaml_ray.errors import InvalidInput, KafkaMLError, NotFound, Unavailable
 from kafkaml_ray.results import topics
 
 if TYPE_CHECKING:
@@ -124,9 +124,26 @@ def _open(tracking_uri: str, experiment: str, artifact_location: str | None) -> 
     if not str(tracking_uri or "").strip() or not str(experiment or "").strip():
         raise InvalidInput("give a tracking URI (e.g. sqlite:///mlflow.db) and an experiment name")
     mlflow = _mlflow()
-    ml = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
-    location = artifact_location or _default_artifact_location(tracking_uri, experiment)
-    return ml, _experiment_id(ml, experiment, location)
+    try:
+        ml = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
+        location = artifact_location or _default_artifact_location(tracking_uri, experiment)
+        return ml, _experiment_id(ml, experiment, location)
+    except KafkaMLError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an unusable store, said in one line
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise Unavailable(
+            f"the MLflow tracking store {_public_uri(tracking_uri)} cannot be used: {why}"
+        ) from None
+
+
+def _public_uri(uri: str) -> str:
+    """``uri`` without a password in it.
+
+    >>> _public_uri("http://me:s3cret@mlflow:5000"), _public_uri("sqlite:///m.db")
+    ('http://me:***@mlflow:5000', 'sqlite:///m.db')
+    """
+    return re.sub(r"(//[^/:@]*):[^/@]*@", r"\1:***@", uri)
 
 
 # -- values ------------------------------------------------------------------------------

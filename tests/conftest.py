@@ -4,8 +4,10 @@ under a temporary KAFKAML_HOME. Integration tests use them; nothing here is mock
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -65,7 +67,15 @@ def ray_cluster(base_settings):
     from kafkaml_ray._private.rayutil import NAMESPACE
     from kafkaml_ray.stack import start_ray, stop_ray
 
-    address = start_ray(base_settings, num_cpus=4)
+    # Started with SIGINT ignored, as a head started from a background job or a service
+    # is (bash gives `&` jobs SIGINT ignored, and every process below keeps it): Ray's
+    # cancel must still stop a training there (it raises KeyboardInterrupt through the
+    # SIGINT handler).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        address = start_ray(base_settings, num_cpus=4)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
     _RAY_ADDRESS_FILE["recorded"] = _ray_address_file().read_text()
     yield address
@@ -264,9 +274,54 @@ def postgres_url():
 
 @pytest.fixture
 def client(settings):
+    """A Client of the test's own store. Whatever Ray work the test left running in it
+    (trainings, online runs, searches, inferences) is stopped afterwards, whatever happened
+    in the test: a leftover would hold CPUs that the tests after it wait for."""
     from kafkaml_ray import Client
 
-    return Client(settings)
+    client = Client(settings)
+    yield client
+    end_ray_work(client)
+
+
+def end_ray_work(client) -> None:
+    """Stop every unfinished deployment, search and inference in ``client``'s store."""
+    if not Path(client.settings.db_url.removeprefix("sqlite:///")).exists():
+        return  # (the test opened no store)
+    for what, items, done, stop in [
+        ("deployment", client.list_deployments, lambda d: d.done, client.stop_training),
+        ("search", client.list_tunes, lambda t: t.done, client.stop_tune),
+        (
+            "inference",
+            client.list_inferences,
+            lambda i: i.status in ("stopped", "failed"),
+            client.stop_inference,
+        ),
+    ]:
+        for item in items():
+            if done(item):
+                continue
+            try:
+                stop(item.id)
+            except Exception:  # noqa: BLE001 - the next ones are stopped all the same
+                logging.getLogger(__name__).exception("stopping %s %s", what, item.id)
+
+
+def cpus_free(count: float, timeout: float = 120.0) -> float:
+    """Wait until ``count`` CPUs of the session's Ray cluster are free (a test that needs
+    them checks first); otherwise fail saying who holds them. The CPUs free now."""
+    import ray
+
+    from kafkaml_ray._private.rayutil import resource_wait
+
+    deadline = time.monotonic() + timeout
+    while (free := ray.available_resources().get("CPU", 0.0)) + 1e-9 < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{count:g} CPUs are not free after {timeout:.0f}s: {resource_wait({'CPU': count})}"
+            )
+        time.sleep(0.5)
+    return free
 
 
 @pytest.fixture

@@ -174,3 +174,52 @@ def test_broken_incremental_messages_are_refused(topic, incremental, reason):
     value = dict(ONLINE, topic=topic, incremental=incremental)
     with pytest.raises(ControlError, match=reason):
         parse_control(b"\x01", json.dumps(value).encode())
+
+
+def test_a_control_message_handed_over_again_after_a_crash_is_accepted(tmp_path):
+    """The listener stopped between the hand-over and recording it: it reads the message
+    again and hands it over again, while the training it started runs. That was recorded
+    as FAILED ("not waiting for data"); a second hand-over of the same datasource is a
+    no-op."""
+    from sqlalchemy import select
+
+    from kafkaml_ray.ingest.listener import ControlListener
+    from kafkaml_ray.settings import Settings
+    from kafkaml_ray.store import (
+        Configuration,
+        Datasource,
+        DatasourceStatus,
+        MLModel,
+        ResultStatus,
+        Store,
+        TrainingDeployment,
+        TrainingResult,
+    )
+    from kafkaml_ray.train.launch import on_datasource
+
+    settings = Settings(home=tmp_path, db=f"sqlite:///{tmp_path / 'kml.db'}")
+    store = Store(settings.db_url)
+    with store.session() as s:
+        m = MLModel(name="m", framework="pytorch", code="...")
+        dep = TrainingDeployment(configuration=Configuration(name="c", models=[m]), job_id="j")
+        s.add(TrainingResult(deployment=dep, model=m))
+        s.flush()
+        ds = Datasource(
+            source_topic="ctl", source_partition=0, source_offset=0, deployment_id=dep.id,
+            status=DatasourceStatus.RECEIVED,
+        )  # fmt: skip
+        s.add(ds)
+        s.flush()
+        ds_id = ds.id
+    listener = object.__new__(ControlListener)  # (its hand-over alone, without a consumer)
+    listener.settings, listener.store, listener._handler = settings, store, on_datasource
+    listener._hand_over(ds_id)
+    with store.session() as s:  # the submitted job's training started...
+        s.get_one(Datasource, ds_id).status = DatasourceStatus.RECEIVED  # ...and the crash
+        for r in s.scalars(select(TrainingResult)):
+            r.status = ResultStatus.TRAINING
+    listener._hand_over(ds_id)
+    with store.session() as s:
+        row = s.get_one(Datasource, ds_id)
+        assert (row.status, row.error) == (DatasourceStatus.ACCEPTED, None)
+    store.dispose()

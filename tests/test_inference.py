@@ -331,3 +331,45 @@ def test_the_infer_commands(trained):
     assert "deleted" in run("infer", "delete", str(deployed["id"]))
     bad = CliRunner().invoke(cli, ["infer", "show", "9999"], env=env)
     assert bad.exit_code == 1 and "no inference with id 9999" in bad.output
+
+
+def test_a_result_is_served_with_the_code_it_trained_with(
+    ray_cluster, broker, client, settings, example
+):
+    """Editing a model after training (another activation: the parameters keep their
+    shapes, so its old weights load without an error) leaves what its trained result
+    predicts unchanged: `predict` bit for bit, and its inference, which builds the model
+    in its replicas after the edit."""
+    from tests.conftest import running_listener
+    from tests.test_training import _regression
+    from tests.test_training import _send as send_stream
+
+    code = example("regression_mlp_pytorch.py")
+    m = client.add_model("edited-later", "pytorch", code)
+    dep = client.deploy_training(client.create_configuration("c", [m.id]).id, kwargs="epochs=2")
+    x, y = _regression(300)
+    with running_listener(settings):
+        send_stream(settings, f"train-{uuid.uuid4().hex[:6]}", dep.id, x, y)
+        r = client.wait_for_deployment(dep.id, timeout=600).results[0]
+    assert r.status == "finished", r.error
+    before = np.asarray(client.predict(r.id, x[:40]))
+
+    client.update_model(m.id, code=code.replace("nn.ReLU()", "nn.Tanh()"))
+    np.testing.assert_array_equal(np.asarray(client.predict(r.id, x[:40])), before)
+    inp, out = _topics()
+    inf = client.deploy_inference(r.id, inp, out, input_config={"data_type": "float32"})
+    try:
+        p = InferenceProducer(settings.bootstrap_servers, inp, "RAW", {"data_type": "float32"})
+        for i, xi in enumerate(x[:40]):
+            p.send(xi, key=str(i).encode())
+        p.close()
+        got = {
+            int(msg.key()): json.loads(msg.value())["values"]
+            for msg in _read_all(settings, out, 40)
+        }
+        assert len(got) == 40
+        served = np.asarray([got[i] for i in range(40)], dtype=np.float32)
+        np.testing.assert_allclose(served, before, rtol=1e-5, atol=1e-6)
+        assert client.lineage(r.id).inferences[0]["id"] == inf.id
+    finally:
+        client.delete_inference(inf.id)

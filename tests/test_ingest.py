@@ -158,6 +158,13 @@ def test_four_partitions_four_read_tasks(ray_cluster, broker, settings, topic):
     assert sorted(_rows(data)[1].tolist()) == sorted(y[:400].tolist())
 
 
+def test_split_sizes_take_the_rates_as_written():
+    """floor(n * rate) of the decimal rate: 0.29 * 100 is 28.999999999999996 in floats."""
+    assert split_sizes(100, 0.29, 0.29) == (42, 29, 29)
+    assert split_sizes(1000, 0.07, 0.57) == (360, 70, 570)
+    assert split_sizes(10, 0.0, 1.0) == (0, 0, 10)
+
+
 def test_split_sizes_are_exact_ordered_and_shuffled(ray_cluster, broker, settings, topic):
     with RawSink(
         settings.bootstrap_servers,

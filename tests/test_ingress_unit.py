@@ -189,3 +189,29 @@ def test_commits_are_sent_at_most_every_interval_and_at_once_on_stop():
     assert ing.acked == {("in", 0): 6} and len(ing.producer.sent) == 6
     ing._commit_acked(wait=True)  # as on stop and on a rebalance
     assert ing.consumer.commits[-1] == {("in", 0): 6} and not ing.acked
+
+
+def test_a_new_replica_that_follows_starts_on_the_newest_version(tmp_path, monkeypatch):
+    """A replica started (or restarted) after versions 2 and 3 were published served the
+    deploy's version 1 until its first check; it starts on version 3."""
+    from kafkaml_ray.store import MLModel, ResultVersion, Store, TrainingResult
+
+    settings = Settings(home=tmp_path, db=f"sqlite:///{tmp_path / 'kml.db'}")
+    with Store(settings.db_url).session() as s:
+        r = TrainingResult(model=MLModel(name="m", framework="pytorch", code="..."))
+        s.add(r)
+        s.flush()
+        for v in (1, 2, 3):
+            s.add(ResultVersion(result_id=r.id, version=v, window=v, weights_uri=f"w{v}"))
+        rid = r.id
+    loaded = []
+    monkeypatch.setattr(ServedModel, "_load", lambda self, uri: loaded.append(uri) or uri)
+    spec = InferenceSpec(
+        inference_id=1, result_id=rid, framework="pytorch", code="", imports="",
+        weights_uri="w1", input_shape=[1], input_topic="in", output_topic="out",
+        input_format="RAW", input_config={}, settings=settings, version=1, follow=True,
+        follow_interval_s=3600,
+    )  # fmt: skip
+    served = ServedModel(spec)
+    assert served.current == ("w3", 3) and loaded == ["w3"]
+    served._stop.set()

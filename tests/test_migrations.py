@@ -30,6 +30,7 @@ from kafkaml_ray.store import (
     Datasource,
     DatasourceStatus,
     ReplicaStats,
+    ResultStatus,
     Store,
     TrainingResult,
 )
@@ -208,6 +209,15 @@ def test_a_fec8cbc_database_is_upgraded_with_every_row_kept(url):
             s.add(ds("other-cluster"))
         with store.session() as s:
             assert s.get_one(ReplicaStats, (1, "r2")).consumed == 2**40
+        # Ids are never reused (SQLite gave a deleted newest row's id to the next one).
+        with store.session() as s:
+            newest = max(r.id for r in s.scalars(select(TrainingResult)))
+            s.delete(s.get_one(TrainingResult, newest))
+        with store.session() as s:
+            row = TrainingResult(model_id=results[0].model_id, status=ResultStatus.WAITING)
+            s.add(row)
+            s.flush()
+            assert row.id > newest
         if url.startswith("sqlite"):  # the migration turned them off for its own connection
             with store.engine.connect() as conn:
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -282,3 +292,38 @@ def test_processes_opening_one_database_at_once_all_open_it(url, start):
         engine = create_engine(url)
         assert _rows(engine, Base.metadata, like=old.Base.metadata) == before
         engine.dispose()
+
+
+def test_a_sqlite_upgrade_that_fails_half_way_leaves_the_database_as_it_was(tmp_path):
+    """pysqlite commits before every DDL statement on its own: an upgrade that failed (or
+    was killed) after altering some tables left a database no kafkaml-ray could open. The
+    whole upgrade is one transaction: it fails, and the database is as before, at its old
+    revision, with its rows; once the cause is gone it upgrades."""
+    url = f"sqlite:///{tmp_path / 'kml.db'}"
+    _fill_fec8cbc(url)
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", "kafkaml_ray:migrations")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.stamp(config, "0001")
+        command.upgrade(config, "0007")
+        # What makes 0008 fail on its third table, after it rebuilt two.
+        conn.exec_driver_sql("CREATE TABLE _alembic_tmp_tune_runs (x INTEGER)")
+
+    def schema() -> dict[str, str]:
+        with engine.connect() as conn:
+            return dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master").all())
+
+    before = schema()
+    with pytest.raises(Exception, match="_alembic_tmp_tune_runs"):
+        Store(url)
+    assert _revision(url) == "0007" and schema() == before  # (results was rebuilt, then)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE _alembic_tmp_tune_runs")
+    store = Store(url)
+    assert _revision(url) == HEAD and _differences(url) == []
+    with store.session() as s:
+        assert len(s.scalars(select(TrainingResult)).all()) == 2
+    store.dispose()
+    engine.dispose()

@@ -198,6 +198,17 @@ def test_a_killed_online_run_resumes_at_its_offsets_and_stops_cleanly(
     r = client.get_result(rid)
     assert r.status == "stopped"
     assert client.list_versions(rid)[0].version == 1
+    # `result show` gives an online result's curve: its windows and versions (it said
+    # "learning curve: (none)").
+    from click.testing import CliRunner
+
+    from kafkaml_ray.cli import cli
+
+    env = {k: v for k, v in settings.env().items() if v is not None}
+    shown = CliRunner().invoke(cli, ["result", "show", str(rid)], env=env).output
+    assert "learning curve:\n(none)" not in shown, shown
+    assert "prequential" in shown and "versions:" in shown and "trained through" in shown
+    assert len([line for line in shown.splitlines() if f"{topic}:0[" in line]) == len(windows)
     wait_until(
         lambda: ray.available_resources().get("CPU", 0) >= free,
         120,
@@ -305,3 +316,18 @@ def test_a_malformed_message_fails_an_online_run_with_on_malformed_fail(
     assert r.status == "failed", (r.status, r.error)
     assert f"malformed message at {topic}:0 offset 50" in r.error
     assert client.list_windows(rid) == []
+
+
+def test_an_online_deployment_checks_its_monitoring_metric(client, digits_models):  # noqa: F811
+    """A metric the model does not report published nothing, silently; Kafka-ML's val_
+    names (and our Tune's) are the windows' own, and the direction follows the metric."""
+    from kafkaml_ray.errors import InvalidInput
+
+    config = client.create_configuration("watched", [digits_models["digits-cnn-pytorch"]])
+    reports = "model 'digits-cnn-pytorch' reports accuracy, loss"
+    with pytest.raises(InvalidInput, match=f"monitoring_metric 'precision': {reports}"):
+        client.deploy_training(config.id, online={"monitoring_metric": "precision"})
+    dep = client.deploy_training(config.id, online={"monitoring_metric": "val_accuracy"})
+    assert (dep.online["monitoring_metric"], dep.online["change"]) == ("accuracy", "up")
+    dep = client.deploy_training(config.id, online={"monitoring_metric": "val_loss"})
+    assert (dep.online["monitoring_metric"], dep.online["change"]) == ("loss", "down")

@@ -182,3 +182,56 @@ def test_a_stop_and_a_runs_last_write_cannot_both_win(store):
         assert not set_result_if(s, result_id, training, status=ResultStatus.FINISHED)
     with store.session() as s:
         assert s.get(TrainingResult, result_id).status == ResultStatus.STOPPED
+
+
+def test_ids_are_never_reused(store):
+    """A result, deployment or search deleted from the end of its table leaves its id
+    unused: a training task still running for a deleted result must not find a new result
+    under its id (SQLite gave it to the next row)."""
+    with store.session() as s:
+        m = MLModel(name="m", framework="pytorch", code="...")
+        dep = TrainingDeployment(configuration=Configuration(name="c", models=[m]))
+        s.add(TrainingResult(deployment=dep, model=m))
+        s.flush()
+        ids = (dep.id, dep.results[0].id)
+    with store.session() as s:
+        s.delete(s.get_one(TrainingDeployment, ids[0]))  # (its results with it)
+    with store.session() as s:
+        m = s.scalars(select(MLModel)).one()
+        dep = TrainingDeployment(configuration=s.scalars(select(Configuration)).one())
+        s.add(TrainingResult(deployment=dep, model=m))
+        s.flush()
+        assert dep.id > ids[0] and dep.results[0].id > ids[1]
+
+
+def test_a_version_number_taken_meanwhile_is_a_clear_error(store):
+    """Two updates of one model at once: the second to write its "version 2" is refused
+    with a one-line reason, not a raw IntegrityError (and there is never a twin)."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from kafkaml_ray.errors import Conflict
+    from kafkaml_ray.registry import model_version
+    from kafkaml_ray.store import ModelVersion
+
+    with store.session() as s:
+        m = MLModel(name="m", framework="pytorch", code="one")
+        s.add(m)
+        s.flush()
+        model_version(s, m)
+        mid = m.id
+    with store.session() as s:
+        s.get_one(MLModel, mid).code = "three"
+
+    def another_process_takes_number_2(session, *_):
+        if any(isinstance(o, ModelVersion) for o in session.new):
+            with Session(store.engine) as other, other.begin():
+                other.add(ModelVersion(model_id=mid, number=2, sha256="x" * 64, code="two"))
+
+    refused = pytest.raises(Conflict, match="another process changed the same rows")
+    with refused, store.session() as s:
+        event.listen(s, "before_flush", another_process_takes_number_2)
+        model_version(s, s.get_one(MLModel, mid))
+    with store.session() as s:
+        numbers = s.scalars(select(ModelVersion.number).where(ModelVersion.model_id == mid))
+        assert sorted(numbers) == [1, 2]

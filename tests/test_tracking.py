@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kafkaml_ray import artifacts
-from kafkaml_ray.errors import InvalidInput, NotFound
+from kafkaml_ray.errors import InvalidInput, NotFound, Unavailable
 from kafkaml_ray.store import (
     Datasource,
     DatasourceStatus,
@@ -321,12 +321,21 @@ def test_a_tune_search_exports_as_a_parent_run_with_one_child_per_trial(
     assert parent.data.tags["kafkaml.best_run_id"] == by_result[max(trials)].info.run_id
 
 
-def test_clear_errors(client, rows, uri, monkeypatch):
+def test_clear_errors(client, rows, uri, monkeypatch, tmp_path):
     with pytest.raises(NotFound, match="no training result with id 999"):
         export_result(client, 999, uri)
     training = rows(status=ResultStatus.TRAINING)
     with pytest.raises(InvalidInput, match=f"result {training} is still training"):
         export_result(client, training, uri)
+    # A tracking store that cannot be used is one line, not MLflow's traceback.
+    done = rows(status=ResultStatus.FINISHED)
+    (tmp_path / "a-file").write_text("")
+    for bad, why in [
+        ("nosuch://x", "cannot be used: .*nosuch"),
+        (f"sqlite:///{tmp_path}/a-file/m.db", "cannot be used: "),
+    ]:
+        with pytest.raises(Unavailable, match=f"the MLflow tracking store {bad} {why}"):
+            export_result(client, done, bad)
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
     with pytest.raises(InvalidInput, match=r"pip install 'kafkaml-ray\[mlflow\]'"):
         export_result(client, training, uri)

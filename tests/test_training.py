@@ -2,6 +2,8 @@
 model trained in parallel on one stream, learning curves, confusion matrices, reloaded
 weights, regression, stream reuse, bad kwargs, shape mismatches, stop, and Ray jobs."""
 
+import time
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -10,7 +12,7 @@ from kafkaml_ray.cli import cli
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.ingest import RawSink
 from kafkaml_ray.schemas import PHASES
-from tests.conftest import running_listener, send_like_kafka_ml, wait_until
+from tests.conftest import cpus_free, running_listener, send_like_kafka_ml, wait_until
 
 pytestmark = pytest.mark.integration
 EPOCHS = 10
@@ -238,8 +240,8 @@ def test_stop_in_mid_run_frees_ray_resources(
     dep = client.deploy_training(
         config.id, batch_size=4, kwargs=f"epochs=500, num_workers={workers}"
     )
-    # What this run takes must come back (other tests' Serve actors may hold some CPUs).
-    free, groups = ray.available_resources().get("CPU", 0), placement_groups()
+    # What this run takes must come back (the session's trained model may be served).
+    free, groups = cpus_free(workers), placement_groups()
     x, y = _digits()
     with running_listener(settings):
         _send(settings, topic, dep.id, x, y)
@@ -289,3 +291,110 @@ def test_submit_as_a_ray_job(broker, client, settings, topic, digits_models):
         "the job to end",
     )
     assert status == "SUCCEEDED"
+
+
+def test_stopping_a_submitted_job_stops_its_training(
+    broker, client, settings, topic, digits_models
+):
+    """A ``--submit`` deployment's training task belongs to the training pool, not to the
+    job's driver: stopping the job alone left it training. The stop cancels it wherever it
+    runs, its CPU comes back, and its result gets no write after the stop."""
+    import ray
+
+    config = client.create_configuration("slow-job", [digits_models["digits-cnn-pytorch"]])
+    dep = client.deploy_training(config.id, batch_size=4, kwargs="epochs=500", submit=True)
+    free = cpus_free(1)
+    x, y = _digits()
+    with running_listener(settings):
+        _send(settings, topic, dep.id, x, y)
+        wait_until(lambda: client.get_deployment(dep.id).results[0].history, 300, "an epoch")
+    dep = client.stop_training(dep.id)
+    r = dep.results[0]
+    assert (r.status, r.error) == ("stopped", "stopped by the user")
+    wait_until(
+        lambda: ray.available_resources().get("CPU", 0) >= free,
+        30,
+        f"the training's CPU freed ({free} free before the run)",
+    )
+    time.sleep(3)  # (a run still training would report its progress meanwhile)
+    after = client.get_result(r.id)
+    assert (after.status, after.history, after.progress) == ("stopped", r.history, r.progress)
+    assert after.weights_uri is None
+
+
+_FLOAT64_AT_IMPORT = """
+torch.set_default_dtype(torch.float64)  # (changes the process it runs in, for good)
+
+class Wide(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(26, 1)
+    def forward(self, x):
+        return self.fc(x.to(torch.get_default_dtype())).float()
+    def loss_fn(self):
+        return nn.MSELoss()
+    def optimizer(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+    def metrics(self):
+        return {"loss": Loss(self.loss_fn())}
+"""
+
+_CHECKS_ITS_PROCESS = """
+class Plain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        if torch.get_default_dtype() != torch.float32:
+            raise RuntimeError(f"inherited {torch.get_default_dtype()} from an earlier model")
+        self.fc = nn.Linear(26, 1)
+    def forward(self, x):
+        return self.fc(x)
+    def loss_fn(self):
+        return nn.MSELoss()
+    def optimizer(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+    def metrics(self):
+        return {"loss": Loss(self.loss_fn())}
+"""
+
+
+def test_a_model_that_changes_its_process_does_not_change_the_next_models_run(
+    ray_cluster, broker, client, settings, topic
+):
+    """Warm training processes are reused only for the same model code: model A sets
+    float64 as PyTorch's default when its code runs, and model B, trained after it on the
+    same stream, still gets float32 (it fails on purpose when it does not)."""
+    a = client.add_model("float64-at-import", "pytorch", _FLOAT64_AT_IMPORT)
+    b = client.add_model("checks-its-process", "pytorch", _CHECKS_ITS_PROCESS)
+    first = client.deploy_training(client.create_configuration("a", [a.id]).id, kwargs="epochs=1")
+    second = client.deploy_training(client.create_configuration("b", [b.id]).id, kwargs="epochs=1")
+    x, y = _regression(200)
+    with running_listener(settings):
+        _send(settings, topic, first.id, x, y)
+        first = client.wait_for_deployment(first.id, timeout=600)
+        assert first.results[0].status == "finished", first.results[0].error
+        client.resend_datasource(first.datasource_id, second.id)
+        second = client.wait_for_deployment(second.id, timeout=600)
+    assert second.results[0].status == "finished", second.results[0].error
+
+
+_KERAS_CUSTOM_LAYER = """
+class Halve(layers.Layer):
+    def call(self, x):
+        return x * 0.5
+
+model = keras.Sequential([keras.Input(shape=(26,)), layers.Dense(8), Halve(), layers.Dense(1)])
+model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+"""
+
+
+def test_a_keras_model_with_a_custom_layer_is_served(ray_cluster, broker, client, settings, topic):
+    """It trained, then could not be loaded: Keras loads a saved model's custom layers
+    from the classes its code defines, which the loader now gives it."""
+    m = client.add_model("custom-layer", "tensorflow", _KERAS_CUSTOM_LAYER)
+    dep = client.deploy_training(client.create_configuration("k", [m.id]).id, kwargs="epochs=1")
+    x, y = _regression(200)
+    with running_listener(settings):
+        _send(settings, topic, dep.id, x, y)
+        r = client.wait_for_deployment(dep.id, timeout=600).results[0]
+    assert r.status == "finished", r.error
+    assert np.asarray(client.predict(r.id, x[:5])).shape == (5, 1)

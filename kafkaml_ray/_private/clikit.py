@@ -10,9 +10,11 @@ from typing import Any, Literal, get_args, get_origin
 
 import click
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 
 from kafkaml_ray.errors import KafkaMLError
 from kafkaml_ray.settings import Settings
+from kafkaml_ray.store import store_error_text
 
 __all__ = [
     "emit",
@@ -126,6 +128,9 @@ class UserErrorGroup(click.Group):
             return super().invoke(ctx)
         except KafkaMLError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except DBAPIError as e:  # (the metadata store's own refusal, in one line)
+            click.echo(f"error: {store_error_text(e)}", err=True)
             sys.exit(1)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from kafkaml_ray.errors import ModelCodeError
 
-__all__ = ["build_model", "describe_model", "Framework"]
+__all__ = ["build_model", "custom_objects", "describe_model", "Framework"]
 
 Framework = str  # "pytorch" | "tensorflow"
 _CODE, _IMPORTS = "<model code>", "<imports>"
@@ -96,18 +96,37 @@ def import_tensorflow(with_torch: bool = True) -> Any:
     return tensorflow
 
 
-def build_model(framework: Framework, code: str, imports: str = "") -> Any:
-    """Execute model code and return the model it defines (a torch module or Keras model)."""
+def _namespace(framework: Framework, code: str, imports: str) -> dict[str, Any]:
+    """What model code defines, executed."""
     if framework == "tensorflow":
         import_tensorflow()
     if framework not in _DEFAULTS:
         raise ModelCodeError(f"unknown framework {framework!r}: use 'pytorch' or 'tensorflow'")
-    namespace: dict[str, Any] = {"__name__": "kafkaml_user_model"}
+    namespace: dict[str, Any] = {"__name__": _MODULE}
     _run(_DEFAULTS[framework], "<defaults>", namespace)
     if imports.strip():
         _run(imports, _IMPORTS, namespace)
     _run(code, _CODE, namespace)
+    return namespace
+
+
+_MODULE = "kafkaml_user_model"
+
+
+def build_model(framework: Framework, code: str, imports: str = "") -> Any:
+    """Execute model code and return the model it defines (a torch module or Keras model)."""
+    namespace = _namespace(framework, code, imports)
     return _torch_model(namespace) if framework == "pytorch" else _keras_model(namespace)
+
+
+def custom_objects(framework: Framework, code: str, imports: str = "") -> dict[str, Any]:
+    """The classes and functions model code defines, by name: what Keras needs to load a
+    saved model with custom layers, losses or metrics."""
+    return {
+        name: value
+        for name, value in _namespace(framework, code, imports).items()
+        if callable(value) and getattr(value, "__module__", None) == _MODULE
+    }
 
 
 def _torch_model(ns: dict[str, Any]) -> Any:
@@ -118,7 +137,7 @@ def _torch_model(ns: dict[str, Any]) -> Any:
         classes = [
             v
             for v in ns.values()
-            if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == ns["__name__"]
+            if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == _MODULE
         ]
         if len(classes) != 1:
             found = ", ".join(c.__name__ for c in classes) or "none"
@@ -213,7 +232,8 @@ def describe_model(framework: Framework, code: str, imports: str = "") -> dict[s
     if framework == "pytorch":
         import torch
 
-        check_torch_parts(model)
+        _, _, metrics = check_torch_parts(model)
+        names = sorted(str(k) for k in metrics)  # (what each epoch and window reports)
         params = sum(p.numel() for p in model.parameters())
         out_shape = None
         if shape is not None:
@@ -225,15 +245,21 @@ def describe_model(framework: Framework, code: str, imports: str = "") -> dict[s
                 raise ModelCodeError(
                     f"forward() fails on an input of shape {shape}: {_error_from(e)}"
                 ) from None
-            out_shape = list(out.shape[1:])
+            out_shape = [int(d) for d in out.shape[1:]]
     else:
+        names = None  # (Keras names its compiled metrics when it first evaluates)
         params = int(model.count_params())
         try:
             out = model.output_shape
             out_shape = [int(d) for d in out[1:]]
         except (AttributeError, ValueError):
             out_shape = None
-    return {"input_shape": shape, "output_shape": out_shape, "param_count": int(params)}
+    return {
+        "input_shape": shape,
+        "output_shape": out_shape,
+        "param_count": int(params),
+        "metrics": names,
+    }
 
 
 def limit_memory(megabytes: int) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kafkaml_ray.errors import InvalidInput, Unavailable
@@ -22,6 +25,7 @@ __all__ = [
     "run_detached",
     "find_actor",
     "stop_detached",
+    "cancellable",
     "NAMESPACE",
 ]
 
@@ -306,3 +310,25 @@ def get_saying_why(
             say(why)
             said = bool(why)
     return ray.get(list(refs))
+
+
+@contextlib.contextmanager
+def cancellable() -> Iterator[None]:
+    """Let ``ray.cancel`` interrupt the Ray task running this block.
+
+    Ray cancels a running task by raising KeyboardInterrupt in its main thread through
+    Python's SIGINT handler. That does nothing when the worker process inherited SIGINT
+    ignored (a Ray head started from a background job: bash starts ``&`` jobs with SIGINT
+    ignored, and every process below keeps it), and the wrong thing when a library left its
+    own handler (Ray Train's driver binds one to its run and never removes it, so a process
+    kept warm would abort a finished run). The default handler for the block; the one
+    before it afterwards. Outside the main thread (Tune trials), nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,17 +1,46 @@
-"""Loading trained models back (in Ray workers only): the registered code plus the saved
-weights, read safely (safetensors for PyTorch, Keras' own ``.keras`` format with
-``safe_mode``). Used to check reloaded predictions and by the inference replicas."""
+"""Loading trained models back (in Ray workers only): the code a result trained with plus
+its saved weights, read safely (safetensors for PyTorch, Keras' own ``.keras`` format with
+``safe_mode``). Used by `Client.predict`, the inference replicas and the runs that continue
+from a result."""
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kafkaml_ray import artifacts
 
-__all__ = ["TrainedModel"]
+if TYPE_CHECKING:
+    from kafkaml_ray.store import TrainingResult
+
+__all__ = ["TrainedModel", "TrainedWith"]
+
+
+@dataclass(frozen=True)
+class TrainedWith:
+    """What a result trained with: its framework and its model's code version (code,
+    imports, input shape). Whatever builds a result's model (serving, `Client.predict`, a
+    reproduction, a deployment still waiting for data) takes it from here, never from the
+    model's current code: weights loaded into edited code (another activation, a dropout)
+    give wrong predictions without an error."""
+
+    framework: str
+    code: str
+    imports: str
+    input_shape: list[int] | None
+    #: the model code version's number (None for a result stored before versions were kept)
+    version: int | None
+
+    @classmethod
+    def of(cls, result: TrainingResult) -> TrainedWith:
+        m, v = result.model, result.model_version
+        if v is None:
+            return cls(m.framework, m.code, m.imports, m.input_shape, None)
+        return cls(m.framework, v.code, v.imports, v.input_shape, v.number)
 
 
 class TrainedModel:
@@ -26,7 +55,7 @@ class TrainedModel:
         input_shape: list[int] | None = None,
         device: str | None = None,
     ):
-        from kafkaml_ray._private.modelcode import build_model, import_tensorflow
+        from kafkaml_ray._private.modelcode import build_model, custom_objects, import_tensorflow
 
         self.framework, self.input_shape = framework, input_shape
         blob = artifacts.get(weights_uri)
@@ -45,8 +74,10 @@ class TrainedModel:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "model.keras"
                 path.write_bytes(blob)
-                # Code layers (Lambda) would need safe_mode=False: refused on purpose.
-                self.model = keras.models.load_model(path, safe_mode=True)
+                # The classes the code defines (custom layers) by name; code layers
+                # (Lambda) would need safe_mode=False: refused on purpose.
+                custom = custom_objects("tensorflow", code, imports)
+                self.model = keras.models.load_model(path, custom, safe_mode=True)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -316,9 +317,14 @@ def _sort_blocks(*blocks):
 
 
 def split_sizes(n: int, validation_rate: float, test_rate: float) -> tuple[int, int, int]:
-    """``(n_train, n_val, n_test)`` for ``n`` samples (see the module docstring)."""
-    n_test = math.floor(test_rate * n)
-    n_val = math.floor(validation_rate * n)
+    """``(n_train, n_val, n_test)`` for ``n`` samples (see the module docstring), exactly:
+    each rate is taken as the decimal it was written as, not as its binary float.
+
+    >>> split_sizes(100, 0.1, 0.29)  # (0.29 * 100 is 28.999999999999996 in floats)
+    (61, 10, 29)
+    """
+    n_test = math.floor(Fraction(repr(float(test_rate))) * n)
+    n_val = math.floor(Fraction(repr(float(validation_rate))) * n)
     return n - n_val - n_test, n_val, n_test
 
 

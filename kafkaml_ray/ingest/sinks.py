@@ -77,6 +77,7 @@ class _Producer:
         self.offsets: dict[tuple[str, int], list[int]] = {}
         self.failures: list[str] = []
         self.sent = 0
+        self.closed = False
 
     def _delivered(self, err, msg) -> None:
         if err is not None:
@@ -122,6 +123,13 @@ class _Producer:
             raise DeliveryError(
                 f"{len(self.failures)} messages were not delivered, e.g.: {self.failures[0]}"
             )
+
+    def close(self) -> None:
+        """Shut the producer's connections down (flush first): an idle producer left open
+        reconnects, and logs each refusal, once the broker is gone."""
+        if not self.closed:
+            self.closed = True
+            self._producer.close()
 
 
 def ranges_from_offsets(offsets: Mapping[tuple[str, int], list[int]]) -> list[TopicRange]:
@@ -274,6 +282,7 @@ class KafkaMLSink:
                 raise InvalidInput("nothing was sent: no control message")
             return self._announce()
         finally:
+            self._producer.close()
             if self._bar is not None:
                 self._bar.close()
 
@@ -292,6 +301,7 @@ class KafkaMLSink:
         else:  # an error mid-way: deliver what was sent, announce nothing (more)
             self.closed = True
             self._producer._producer.flush(self.flush_timeout)
+            self._producer.close()
             if not self.online:
                 logger.warning(
                     "no control message sent for deployment %d: %s", self.deployment_id, exc
@@ -477,4 +487,14 @@ class InferenceProducer:
         self._producer.flush(timeout)
 
     def close(self) -> None:
-        self.flush()
+        """Deliver what was sent, then shut the producer down."""
+        try:
+            self.flush()
+        finally:
+            self._producer.close()
+
+    def __enter__(self) -> InferenceProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -64,16 +64,25 @@ def _migration_lock(engine: Engine) -> Iterator[Connection]:
         conn = stack.enter_context(engine.connect())
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        raw = conn.connection.dbapi_connection
+        previous = getattr(raw, "isolation_level", None)
         if sqlite:
             # SQLite alters a table by copying it and dropping the old one: with foreign keys
             # on, the drop of datasources would set deployments.datasource_id to NULL.
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            # One transaction for the whole upgrade, DDL included: pysqlite commits before
+            # each DDL statement on its own, so an upgrade killed half-way left a database
+            # no version of kafkaml-ray could open. Its transaction handling off, ours on.
+            conn.commit()
+            raw.isolation_level = None
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         try:
             yield conn
             conn.commit()
         finally:
             if sqlite:
                 conn.rollback()
+                raw.isolation_level = previous
                 conn.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 

@@ -27,9 +27,16 @@ class ServedModel:
     the versions a replica uses never go down."""
 
     def __init__(self, spec: InferenceSpec, model: Any = None):
-        """``model``: one loaded already (else the spec's weights are loaded)."""
+        """``model``: one loaded already (else the spec's weights are loaded). A replica
+        that follows starts on the newest published version, not on the one of the
+        deploy (a new or restarted replica would serve an older version for a while)."""
         self.spec = spec
-        self.current = (model or self._load(spec.weights_uri), spec.version)
+        version, uri = spec.version, spec.weights_uri
+        if spec.follow and model is None:
+            newest = self._newest()
+            if newest[0] is not None and newest[0] > (version or 0):
+                version, uri = newest
+        self.current = (model or self._load(uri), version)
         self._stop = threading.Event()
         if spec.follow:
             threading.Thread(target=self._follow, name="follow-versions", daemon=True).start()
@@ -40,15 +47,18 @@ class ServedModel:
         spec = self.spec
         return TrainedModel(spec.framework, spec.code, spec.imports, weights_uri, spec.input_shape)
 
-    def _follow(self) -> None:
+    def _newest(self) -> tuple[int | None, str | None]:
+        """The result's newest published version and its weights."""
         from kafkaml_ray.serve.spec import served_version
         from kafkaml_ray.store import Store
 
-        store = Store.for_url(self.spec.settings.db_url)
+        with Store.for_url(self.spec.settings.db_url).session() as s:
+            return served_version(s, self.spec.result_id, None)
+
+    def _follow(self) -> None:
         while not self._stop.wait(self.spec.follow_interval_s):
             try:
-                with store.session() as s:
-                    version, uri = served_version(s, self.spec.result_id, None)
+                version, uri = self._newest()
                 if version is not None and (self.current[1] or 0) < version:
                     self.current = (self._load(uri), version)
                     logger.info("result %d: now serving version %d", self.spec.result_id, version)

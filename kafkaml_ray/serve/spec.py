@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kafkaml_ray._private.trained import TrainedWith
 from kafkaml_ray.errors import InvalidInput, NotFound
 from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
 from kafkaml_ray.settings import Settings
@@ -62,7 +63,8 @@ def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
         inf = s.get(Inference, inference_id)
         if inf is None:
             raise NotFound(f"no inference with id {inference_id}")
-        r, m = inf.result, inf.result.model
+        r = inf.result
+        trained = TrainedWith.of(r)  # (the code it trained with, not the model's newest)
         version, weights_uri = served_version(s, r.id, None if inf.follow else inf.version)
         weights_uri = weights_uri or r.weights_uri
         if not weights_uri:
@@ -70,11 +72,11 @@ def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
         return InferenceSpec(
             inference_id=inf.id,
             result_id=r.id,
-            framework=m.framework,
-            code=m.code,
-            imports=m.imports,
+            framework=trained.framework,
+            code=trained.code,
+            imports=trained.imports,
             weights_uri=weights_uri,
-            input_shape=m.input_shape,
+            input_shape=trained.input_shape,
             input_topic=inf.input_topic,
             output_topic=inf.output_topic,
             input_format=inf.input_format,

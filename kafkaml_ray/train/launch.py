@@ -15,16 +15,11 @@ import logging
 from kafkaml_ray.errors import Conflict, NotFound
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import Datasource, ResultStatus, Store, TrainingDeployment
+from kafkaml_ray.train.pool import runner_name
 
 __all__ = ["on_datasource", "start_runner", "stop_runner", "runner_name"]
 
 logger = logging.getLogger(__name__)
-
-
-def runner_name(settings: Settings, deployment_id: int) -> str:
-    from kafkaml_ray._private.rayutil import actor_name
-
-    return actor_name("training", settings, deployment_id)
 
 
 class _Runner:
@@ -56,7 +51,13 @@ def on_datasource(settings: Settings, datasource_id: int) -> None:
         dep = s.get(TrainingDeployment, ds.deployment_id)
         if dep is None:
             raise NotFound(f"no training deployment with id {ds.deployment_id}")
-        if not any(r.status == ResultStatus.WAITING for r in dep.results):
+        waiting = any(r.status == ResultStatus.WAITING for r in dep.results)
+        if dep.datasource_id == ds.id and not waiting:
+            # Handed over before, and its training runs or ran: the listener stopped between
+            # the hand-over and recording it, and reads the message again. Nothing to do.
+            logger.info("datasource %d: handed to deployment %d already", ds.id, dep.id)
+            return
+        if not waiting:
             raise Conflict(
                 f"deployment {dep.id} is not waiting for data (its models are "
                 f"{', '.join(sorted({r.status.value for r in dep.results})) or 'gone'}); "
@@ -70,9 +71,13 @@ def on_datasource(settings: Settings, datasource_id: int) -> None:
 
 
 def start_runner(settings: Settings, deployment_id: int, datasource_id: int) -> None:
-    from kafkaml_ray._private.rayutil import run_detached
+    """Start the deployment's runner, unless it runs already (a hand-over made again)."""
+    from kafkaml_ray._private.rayutil import find_actor, run_detached
 
     name = runner_name(settings, deployment_id)
+    if find_actor(settings, name) is not None:
+        logger.info("deployment %d: its runner is running already", deployment_id)
+        return
     run_detached(settings, _Runner, name, settings, deployment_id, datasource_id)
     logger.info("deployment %d: training started on datasource %d", deployment_id, datasource_id)
 
@@ -80,9 +85,12 @@ def start_runner(settings: Settings, deployment_id: int, datasource_id: int) -> 
 def stop_runner(
     settings: Settings, deployment_id: int, job_id: str | None, timeout: float = 60.0
 ) -> bool:
-    """Kill the deployment's runner actor or Ray job; True if something was running. The
-    runner first aborts its Ray Train runs, which frees their placement groups."""
+    """Kill the deployment's runner actor or Ray job, then cancel the training tasks the
+    pool still runs for it (a job's driver, once killed, cancels nothing); True if something
+    was running. The runner first aborts its Ray Train runs, which frees their placement
+    groups."""
     from kafkaml_ray._private.rayutil import stop_detached
+    from kafkaml_ray.train import pool
 
     stopped = False
     if job_id:
@@ -91,4 +99,5 @@ def stop_runner(
         with contextlib.suppress(Exception):
             stopped = job_client(settings).stop_job(job_id)
     name = runner_name(settings, deployment_id)
-    return stop_detached(settings, name, "stop", timeout, grace=timeout + 30) or stopped
+    stopped = stop_detached(settings, name, "stop", timeout, grace=timeout + 30) or stopped
+    return pool.cancel(settings, name, timeout) > 0 or stopped

@@ -37,6 +37,12 @@ class TorchLearner:
         self.spec = spec
         self.model = build_model("pytorch", spec.code, spec.imports)
         self.shape = spec.input_shape or getattr(self.model, "input_shape", None)
+        # The GPU share the task reserved is used, as a batch run's is (it trained on the
+        # CPU while holding it); the batches move to it in the engines.
+        self.device = torch.device(
+            "cuda" if spec.gpu_fraction > 0 and torch.cuda.is_available() else "cpu"
+        )
+        self.model.to(self.device)
         self.loss_fn, self.optimizer, _ = check_torch_parts(self.model)
         if "lr" in spec.train_args:
             for group in self.optimizer.param_groups:
@@ -46,11 +52,14 @@ class TorchLearner:
             self.model,
             self.optimizer,
             self.loss_fn,
+            device=self.device,
             output_transform=lambda x, y, y_pred, loss: (y_pred, y),
         )
         for name, metric in self.model.metrics().items():
             metric.attach(self.trainer, name)
-        self.evaluator = create_supervised_evaluator(self.model, metrics=self.model.metrics())
+        self.evaluator = create_supervised_evaluator(
+            self.model, metrics=self.model.metrics(), device=self.device
+        )
 
     def _tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
         import torch
@@ -81,6 +90,31 @@ class TorchLearner:
         from safetensors.torch import load
 
         self.model.load_state_dict(load(blob))
+
+    def snapshot(self) -> tuple[bytes, bytes]:
+        """``(weights, checkpoint)``: the weights to publish, and what a resumed run
+        continues from: the weights with the optimizer's state (Adam's moments would
+        start again from zero)."""
+        import io
+
+        import torch
+
+        state = io.BytesIO()
+        torch.save(
+            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, state
+        )
+        return self.weights(), state.getvalue()
+
+    def restore(self, checkpoint: bytes) -> None:
+        """Continue from a `snapshot`'s checkpoint (tensors and numbers only: read with
+        ``weights_only``, nothing else is unpickled)."""
+        import io
+
+        import torch
+
+        state = torch.load(io.BytesIO(checkpoint), map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 class _Batches:
@@ -151,9 +185,19 @@ class KerasLearner:
     def load(self, blob: bytes) -> None:
         import keras
 
+        from kafkaml_ray._private.modelcode import custom_objects
+
+        custom = custom_objects("tensorflow", self.spec.code, self.spec.imports)
         with tempfile.TemporaryDirectory() as tmp:
             Path(f"{tmp}/model.keras").write_bytes(blob)
-            self.model = keras.models.load_model(f"{tmp}/model.keras", safe_mode=True)
+            self.model = keras.models.load_model(f"{tmp}/model.keras", custom, safe_mode=True)
+
+    def snapshot(self) -> tuple[bytes, bytes]:
+        """``(weights, checkpoint)``: one ``.keras`` file holds both (with the optimizer)."""
+        weights = self.weights()
+        return weights, weights
+
+    restore = load
 
 
 def floats(metrics: dict[str, Any]) -> dict[str, float]:

@@ -88,12 +88,17 @@ class _Stream:
             for t in source.get("topics", [])
             for p in self._partitions(t)
         ]
+        # The ends first: a message written between the two look-ups is after the end read
+        # before, and so is read (the end read after would skip it).
+        ends = {
+            _key(tp.topic, tp.partition): self.consumer.get_watermark_offsets(tp, timeout=30)[1]
+            for tp in wanted
+        }
         if wanted:
             for tp in self.consumer.offsets_for_times(wanted, timeout=30):
-                offset = tp.offset
-                if offset < 0:  # nothing at or after that time yet: from the end on
-                    offset = self.consumer.get_watermark_offsets(tp, timeout=30)[1]
-                starts.setdefault(_key(tp.topic, tp.partition), offset)
+                key = _key(tp.topic, tp.partition)
+                # (nothing at or after that time yet: from the end on)
+                starts.setdefault(key, tp.offset if tp.offset >= 0 else ends[key])
         return starts
 
     def _partitions(self, topic: str, wait_s: float = 60.0) -> list[int]:
@@ -191,18 +196,39 @@ class _Run:
         except (FileNotFoundError, OSError):
             return None
 
-    def save_checkpoint(self, row: dict[str, Any], weights: bytes, name: str) -> None:
-        """The weights first, then the record that points at them: a crash between the two
-        leaves the previous checkpoint whole. The record holds the window's row too, for a
-        crash before the row reached the store."""
+    def save_checkpoint(
+        self, row: dict[str, Any], state: bytes, publish: dict[str, Any] | None
+    ) -> None:
+        """The learner's state (weights and optimizer) first, then the record that points
+        at it: a crash between the two leaves the previous checkpoint whole. The record
+        holds the window's row and the metrics of the version it publishes (None: none),
+        for a crash before they reached the store."""
         window = row["window"]
-        uri = artifacts.put(self.base, f"{self.prefix}/window-{window}-{name}", weights)
-        record = {"window": window, "weights_uri": uri, "positions": row["next"], "row": row}
+        uri = artifacts.put(self.base, f"{self.prefix}/window-{window}-state", state)
+        record = {
+            "window": window, "state_uri": uri, "positions": row["next"], "row": row,
+            "publish": publish,
+        }  # fmt: skip
         data = json.dumps(record).encode()  # replaced whole: a kill never leaves it torn
         artifacts.replace(self.base, f"{self.prefix}/checkpoint.json", data)
         if window > 1:
-            old = f"{self.prefix}/window-{window - 1}-{name}"
+            old = f"{self.prefix}/window-{window - 1}-state"
             artifacts.delete(artifacts.join(self.base, old))
+
+    def resume(self, learner: TorchLearner | KerasLearner) -> dict[str, Any] | None:
+        """Continue ``learner`` from the last checkpoint (None: there is none), and store
+        that window and the version it published if the crash came before they were."""
+        saved = self.checkpoint()
+        if saved is None:
+            return None
+        if "state_uri" in saved:
+            learner.restore(artifacts.get(saved["state_uri"]))
+        else:  # (a checkpoint of the weights alone, written before the optimizer was kept)
+            learner.load(artifacts.get(saved["weights_uri"]))
+        metrics = saved.get("publish")
+        publish = (learner.weights(), learner.weights_name, metrics) if metrics else None
+        self.record(saved["row"], publish)
+        return saved
 
     def training(self) -> bool:
         """Whether the result still trains (not stopped or deleted meanwhile)."""
@@ -327,12 +353,10 @@ def online_run(
     val_rate = options.validation_rate
     if val_rate is None:
         val_rate = source.get("validation_rate", 0.0)
-    saved = run.checkpoint()
+    saved = run.resume(learner)  # (started again: from the last checkpoint on)
     window = 0
-    if saved is not None:  # started again: from the last checkpoint on
-        learner.load(artifacts.get(saved["weights_uri"]))
+    if saved is not None:
         window = saved["window"]
-        run.record(saved["row"], None)  # (if the crash came before it was stored)
         logger.info("result %d: resuming after window %d", spec.result_id, window)
     # The newest published version, judged with the model on each window's held-out data:
     # after a drift both fall, and the model that recovers first is published.
@@ -363,8 +387,8 @@ def online_run(
         stream.commit(positions)  # (the group's offsets: for lag tools)
         return going
 
-    def write(row: dict[str, Any], weights: bytes, publish: tuple | None) -> bool:
-        run.save_checkpoint(row, weights, learner.weights_name)
+    def write(row: dict[str, Any], state: bytes, publish: tuple | None) -> bool:
+        run.save_checkpoint(row, state, publish[2] if publish else None)
         version, going = run.record(row, publish, progress=True)
         if version is not None:
             logger.info("result %d: version %d, window %d", spec.result_id, version, row["window"])
@@ -436,8 +460,14 @@ def online_run(
                 elif published is not None:  # on what the model is judged on (unseen data)
                     held = (x[cut:], y[cut:]) if n_val else (x, y)
                     row["published"] = floats(published.score(*held))
-            weights = learner.weights()  # (a copy: the next window trains on)
+            weights, state = learner.snapshot()  # (copies: the next window trains on)
             watched = row["val"] or row["prequential"]
+            if watched and options.monitoring_metric not in watched:
+                raise InvalidInput(
+                    f"monitoring_metric {options.monitoring_metric!r} is not a metric of "
+                    f"model {spec.model_name!r}: its windows report {', '.join(sorted(watched))}"
+                    "; no version would ever be published. Deploy it again with one of them"
+                )
             value = watched.get(options.monitoring_metric)
             before = row.get("published", {}).get(options.monitoring_metric)
             publish = None
@@ -449,7 +479,7 @@ def online_run(
                 published.load(weights)
                 published_at = window
             going = flush()  # (written while this window trained)
-            pending = writer.submit(write, row, weights, publish), row["next"]
+            pending = writer.submit(write, row, state, publish), row["next"]
             if not going:
                 why = "stopped"
                 break
@@ -471,11 +501,13 @@ def online_task(
     on_malformed: str,
 ) -> None:
     """`online_run` as a Ray task: records how the run ended on its result."""
+    from kafkaml_ray._private.rayutil import cancellable
     from kafkaml_ray.store import ResultStatus, Store, set_result_if
 
     store = Store.for_url(spec.settings.db_url)
     try:
-        why = online_run(spec, source, options, fmt, config, on_malformed)
+        with cancellable():  # (a stop's ray.cancel interrupts the run)
+            why = online_run(spec, source, options, fmt, config, on_malformed)
     except Exception as e:  # noqa: BLE001 - recorded on the result
         logger.exception("online result %d failed", spec.result_id)
         fields = {"status": ResultStatus.FAILED, "error": error_text(e)}

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from kafkaml_ray import artifacts
-from kafkaml_ray.errors import KafkaMLError
+from kafkaml_ray.errors import KafkaMLError, RunStopped
 from kafkaml_ray.settings import Settings
 
 __all__ = [
@@ -58,7 +58,13 @@ class RunSpec:
 
 class Reporter:
     """Writes progress, the learning curve and final results of one result to the store;
-    in a Tune trial it also reports each epoch to Tune."""
+    in a Tune trial it also reports each epoch to Tune.
+
+    Every write is made only while the result is training. When it is not (stopped by the
+    user, failed, deleted), the write raises `RunStopped` and the run ends: a stop reaches
+    the run at its next progress report (about every second) however it was started, even
+    when Ray's cancel does not, and nothing is written after it.
+    """
 
     def __init__(self, spec: RunSpec, enabled: bool = True, tune: bool = False):
         from kafkaml_ray.store import Store
@@ -80,8 +86,20 @@ class Reporter:
 
         if not self.enabled:
             return
-        with self.store.session() as s:  # (deleted or stopped meanwhile: nothing is written)
-            set_result_if(s, self.spec.result_id, [ResultStatus.TRAINING], **fields)
+        with self.store.session() as s:
+            if not set_result_if(s, self.spec.result_id, [ResultStatus.TRAINING], **fields):
+                raise RunStopped(f"result {self.spec.result_id} is no longer training")
+
+    def _check(self) -> None:
+        """Raise `RunStopped` if the result is no longer training."""
+        from kafkaml_ray.store import ResultStatus, TrainingResult
+
+        if not self.enabled:
+            return
+        with self.store.session() as s:
+            row = s.get(TrainingResult, self.spec.result_id)
+            if row is None or row.status != ResultStatus.TRAINING:
+                raise RunStopped(f"result {self.spec.result_id} is no longer training")
 
     def batch(self, epoch: int, batch: int, batches: int | None, loss: float | None) -> None:
         now = time.monotonic()
@@ -132,20 +150,22 @@ class Reporter:
         if not self.enabled:
             return
         base, prefix = self.spec.settings.artifacts_uri, f"results/{self.spec.result_id}"
+        self._check()  # (a stopped run's weights are not written)
         uri = artifacts.put(base, f"{prefix}/{weights_name}", weights)
         self.mark("saved")
-        self._update(
-            phases=dict(self.marks),
-            train_metrics=_floats(train),
-            val_metrics=_floats(val),
-            training_time_s=seconds,
-            weights_uri=uri,
-            **(
-                {"lineage": saved(self.spec.lineage, uri, weights, self.spec.framework)}
-                if self.spec.lineage
-                else {}
-            ),
-        )
+        lineage = saved(self.spec.lineage, uri, weights, self.spec.framework)
+        try:
+            self._update(
+                phases=dict(self.marks),
+                train_metrics=_floats(train),
+                val_metrics=_floats(val),
+                training_time_s=seconds,
+                weights_uri=uri,
+                **({"lineage": lineage} if self.spec.lineage else {}),
+            )
+        except RunStopped:  # stopped while the weights were written: they go too
+            artifacts.delete(uri)
+            raise
 
     def evaluated(self, test: dict, matrix: list | None, failed: list[str]) -> None:
         """The test metrics and confusion matrix (with its picture), and the steps that

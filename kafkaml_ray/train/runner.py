@@ -19,10 +19,12 @@ from typing import Any
 
 from sqlalchemy import func
 
-from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray._private.trained import TrainedWith
+from kafkaml_ray.errors import InvalidInput, RunStopped
 from kafkaml_ray.ingest.control import parse_ranges, parse_sources
 from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset, split_sizes
 from kafkaml_ray.lineage import params_for, record
+from kafkaml_ray.registry import code_sha256
 from kafkaml_ray.schemas import OnlineOptions
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import (
@@ -89,7 +91,12 @@ def _task_options(spec: RunSpec) -> dict[str, Any]:
         num_gpus=spec.gpu_fraction if one else 0,
         max_retries=0,
         name=f"train-result-{spec.result_id}",
-        runtime_env={"env_vars": {"KAFKAML_TRAINING_FRAMEWORK": spec.framework}},
+        runtime_env={
+            "env_vars": {
+                "KAFKAML_TRAINING_FRAMEWORK": spec.framework,
+                **pool.warm_key(code_sha256(spec.code, spec.imports)),
+            }
+        },
     )
 
 
@@ -124,9 +131,15 @@ def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> Non
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
+    from kafkaml_ray._private.rayutil import cancellable
+
     error = None
     try:
-        _trainer(num_workers)(**common).fit()
+        with cancellable():  # (a stop's ray.cancel interrupts the run)
+            _trainer(num_workers)(**common).fit()
+    except RunStopped:
+        logger.info("result %d: stopped", spec.result_id)
+        return
     except Exception as e:  # noqa: BLE001 - recorded on the result
         logger.exception("training result %d failed", spec.result_id)
         error = error_text(e)
@@ -219,16 +232,16 @@ def run_deployment(
             RunSpec(
                 result_id=r.id,
                 model_name=r.model.name,
-                framework=r.model.framework,
-                code=(r.model_version or r.model).code,  # (the version it was deployed with)
-                imports=(r.model_version or r.model).imports,
+                framework=(trained := TrainedWith.of(r)).framework,
+                code=trained.code,  # (the version it was deployed with)
+                imports=trained.imports,
                 batch_size=dep.batch_size,
                 settings=settings,
                 train_args=dict(dep.kwargs.get(r.model.framework, {}).get("train", {})),
                 val_args=dict(dep.kwargs.get(r.model.framework, {}).get("val", {})),
                 confusion_matrix=dep.confusion_matrix,
                 gpu_fraction=dep.gpu_fraction,
-                input_shape=r.model.input_shape,
+                input_shape=trained.input_shape,
                 lineage=r.lineage,
             )
             for r in waiting
@@ -310,12 +323,15 @@ def run_deployment(
                 r.lineage = lin
                 if r.id in by_result:
                     by_result[r.id].lineage = lin
-    if _stopping.is_set():
-        return
     mark("start")
-    refs = [
-        pool.submit(
+    owner = pool.runner_name(settings, deployment_id)
+    refs: list[Any] = []
+    for spec in specs:
+        if _stopping.is_set():  # (a stop while submitting: the rest are not started)
+            break
+        ref = pool.submit(
             settings,
+            owner,
             _train_one,
             _task_options(spec),
             spec.gpu_fraction > 0,
@@ -323,9 +339,12 @@ def run_deployment(
             datasets,
             spec.train_args.get("num_workers", 1),
         )
-        for spec in specs
-    ]
-    _running.extend(refs)
+        refs.append(ref)
+        _running.append(ref)
+    if _stopping.is_set():  # (cancel_runs may have run before the last one was listed)
+        for ref in refs:
+            ray.cancel(ref)
+    specs = specs[: len(refs)]
     pending = list(refs)
     while pending:  # every WAIT_REPORT_S that the runs are not done: what do they wait for?
         _, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_REPORT_S)

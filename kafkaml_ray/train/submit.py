@@ -50,17 +50,29 @@ def job_env(settings: Settings) -> dict[str, str]:
     >>> env = job_env(Settings(db="postgresql://kml:s3cret@db/kml", kafka={"sasl.password": "x"}))
     >>> "KAFKAML_DB" in env, "KAFKAML_KAFKA_SASL_PASSWORD" in env, env["TF_CPP_MIN_LOG_LEVEL"]
     (False, False, '2')
+    >>> "KAFKAML_DB" in job_env(Settings(db="postgresql://kml@db/kml?password=s3cret"))
+    False
+    >>> "KAFKAML_ARTIFACTS" in job_env(Settings(artifacts="s3://AKIA:s3cret@bucket/kml"))
+    False
     """
-    from sqlalchemy.engine import make_url
-
     env = {k: v for k, v in settings.env().items() if k != "RAY_ADDRESS"}
     for k in list(env):
-        if k.startswith("KAFKAML_KAFKA_") and any(w in k for w in _SECRET):
+        kafka_secret = k.startswith("KAFKAML_KAFKA_") and any(w in k for w in _SECRET)
+        if kafka_secret or (k in ("KAFKAML_DB", "KAFKAML_ARTIFACTS") and _has_credentials(env[k])):
             del env[k]
-    if make_url(settings.db_url).password is not None:
-        del env["KAFKAML_DB"]
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
+
+
+def _has_credentials(url: str) -> bool:
+    """Whether a URL holds a password: in its user part (``user:password@``) or in its
+    query (``?password=``, ``?secret_key=``, ...)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return True
+    return any(any(w in k.upper() for w in (*_SECRET, "PASS")) for k, _ in parse_qsl(parts.query))
 
 
 def submit_training(settings: Settings, deployment_id: int) -> str:
