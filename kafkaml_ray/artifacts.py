@@ -38,9 +38,28 @@ def put(base: str, relpath: str, data: bytes) -> str:
 
 
 def replace(base: str, relpath: str, data: bytes) -> str:
-    """`put`, but a reader sees the old content or the new, never part of it: written
-    aside, then moved over (a rename on a file system; an object store's writes are whole
-    already). Return its URI."""
+    """`put`, but a reader sees the old content or the new, never part of it, also after
+    a crash of the machine: written aside, flushed to the disk, then moved over (a rename
+    on a file system; an object store's writes are whole already). Return its URI."""
+    uri = join(base, relpath)
+    if "://" not in uri or uri.startswith("file://"):
+        import os
+        from pathlib import Path
+
+        path = Path(uri.removeprefix("file://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(path.name + ".partial")
+        with open(aside, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(aside, path)
+        fd = os.open(path.parent, os.O_RDONLY)  # (the rename itself, on the disk too)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return uri
     aside = put(base, f"{relpath}.partial", data)
     filesystem, path = _fs(aside)
     uri = join(base, relpath)

@@ -85,10 +85,22 @@ def broker_status(as_json: bool) -> None:
 @click.option("--ui/--no-ui", default=True, show_default=True, help="Also serve the control panel.")
 @json_option
 def up(ui: bool, as_json: bool) -> None:
-    """Start the local stack: Kafka broker, Ray head, control listener (and UI)."""
+    """Start the local stack: Kafka broker, Ray head, control listener (and UI); then
+    resume, fail or redeploy what a restart cut off (online runs resume from their
+    checkpoints, inferences are deployed again)."""
     from kafkaml_ray import stack
+    from kafkaml_ray.client import Client
+    from kafkaml_ray.recovery import reconcile
 
-    emit(stack.up(settings_from_env(), with_ui=ui), as_json, parts_text)
+    settings = settings_from_env()
+    if ui:
+        from kafkaml_ray.panel import show_new_password
+
+        show_new_password(settings)
+    parts = stack.up(settings, with_ui=ui)
+    for line in reconcile(Client(settings)):
+        click.echo(f"after the restart: {line}", err=True)
+    emit(parts, as_json, parts_text)
 
 
 @cli.command()

@@ -343,6 +343,41 @@ class Client:
         stop_runner(self.settings, deployment_id, dep.job_id)
         return self.get_deployment(deployment_id)
 
+    def resume_training(self, result_id: int) -> ResultInfo:
+        """Train a failed or stopped online result again, from its last checkpoint (weights,
+        optimizer and offsets): no window is lost or trained twice."""
+        from kafkaml_ray._private.rayutil import find_actor
+        from kafkaml_ray.train.launch import runner_name, start_runner
+
+        self._check_cluster()
+        with self.store.session() as s:
+            r = _get(s, TrainingResult, result_id, "training result")
+            dep = r.deployment
+            ds = s.get(Datasource, dep.datasource_id) if dep and dep.datasource_id else None
+            if ds is None or (ds.message or {}).get("incremental") is not True:
+                raise InvalidInput(
+                    f"result {result_id} was not trained online: only an online run resumes "
+                    "(`result reproduce` trains a batch result again)"
+                )
+            if r.status not in (ResultStatus.FAILED, ResultStatus.STOPPED):
+                raise Conflict(
+                    f"result {result_id} is {r.status.value}: only a failed or stopped online "
+                    "result resumes"
+                )
+            dep_id, ds_id = dep.id, ds.id
+        if find_actor(self.settings, runner_name(self.settings, dep_id)) is not None:
+            raise Conflict(
+                f"deployment {dep_id} still trains other models online: stop it first "
+                f"(kafkaml-ray train stop {dep_id}), then resume its results"
+            )
+        with self.store.session() as s:
+            resumable = [ResultStatus.FAILED, ResultStatus.STOPPED]
+            progress = {"phase": "resuming from its checkpoint"}
+            set_result_if(s, result_id, resumable, status=ResultStatus.WAITING, error=None,
+                          progress=progress)  # fmt: skip
+        start_runner(self.settings, dep_id, ds_id)
+        return self.get_result(result_id)
+
     def list_results(self, deployment_id: int | None = None, **filters: Any) -> list[ResultInfo]:
         """The results, oldest first, that match every one of ``filters``
         (`~kafkaml_ray.results.ResultFilter`: ``datasource_id``, ``topic``, ``model``,
@@ -487,15 +522,18 @@ class Client:
         online result, its newest published version or ``version``."""
         from kafkaml_ray import artifacts
 
-        r = self.get_result(result_id)
-        uri = r.weights_uri
-        if version is not None:
-            found = [v for v in self.list_versions(result_id) if v.version == version]
-            if not found:
-                raise NotFound(f"result {result_id} has no version {version}")
-            uri = found[0].weights_uri
+        with self.store.session() as s:  # (the URIs as stored: with their credentials)
+            r = _get(s, TrainingResult, result_id, "training result")
+            uri, status = r.weights_uri, r.status.value
+            if version is not None:
+                q = select(ResultVersion.weights_uri).where(
+                    ResultVersion.result_id == result_id, ResultVersion.version == version
+                )
+                uri = s.scalar(q)
+                if uri is None:
+                    raise NotFound(f"result {result_id} has no version {version}")
         if not uri:
-            raise NotFound(f"result {result_id} has no weights (status {r.status})")
+            raise NotFound(f"result {result_id} has no weights (status {status})")
         return uri.rsplit("/", 1)[-1], artifacts.get(uri)
 
     def predict(self, result_id: int, data: Any) -> Any:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+from kafkaml_ray.redaction import public_url
 from kafkaml_ray.store import (
     Datasource,
     Inference,
@@ -132,7 +133,7 @@ def saved(lineage: dict[str, Any], uri: str, weights: bytes, framework: str) -> 
         except metadata.PackageNotFoundError:
             continue
     weights_record = {
-        "uri": uri,
+        "uri": public_url(uri),
         "sha256": hashlib.sha256(weights).hexdigest(),
         "bytes": len(weights),
     }

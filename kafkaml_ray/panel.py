@@ -2,9 +2,13 @@
 stack (``start_ui``/``stop_ui``/``ui_status``, pid file ``$KAFKAML_HOME/run/ui.pid``, log
 ``$KAFKAML_HOME/run/ui.log``). The panel's Streamlit scripts are in ``kafkaml_ray/ui/``.
 
-The panel binds to 127.0.0.1. Any other address needs a password, from the environment
-(``KAFKAML_UI_PASSWORD``) or Streamlit secrets (``password`` in ``.streamlit/secrets.toml``
-of the working directory or the home directory); without one it is refused.
+The panel binds to 127.0.0.1 and asks for a password there too: on a shared host any
+local account reaches 127.0.0.1, and the panel registers model code that runs as the
+stack's owner. The password comes from the environment (``KAFKAML_UI_PASSWORD``), Streamlit
+secrets (``password`` in ``.streamlit/secrets.toml`` of the working directory or the home
+directory), or else the file ``$KAFKAML_HOME/ui-password`` (mode 0600), which the first
+start makes with a random password and prints once (`ensure_password`). Another address
+than 127.0.0.1 needs one of the first two.
 
 This module does not import Streamlit (nor ``kafkaml_ray.ui``): the app runs in its own
 process.
@@ -47,6 +51,9 @@ __all__ = [
     "ui_command",
     "is_loopback",
     "password_configured",
+    "ensure_password",
+    "show_new_password",
+    "password_file",
     "PASSWORD_ENV",
 ]
 
@@ -96,6 +103,31 @@ def password_configured() -> bool:
     return False
 
 
+def password_file(settings: Settings) -> Path:
+    """Where the panel's own password is kept when none is configured."""
+    return settings.home / "ui-password"
+
+
+def ensure_password(settings: Settings) -> str | None:
+    """Make the panel's password at its first start, when none is configured: a random
+    one, written to `password_file` readable by its owner alone. Returns it when it was
+    just made (to be shown once), else None."""
+    import secrets
+
+    if password_configured() or password_file(settings).exists():
+        return None
+    path = password_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(12)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another start made it meanwhile
+        return None
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
+
+
 def _healthy(url: str) -> bool:
     with (
         contextlib.suppress(OSError),
@@ -124,6 +156,8 @@ def serve_ui(
             f"the control panel would listen on {host}: set {PASSWORD_ENV} or a 'password' "
             "in .streamlit/secrets.toml first (or keep --host 127.0.0.1)"
         )
+    if ensure_password(settings) is not None:
+        logger.warning("the control panel's password is in %s", password_file(settings))
     port = port or settings.ui_port
     cmd = [
         sys.executable,
@@ -230,8 +264,23 @@ def stop_ui(settings: Settings) -> bool:
 @click.option("--port", type=int, default=None, help="Port [default: KAFKAML_UI_PORT or 8501].")
 @click.option("--open/--no-open", "open_browser", default=False, help="Open a browser tab.")
 def ui_command(host: str, port: int | None, open_browser: bool) -> None:
-    """Serve the Streamlit control panel (until Ctrl-C)."""
+    """Serve the Streamlit control panel (until Ctrl-C); it asks for its password."""
+    settings = Settings.from_env()
     try:
-        serve_ui(Settings.from_env(), host=host, port=port, headless=not open_browser)
+        if is_loopback(host):
+            show_new_password(settings)
+        serve_ui(settings, host=host, port=port, headless=not open_browser)
     except KafkaMLError as e:
         raise click.ClickException(str(e)) from None
+
+
+def show_new_password(settings: Settings) -> None:
+    """Make the panel's password if there is none yet, and print it (once: it is not
+    shown again, and is kept in `password_file`)."""
+    made = ensure_password(settings)
+    if made is not None:
+        click.echo(
+            f"control panel password: {made}  (shown once; kept in {password_file(settings)}"
+            f", readable by you alone; {PASSWORD_ENV} sets another)",
+            err=True,
+        )

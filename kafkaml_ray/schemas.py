@@ -6,9 +6,17 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray.redaction import public_url
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -301,6 +309,8 @@ class ResultInfo(_Record):
         fields["params"] = lineage.get("params") or {}
         fields["tags"] = list(getattr(r, "tags", None) or [])
         fields["notes"] = getattr(r, "notes", None) or ""
+        for name in ("weights_uri", "confusion_matrix_uri"):  # (shown, never with a password)
+            fields[name] = fields.get(name) and public_url(fields[name])
         return cls(**fields)
 
     @property
@@ -366,6 +376,11 @@ class VersionInfo(_Record):
     offsets: dict[str, Any]
     weights_uri: str
     created_at: datetime
+
+    @field_validator("weights_uri")
+    @classmethod
+    def _public(cls, uri: str) -> str:  # (shown, never with a password)
+        return public_url(uri)
 
 
 class DeploymentInfo(_Record):

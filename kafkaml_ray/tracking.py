@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from kafkaml_ray import artifacts
 from kafkaml_ray.errors import InvalidInput, KafkaMLError, NotFound, Unavailable
+from kafkaml_ray.redaction import public_url, redact
 from kafkaml_ray.results import topics
 
 if TYPE_CHECKING:
@@ -67,9 +68,6 @@ DEFAULT_EXPERIMENT = "kafkaml-ray"
 
 #: a result's and a search's status as an MLflow run status (others are not exported)
 _RUN_STATUS = {"finished": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
-#: key names whose values are never logged
-_SECRET = re.compile(r"pass(word|wd)?|secret|token|credential|api[_-]?key|private[_-]?key", re.I)
-_REDACTED = "***"
 #: what a datasource's params hold (``datasource.<name>``)
 _DATASOURCE_PARAMS = "topic id format validation_rate test_rate messages malformed incremental"
 
@@ -133,17 +131,8 @@ def _open(tracking_uri: str, experiment: str, artifact_location: str | None) -> 
     except Exception as e:  # noqa: BLE001 - an unusable store, said in one line
         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise Unavailable(
-            f"the MLflow tracking store {_public_uri(tracking_uri)} cannot be used: {why}"
+            f"the MLflow tracking store {public_url(tracking_uri)} cannot be used: {why}"
         ) from None
-
-
-def _public_uri(uri: str) -> str:
-    """``uri`` without a password in it.
-
-    >>> _public_uri("http://me:s3cret@mlflow:5000"), _public_uri("sqlite:///m.db")
-    ('http://me:***@mlflow:5000', 'sqlite:///m.db')
-    """
-    return re.sub(r"(//[^/:@]*):[^/@]*@", r"\1:***@", uri)
 
 
 # -- values ------------------------------------------------------------------------------
@@ -154,15 +143,6 @@ def _ms(when: datetime | None) -> int | None:
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _redact(value: Any) -> Any:
-    """``value`` with every entry whose key names a secret replaced by ``***``."""
-    if isinstance(value, Mapping):
-        return {k: _REDACTED if _SECRET.search(str(k)) else _redact(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact(v) for v in value]
-    return value
 
 
 def _text(value: Any) -> str:
@@ -235,7 +215,7 @@ def _params(result: ResultInfo, lineage: Mapping[str, Any]) -> dict[str, Any]:
     params["model"] = code.get("model") or result.model_name
     params["model_version"] = result.model_version or code.get("version")
     params.update({f"lib.{k}": v for k, v in _section(lineage, "libraries").items()})
-    return {k: v for k, v in _redact(params).items() if v is not None}
+    return {k: v for k, v in redact(params).items() if v is not None}
 
 
 def _metrics(result: ResultInfo) -> list[tuple[str, float, int]]:
@@ -261,12 +241,23 @@ def _metrics(result: ResultInfo) -> list[tuple[str, float, int]]:
     return out
 
 
+def _stored_uris(client: Client, result_id: int) -> tuple[str | None, str | None]:
+    """A result's weights and picture URIs as stored, credentials included (`ResultInfo`
+    shows them without): to read them, never to log them."""
+    from kafkaml_ray.store import TrainingResult
+
+    with client.store.session() as s:
+        row = s.get_one(TrainingResult, result_id)
+        return row.weights_uri, row.confusion_matrix_uri
+
+
 def _read(uri: str, what: str, result_id: int) -> bytes | None:
     """An artifact's bytes; None (and a warning) when it cannot be read."""
     try:
         return artifacts.get(uri)
     except (OSError, ValueError) as e:
-        logger.warning("result %d: its %s at %s is not exported: %s", result_id, what, uri, e)
+        where = public_url(uri)
+        logger.warning("result %d: its %s at %s is not exported: %s", result_id, what, where, e)
         return None
 
 
@@ -281,12 +272,13 @@ def _stage(
     """Write the artifacts of ``result`` under ``folder``; return the tags they add."""
     tags: dict[str, Any] = {}
     missing: list[str] = []
-    if result.weights_uri:
-        data = _read(result.weights_uri, "weights", result.id)
+    weights_uri, matrix_uri = _stored_uris(client, result.id)  # (with their credentials)
+    if weights_uri:
+        data = _read(weights_uri, "weights", result.id)
         if data is None:
             missing.append("weights")
         else:
-            name = posixpath.basename(result.weights_uri.rstrip("/")) or "weights.bin"
+            name = posixpath.basename(weights_uri.rstrip("/")) or "weights.bin"
             _write(folder / "weights" / name, data)
             digest = hashlib.sha256(data).hexdigest()
             tags["kafkaml.weights_sha256"] = digest
@@ -294,8 +286,8 @@ def _stage(
             if recorded and recorded != digest:  # kept, and said: the file changed since
                 logger.warning("result %d: its weights differ from the recorded", result.id)
                 tags["kafkaml.weights_sha256_recorded"] = recorded
-    if result.confusion_matrix_uri:
-        data = _read(result.confusion_matrix_uri, "confusion matrix picture", result.id)
+    if matrix_uri:
+        data = _read(matrix_uri, "confusion matrix picture", result.id)
         if data is None:
             missing.append("confusion_matrix.png")
         else:
@@ -311,7 +303,7 @@ def _stage(
     if text:
         _write(folder / "code" / "model.py", text)
     if lineage:
-        _write(folder / "lineage.json", json.dumps(_redact(lineage), indent=2, default=str))
+        _write(folder / "lineage.json", json.dumps(redact(lineage), indent=2, default=str))
     return {**tags, "kafkaml.missing_artifacts": ",".join(missing) or None}
 
 
@@ -335,7 +327,7 @@ def _dataset_input(lineage: Mapping[str, Any]) -> Any | None:
         digest=hashlib.sha256(ranges.encode()).hexdigest()[:32],
         source_type="kafka",
         source=ranges,
-        schema=json.dumps(_redact(schema), sort_keys=True, default=str),
+        schema=json.dumps(redact(schema), sort_keys=True, default=str),
         profile=json.dumps(profile, sort_keys=True, default=str),
     )
     context = [entities.InputTag(key="mlflow.data.context", value="training")]
@@ -477,7 +469,7 @@ def export_tune(
         params = {
             "metric": tune.metric,
             "mode": tune.mode,
-            "space": _redact(tune.space),
+            "space": redact(tune.space),
             "num_samples": tune.num_samples,
             "datasource_id": tune.datasource_id,
         }

@@ -1,5 +1,6 @@
 """Parts of an online run without a broker: where it starts reading."""
 
+import pytest
 from confluent_kafka import TopicPartition
 
 from kafkaml_ray.train.online import _Stream
@@ -117,3 +118,76 @@ def test_a_crash_before_the_window_was_recorded_keeps_its_version(tmp_path):
         assert [w.version for w in s.scalars(select(OnlineWindow))] == [1]
         (v,) = s.scalars(select(ResultVersion)).all()
         assert (v.version, v.window, v.metrics["monitored"]) == (1, 1, 0.5)
+
+
+def test_a_transient_store_or_artifact_error_is_retried_and_said(monkeypatch):
+    """A PostgreSQL restart, SQLite busy past its time-out, an artifact write that fails:
+    an online run failed for good on the first. It retries with backoff and says so in
+    its progress; other errors, and errors that outlast the retries, still fail it."""
+    import pytest
+    from sqlalchemy.exc import OperationalError
+
+    from kafkaml_ray.train import online
+
+    class Run:
+        spec = type("Spec", (), {"result_id": 7})()
+        progress: list = []
+
+        def update(self, **fields):
+            self.progress.append(fields["progress"])
+
+    waits: list[float] = []
+    monkeypatch.setattr(online.time, "sleep", waits.append)
+    calls = iter([OperationalError("UPDATE", {}, Exception("server closed the connection"))] * 3)
+
+    def flaky():
+        for e in calls:
+            raise e
+        return "written"
+
+    run = Run()
+    assert online._retrying(run, "recording the window", flaky) == "written"
+    assert waits == [1.0, 2.0, 4.0]
+    assert run.progress[-1] == {
+        "phase": "retrying",
+        "retrying": "recording the window: (builtins.Exception) server closed the connection",
+    }
+    with pytest.raises(ValueError):  # not transient: at once
+        online._retrying(run, "x", lambda: (_ for _ in ()).throw(ValueError("bad")))
+    with pytest.raises(OSError):  # transient, but for longer than the retries
+        online._retrying(run, "x", lambda: (_ for _ in ()).throw(OSError("disk")), 5.0)
+
+
+@pytest.mark.parametrize("torn", ["state", "record"])
+def test_a_torn_checkpoint_falls_back_to_the_one_before(tmp_path, torn):
+    """A crash (of the machine) can leave the newest checkpoint's state or record empty or
+    torn: the resume takes the one before it instead of failing."""
+    from kafkaml_ray import artifacts
+    from kafkaml_ray.store import MLModel, ResultStatus, Store, TrainingResult
+    from kafkaml_ray.train.learners import TorchLearner
+    from kafkaml_ray.train.online import _Run
+
+    spec = _spec(tmp_path)
+    with Store(spec.settings.db_url).session() as s:
+        model = MLModel(name="tiny", framework="pytorch", code=_ADAM)
+        s.add(TrainingResult(model=model, status=ResultStatus.TRAINING))
+    learner, run = TorchLearner(spec), _Run(spec)
+    weights = {}
+    for window in (1, 2):
+        learner.fit(*_window(window), epochs=1)
+        weights[window], state = learner.snapshot()
+        row = {
+            "window": window, "messages": 64, "malformed": 0,
+            "offsets": {"t:0": [64 * window - 64, 64 * window]}, "next": {"t:0": 64 * window},
+            "prequential": {}, "train": {}, "val": {},
+        }  # fmt: skip
+        run.save_checkpoint(row, state, None)
+    base = f"{spec.settings.artifacts_uri}/{run.prefix}"
+    if torn == "state":
+        artifacts.put(base, "window-2-state", b"")  # (empty: written, never flushed)
+    else:
+        artifacts.put(base, "checkpoint.json", b'{"window": 2, "state_u')
+    resumed = TorchLearner(spec)
+    saved = run.resume(resumed)
+    assert saved["window"] == 1 and saved["positions"] == {"t:0": 64}
+    assert resumed.weights() == weights[1]

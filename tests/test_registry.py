@@ -200,3 +200,65 @@ def test_updating_a_model_keeps_its_old_results_code(ray_cluster, client, exampl
     assert old.code_sha256[:12] in listed and new.code_sha256[:12] in listed
     assert run("model", "versions", "r", "--code", "1").strip() == code.strip()
     assert f"code: r version 1 (sha256 {old.code_sha256[:12]}" in run("result", "show", str(old.id))
+
+
+_CRAFTED = """
+import os
+
+class Boom:  # runs a command where it is unpickled
+    def __reduce__(self):
+        return (os.system, ("touch {marker}",))
+
+class Crafted(Exception):
+    pass
+
+class Evil(nn.Module):
+    @property
+    def input_shape(self):
+        if {at_validation}:
+            raise Crafted(Boom())
+        return [2]
+    def forward(self, x):
+        return self  # .cpu().numpy() below gives the crafted object
+    def cpu(self):
+        return self
+    def numpy(self):
+        return [Boom()]
+    def loss_fn(self):
+        return nn.MSELoss()
+    def optimizer(self):
+        return torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    def metrics(self):
+        return {{"loss": Loss(self.loss_fn())}}
+"""
+
+
+def test_objects_made_by_model_code_never_reach_the_callers_process(ray_cluster, client, tmp_path):
+    """What model code makes (a shape, a prediction, an exception) was unpickled in the
+    CLI's or panel's process, where an object's ``__reduce__`` runs what it names: model
+    code ran outside Ray workers. Workers now answer in plain numbers and text."""
+    import numpy as np
+    from safetensors.torch import save
+
+    from kafkaml_ray import artifacts
+    from kafkaml_ray.store import ModelVersion, ResultStatus, TrainingResult
+    from tests.conftest import add_model_unvalidated
+
+    marker = tmp_path / "pwned"
+    with pytest.raises(ModelCodeError, match="Crafted"):
+        client.add_model("crafted", "pytorch", _CRAFTED.format(marker=marker, at_validation=True))
+    assert not marker.exists()
+
+    code = _CRAFTED.format(marker=marker, at_validation=False)
+    model_id = add_model_unvalidated(client, "served", "pytorch", code)
+    with client.store.session() as s:
+        version = ModelVersion(model_id=model_id, number=1, sha256="0" * 64, code=code)
+        weights = artifacts.put(client.settings.artifacts_uri, "crafted/w", save({}))
+        r = TrainingResult(model_id=model_id, model_version=version, weights_uri=weights,
+                           status=ResultStatus.FINISHED)  # fmt: skip
+        s.add(r)
+        s.flush()
+        rid = r.id
+    with pytest.raises(InvalidInput, match=f"result {rid} cannot predict this data: .*object"):
+        client.predict(rid, np.zeros((1, 2), np.float32))
+    assert not marker.exists()

@@ -185,3 +185,113 @@ def test_a_fresh_machine_up_train_serve_and_down(tmp_path):
     finally:
         down = cli("down")
     assert not any(p["running"] for p in down), down
+
+
+def test_up_after_a_ray_head_crash_resumes_online_runs_and_inferences(tmp_path):
+    """The Ray head dies (SIGKILL to its process group) while an online run trains and an
+    inference serves its result. The next `up` sets what the store says runs against what
+    runs: the online run resumes at its checkpoint's offsets, so its windows cover every
+    message once (none lost, none trained twice), and the inference is deployed again and
+    predicts every input, those sent while Ray was down included."""
+    import os
+    import signal
+
+    from sklearn.datasets import load_digits
+
+    from kafkaml_ray.ingest import InferenceProducer, RawSink
+
+    env = _fresh_env(tmp_path)
+    home = Path(env["HOME"])
+
+    def cli(*args: str, json_out: bool = True, stderr: list | None = None):
+        out = subprocess.run(
+            [sys.executable, "-m", "kafkaml_ray", *args, *(["--json"] if json_out else [])],
+            env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path,
+        )  # fmt: skip
+        assert out.returncode == 0, f"{args}: {out.stderr[-3000:]}"
+        if stderr is not None:
+            stderr.append(out.stderr)
+        return json.loads(out.stdout) if json_out else out.stdout
+
+    def windows(result_id: int) -> list[dict]:
+        return cli("result", "windows", str(result_id))
+
+    def until(what: str, check, timeout: float = 300):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := check():
+                return found
+            time.sleep(2)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32).reshape(-1, 8, 8)
+    bootstrap = f"127.0.0.1:{env['KAFKAML_BROKER_PORT']}"
+    topic, inp, out = (f"{t}-{uuid.uuid4().hex[:6]}" for t in ("online", "in", "out"))
+    try:
+        cli("up", "--no-ui")
+        cli(
+            "model",
+            "add",
+            "cnn",
+            "-f",
+            "pytorch",
+            "--file",
+            str(EXAMPLES / "digits_cnn_pytorch.py"),
+        )
+        cli("config", "create", "digits", "cnn")
+        dep = cli(
+            "train", "deploy", "digits", "--kwargs", "epochs=1", "--online",
+            "--window-messages", "150", "--window-seconds", "3", "--stream-timeout-s", "-1",
+        )  # fmt: skip
+        rid = dep["results"][0]["id"]
+        sink = RawSink(bootstrap, topic, dep["id"], online=True, validation_rate=0.1)
+        sink.send_many(x[:300], y[:300])
+        sink._producer.flush(30)
+        until("two windows", lambda: len(windows(rid)) >= 2)
+        cli("infer", "deploy", str(rid), "--input-topic", inp, "--output-topic", out)
+        inputs = InferenceProducer(
+            bootstrap, inp, "RAW", {"data_type": "float32", "data_reshape": "8 8"}
+        )
+        for i in range(50):
+            inputs.send(x[i], key=str(i).encode())
+        inputs.flush()
+
+        pid = int((home / ".kafkaml-ray" / "run" / "ray.pid").read_text().split()[0])
+        os.killpg(pid, signal.SIGKILL)  # the head crashes
+        time.sleep(2)
+        sink.send_many(x[300:600], y[300:600])  # (Kafka is up: the data waits there)
+        sink.close()
+        for i in range(50, 100):
+            inputs.send(x[i], key=str(i).encode())
+        inputs.close()
+
+        said: list[str] = []
+        cli("up", "--no-ui", stderr=said)
+        assert f"result {rid}: resumed from its checkpoint (online)" in said[0], said
+        assert "inference 1: deployed again" in said[0], said
+        covered = until(
+            "every message in a window",
+            lambda: (w := windows(rid)) and w[-1]["offsets"][f"{topic}:0"][1] == 600 and w,
+        )
+        spans = [w["offsets"][f"{topic}:0"] for w in covered]
+        assert spans[0][0] == 0 and all(
+            a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)
+        )
+        assert sum(w["messages"] for w in covered) == 600  # none lost, none twice
+
+        from confluent_kafka import Consumer
+
+        reader = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                           "auto.offset.reset": "earliest"})  # fmt: skip
+        reader.subscribe([out])
+        offsets, deadline = set(), time.monotonic() + 240
+        while len(offsets) < 100 and time.monotonic() < deadline:
+            for m in reader.consume(100, timeout=1.0):
+                if m.error() is None:
+                    offsets.add(int(dict(m.headers())["kafkaml-input-offset"]))
+        reader.close()
+        assert offsets == set(range(100))  # every input, those sent while Ray was down too
+        cli("train", "stop", str(dep["id"]), json_out=False)
+    finally:
+        cli("down")

@@ -339,3 +339,26 @@ def test_clear_errors(client, rows, uri, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
     with pytest.raises(InvalidInput, match=r"pip install 'kafkaml-ray\[mlflow\]'"):
         export_result(client, training, uri)
+
+
+def test_credentials_in_an_artifact_uri_reach_no_record_show_or_export(
+    client, rows, uri, ml, tmp_path
+):
+    """KAFKAML_ARTIFACTS=s3://key:secret@bucket/... put the secret in every weights URI,
+    and from there into `result show`, the lineage record and the MLflow export: it is
+    taken out by value wherever a URI is shown or recorded."""
+    from kafkaml_ray.lineage import saved
+
+    secret_uri = "s3://AKIAKEY:s3cret-value@bucket/kml/results/9/model.safetensors"
+    record = saved(lineage({"epochs": 3}), secret_uri, WEIGHTS, "pytorch")
+    assert record["weights"]["uri"] == "s3://AKIAKEY:***@bucket/kml/results/9/model.safetensors"
+    result_id = rows(weights=secret_uri, row_lineage=record)
+    shown = client.get_result(result_id)
+    assert "s3cret-value" not in shown.model_dump_json()
+    run_id = export_result(client, result_id, uri)  # (its weights cannot be read: left out)
+    run = ml.get_run(run_id)
+    exported = (
+        json.dumps([run.data.params, run.data.tags])
+        + _download(ml, run_id, "lineage.json", tmp_path).decode()
+    )
+    assert "s3cret-value" not in exported and "AKIAKEY:***@bucket" in exported

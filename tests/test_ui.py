@@ -60,8 +60,11 @@ def open_page(settings, monkeypatch, served_at):
     for key, value in settings.env().items():
         monkeypatch.setenv(key, value)
 
-    def open_(page: str | None = None) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=180).run()
+    def open_(page: str | None = None, signed_in: bool = True) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=180)
+        if signed_in:  # (signing in: test_the_panel_asks_for_its_password_on_127_0_0_1)
+            at.session_state["_kml_authenticated"] = True
+        at.run()
         if page:
             at.switch_page(f"views/{page}.py").run()
         assert not at.exception, at.exception
@@ -993,11 +996,40 @@ def test_sidebar_shows_the_stack_state(settings, open_page):
     assert "**kafka**" in text and "**ray**" in text
 
 
-def test_off_loopback_without_a_password_the_panel_refuses(settings, open_page, served_at):
+def test_without_a_password_the_panel_refuses(open_page, served_at, monkeypatch, tmp_path):
     served_at("0.0.0.0")
-    at = open_page()
-    assert "no password is set" in at.error[0].value
+    monkeypatch.setenv("KAFKAML_HOME", str(tmp_path))  # (no password file made there)
+    at = open_page(signed_in=False)
+    assert "This panel has no password" in at.error[0].value
     assert not at.text_area and not at.dataframe
+
+
+def test_the_panel_asks_for_its_password_on_127_0_0_1(
+    settings, open_page, capsys, monkeypatch, tmp_path
+):
+    """Any local account of a shared host reaches 127.0.0.1, and the panel registers model
+    code that runs as the stack's owner: it asks for a password there too. The first start
+    makes one, readable by the owner alone, and prints it once."""
+    from kafkaml_ray.panel import password_file, show_new_password
+
+    monkeypatch.setenv("KAFKAML_HOME", str(tmp_path))  # (a home of its own: a first start)
+    settings = settings.model_copy(update={"home": tmp_path})
+    show_new_password(settings)
+    path = password_file(settings)
+    password = path.read_text().strip()
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and len(password) >= 16
+    assert f"control panel password: {password}" in capsys.readouterr().err
+    show_new_password(settings)  # (once)
+    assert capsys.readouterr().err == "" and path.read_text().strip() == password
+    at = open_page(signed_in=False)
+    assert at.title[0].value == "kafkaml-ray" and not at.text_area and not at.dataframe
+    at.text_input(key="_kml_password").input("wrong")
+    button(at, "Sign in").click().run()
+    assert at.error[0].value == "wrong password"
+    at.text_input(key="_kml_password").input(password)
+    button(at, "Sign in").click().run()
+    assert not at.exception
+    assert at.title[0].value == "Models"
 
 
 def test_off_loopback_the_panel_asks_for_the_password(settings, open_page, served_at):

@@ -60,10 +60,26 @@ def page(tmp_path):
             browser.close()
 
 
-def test_register_a_model_in_the_browser(panel, page, client, example):
+def _sign_in(page, panel: str, settings) -> None:
+    """Sign in with the password the panel's first start made (on 127.0.0.1 too); the
+    browser keeps a cookie, so the pages opened after need no second sign-in."""
     from playwright.sync_api import expect
 
-    # A page's own address, first thing on a fresh server: app.py runs it (its sidebar).
+    from kafkaml_ray.panel import password_file
+
+    page.goto(panel)
+    expect(page.get_by_role("heading", name="kafkaml-ray")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Stack", exact=True)).to_be_hidden()  # (nothing else shown)
+    page.get_by_label("Password", exact=True).fill(password_file(settings).read_text().strip())
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Models")).to_be_visible(timeout=60_000)
+
+
+def test_register_a_model_in_the_browser(panel, page, client, example, settings):
+    from playwright.sync_api import expect
+
+    _sign_in(page, panel, settings)
+    # A page's own address, in a new session: app.py runs it (its sidebar), signed in.
     page.goto(f"{panel}/configurations")
     expect(page.get_by_role("heading", name="Configurations")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("Stack", exact=True)).to_be_visible()
@@ -180,6 +196,7 @@ def test_screenshots_of_the_main_pages(panel, page, client, settings, broker, ex
     out = Path(SHOTS)
     out.mkdir(parents=True, exist_ok=True)
     _seed_showcase(client, settings, example)
+    _sign_in(page, panel, settings)
     for path, heading, height in [
         ("models", "Models", 1000),
         ("training", "Training", 1500),

@@ -111,8 +111,8 @@ def model_options(model: type[BaseModel], **spellings: str) -> Callable[[Callabl
             kwargs: dict[str, Any] = {"help": field.description, "default": field.default}
             if field.annotation is bool:
                 flags[-1] = f"{flags[-1]}/--no-{flags[-1].removeprefix('--')}"
-            elif get_origin(field.annotation) is Literal:
-                kwargs["type"] = click.Choice(get_args(field.annotation))
+            elif literal := [a for a in kinds if get_origin(a) is Literal]:  # (or None)
+                kwargs["type"] = click.Choice(get_args(literal[0]))
             else:
                 kwargs["type"] = float if float in kinds else int if int in kinds else str
             kwargs["show_default"] = field.default is not None

@@ -121,6 +121,15 @@ def train_stop(deployment_id: int) -> None:
     click.echo(deployment_text(client_from_env().stop_training(deployment_id)))
 
 
+@train.command("resume")
+@click.argument("result_id", type=int)
+@json_option
+def train_resume(result_id: int, as_json: bool) -> None:
+    """Train a failed or stopped online result again, from its last checkpoint and offsets."""
+    r = client_from_env().resume_training(result_id)
+    emit(r, as_json, lambda r: f"result {r.id}: {r.status} ({r.progress.get('phase', '')})")
+
+
 @train.command("follow")
 @click.argument("deployment_id", type=int)
 @click.option("--interval", default=0.5, show_default=True, help="Seconds between updates.")

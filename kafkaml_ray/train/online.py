@@ -28,6 +28,7 @@ checkpoint's offsets, so no window is skipped and none is trained twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -177,6 +178,42 @@ class _Stream:
         self.consumer.close()
 
 
+# -- transient errors ---------------------------------------------------------------------
+#: How long a run retries a store or artifact write that fails (a database restart, SQLite
+#: busy, an object store's hiccup) before it fails for good (seconds).
+RETRY_FOR_S = 600.0
+
+
+def _transient(e: BaseException) -> bool:
+    """A store or artifact error that may pass: the connection, a lock, an I/O error (not
+    a missing file, nor a refused value)."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if isinstance(e, FileNotFoundError):
+        return False
+    return isinstance(e, OperationalError | InterfaceError | OSError)
+
+
+def _retrying(run: _Run, what: str, fn: Callable[[], Any], retry_for_s: float = RETRY_FOR_S):
+    """``fn()``, again with backoff (1 s doubling to 30 s) while it fails with a transient
+    error, for up to ``retry_for_s``; the run's progress says what it retries."""
+    deadline, delay = time.monotonic() + retry_for_s, 1.0
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not _transient(e) or time.monotonic() + delay > deadline:
+                raise
+            why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            logger.warning(
+                "result %d: %s failed (%s); again in %.0fs", run.spec.result_id, what, why, delay
+            )
+            with contextlib.suppress(Exception):  # (the store may be what fails)
+                run.update(progress={"phase": "retrying", "retrying": f"{what}: {why}"})
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 # -- the run ------------------------------------------------------------------------------
 class _Run:
     """One online run's state in the store and the artifact store."""
@@ -189,12 +226,19 @@ class _Run:
         self.prefix = f"results/{spec.result_id}/online"
         self.base = spec.settings.artifacts_uri
 
-    def checkpoint(self) -> dict[str, Any] | None:
-        uri = artifacts.join(self.base, f"{self.prefix}/checkpoint.json")
-        try:
-            return json.loads(artifacts.get(uri))
-        except (FileNotFoundError, OSError):
-            return None
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """The last checkpoint's record and the one before it, newest first: those that
+        can be read (one left empty or torn by a crash is skipped)."""
+        found = []
+        for name in ("checkpoint.json", "checkpoint.previous.json"):
+            uri = artifacts.join(self.base, f"{self.prefix}/{name}")
+            try:
+                found.append(json.loads(artifacts.get(uri)))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as e:
+                logger.warning("result %d: %s cannot be read: %s", self.spec.result_id, name, e)
+        return found
 
     def save_checkpoint(
         self, row: dict[str, Any], state: bytes, publish: dict[str, Any] | None
@@ -204,27 +248,42 @@ class _Run:
         holds the window's row and the metrics of the version it publishes (None: none),
         for a crash before they reached the store."""
         window = row["window"]
-        uri = artifacts.put(self.base, f"{self.prefix}/window-{window}-state", state)
+        uri = artifacts.replace(self.base, f"{self.prefix}/window-{window}-state", state)
         record = {
             "window": window, "state_uri": uri, "positions": row["next"], "row": row,
             "publish": publish,
         }  # fmt: skip
+        last = self.checkpoints()
+        if last:  # (the one to fall back on)
+            data = json.dumps(last[0]).encode()
+            artifacts.replace(self.base, f"{self.prefix}/checkpoint.previous.json", data)
         data = json.dumps(record).encode()  # replaced whole: a kill never leaves it torn
         artifacts.replace(self.base, f"{self.prefix}/checkpoint.json", data)
-        if window > 1:
-            old = f"{self.prefix}/window-{window - 1}-state"
+        if window > 2:  # (the previous checkpoint's state is kept)
+            old = f"{self.prefix}/window-{window - 2}-state"
             artifacts.delete(artifacts.join(self.base, old))
 
     def resume(self, learner: TorchLearner | KerasLearner) -> dict[str, Any] | None:
         """Continue ``learner`` from the last checkpoint (None: there is none), and store
         that window and the version it published if the crash came before they were."""
-        saved = self.checkpoint()
-        if saved is None:
+        for saved in self.checkpoints():
+            try:
+                if "state_uri" in saved:
+                    learner.restore(artifacts.get(saved["state_uri"]))
+                else:  # (the weights alone: written before the optimizer was kept)
+                    learner.load(artifacts.get(saved["weights_uri"]))
+                break
+            except FileNotFoundError:
+                raise
+            except Exception as e:  # noqa: BLE001 - torn or empty: the one before it
+                if _transient(e) and not isinstance(e, ValueError):
+                    raise
+                logger.warning(
+                    "result %d: the checkpoint of window %s cannot be loaded (%s): the one "
+                    "before it", self.spec.result_id, saved.get("window"), error_text(e),
+                )  # fmt: skip
+        else:
             return None
-        if "state_uri" in saved:
-            learner.restore(artifacts.get(saved["state_uri"]))
-        else:  # (a checkpoint of the weights alone, written before the optimizer was kept)
-            learner.load(artifacts.get(saved["weights_uri"]))
         metrics = saved.get("publish")
         publish = (learner.weights(), learner.weights_name, metrics) if metrics else None
         self.record(saved["row"], publish)
@@ -353,7 +412,7 @@ def online_run(
     val_rate = options.validation_rate
     if val_rate is None:
         val_rate = source.get("validation_rate", 0.0)
-    saved = run.resume(learner)  # (started again: from the last checkpoint on)
+    saved = _retrying(run, "reading the checkpoint", lambda: run.resume(learner))
     window = 0
     if saved is not None:
         window = saved["window"]
@@ -369,7 +428,7 @@ def online_run(
         ).first()
     if newest is not None:
         published = new_learner()
-        published.load(artifacts.get(newest))
+        published.load(_retrying(run, "reading the newest version", lambda: artifacts.get(newest)))
     stream = _Stream(spec, source, saved["positions"] if saved else None)
     # Each window's checkpoint and store writes run in a writer thread while the next window
     # is read and trained; one window's at a time, in order: a crash loses at most the
@@ -388,14 +447,18 @@ def online_run(
         return going
 
     def write(row: dict[str, Any], state: bytes, publish: tuple | None) -> bool:
-        run.save_checkpoint(row, state, publish[2] if publish else None)
-        version, going = run.record(row, publish, progress=True)
+        metrics = publish[2] if publish else None
+        _retrying(run, "writing the checkpoint", lambda: run.save_checkpoint(row, state, metrics))
+        version, going = _retrying(
+            run, "recording the window", lambda: run.record(row, publish, progress=True)
+        )
         if version is not None:
             logger.info("result %d: version %d, window %d", spec.result_id, version, row["window"])
         return going
 
     def waiting() -> bool:  # asked while no data comes: says so, and whether still training
-        return run.update(progress={"phase": "waiting for data", "window": window})
+        progress = {"phase": "waiting for data", "window": window}
+        return _retrying(run, "recording progress", lambda: run.update(progress=progress))
 
     started, why = time.monotonic(), "the stream ended"
     try:
@@ -417,7 +480,7 @@ def online_run(
                 options.stream_timeout_s,
                 waiting,
             )
-            if not msgs and not run.training():
+            if not msgs and not _retrying(run, "reading the status", run.training):
                 why = "stopped"
                 break
             if not msgs:

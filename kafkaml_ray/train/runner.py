@@ -223,7 +223,7 @@ def run_deployment(
             r.progress = {"phase": "reading the data stream"}
             fw = r.model.framework
             params = params_for(dep.kwargs, fw, dep.batch_size)
-            r.lineage = record(
+            r.lineage = r.lineage or record(  # (a resumed online result keeps its record)
                 ds, model=r.model, version=r.model_version, params=params,
                 on_malformed=dep.on_malformed, shuffle_seed=dep.shuffle_seed, deployment=dep,
                 reproduction_of=r.reproduction_of,

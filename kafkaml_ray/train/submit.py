@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 
 from kafkaml_ray.errors import Unavailable
+from kafkaml_ray.redaction import has_credentials
 from kafkaml_ray.settings import Settings
 
 __all__ = ["job_client", "job_env", "submit_training", "entrypoint", "dashboard_address"]
@@ -58,21 +59,10 @@ def job_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in settings.env().items() if k != "RAY_ADDRESS"}
     for k in list(env):
         kafka_secret = k.startswith("KAFKAML_KAFKA_") and any(w in k for w in _SECRET)
-        if kafka_secret or (k in ("KAFKAML_DB", "KAFKAML_ARTIFACTS") and _has_credentials(env[k])):
+        if kafka_secret or (k in ("KAFKAML_DB", "KAFKAML_ARTIFACTS") and has_credentials(env[k])):
             del env[k]
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
-
-
-def _has_credentials(url: str) -> bool:
-    """Whether a URL holds a password: in its user part (``user:password@``) or in its
-    query (``?password=``, ``?secret_key=``, ...)."""
-    from urllib.parse import parse_qsl, urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        return True
-    return any(any(w in k.upper() for w in (*_SECRET, "PASS")) for k, _ in parse_qsl(parts.query))
 
 
 def submit_training(settings: Settings, deployment_id: int) -> str:

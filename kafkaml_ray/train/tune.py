@@ -48,6 +48,7 @@ __all__ = [
     "run_tune",
     "start_tune",
     "stop_tune",
+    "driver_name",
     "best_of",
     "metric_value",
     "TuneStatus",
@@ -436,7 +437,7 @@ class _TuneDriver:
         self._stop.set()
 
 
-def _driver_name(settings: Settings, tune_id: int) -> str:
+def driver_name(settings: Settings, tune_id: int) -> str:
     from kafkaml_ray._private.rayutil import actor_name
 
     return actor_name("tune", settings, tune_id)
@@ -446,7 +447,7 @@ def start_tune(settings: Settings, tune_id: int, max_concurrent_trials: int = 2)
     """Start the search of TuneRun ``tune_id`` in a detached Ray actor and return."""
     from kafkaml_ray._private.rayutil import run_detached
 
-    name = _driver_name(settings, tune_id)
+    name = driver_name(settings, tune_id)
     run_detached(settings, _TuneDriver, name, settings, tune_id, max_concurrent_trials)
 
 
@@ -455,4 +456,4 @@ def stop_tune(settings: Settings, tune_id: int, timeout: float = 60.0) -> bool:
     ``timeout``); True if a driver was running. Mark the search stopped first."""
     from kafkaml_ray._private.rayutil import stop_detached
 
-    return stop_detached(settings, _driver_name(settings, tune_id), "stop", exit_wait=timeout)
+    return stop_detached(settings, driver_name(settings, tune_id), "stop", exit_wait=timeout)

@@ -1,12 +1,14 @@
 """The kafkaml-ray control panel: ``kafkaml-ray ui`` serves this script.
 
-Settings come from the environment (``Settings.from_env()``), as for the CLI. Off
-127.0.0.1 the panel asks for the password of ``KAFKAML_UI_PASSWORD`` or Streamlit secrets
-(``password``), and shows nothing else without one.
+Settings come from the environment (``Settings.from_env()``), as for the CLI. The panel
+asks for its password (``KAFKAML_UI_PASSWORD``, Streamlit secrets' ``password``, or the
+file ``$KAFKAML_HOME/ui-password`` that its first start made: `kafkaml_ray.panel`), on
+127.0.0.1 too, and shows nothing else without it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import sys
@@ -20,7 +22,8 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from kafkaml_ray.errors import KafkaMLError  # noqa: E402
-from kafkaml_ray.panel import PASSWORD_ENV, is_loopback  # noqa: E402
+from kafkaml_ray.panel import PASSWORD_ENV, password_file  # noqa: E402
+from kafkaml_ray.settings import Settings  # noqa: E402
 from kafkaml_ray.ui import common  # noqa: E402
 
 # (section, script under views/, title, icon). A new page: one script in views/, one row
@@ -42,23 +45,38 @@ _AUTHENTICATED = "_kml_authenticated"
 
 
 def _password() -> str:
-    """The configured password ('' when there is none)."""
+    """The configured password, else the panel's own ('' when there is none)."""
     from_env = os.environ.get(PASSWORD_ENV, "")
     if from_env:
         return from_env
     try:
-        return str(st.secrets.get("password", ""))
+        if secret := str(st.secrets.get("password", "")):
+            return secret
     except FileNotFoundError:  # no secrets file
+        pass
+    try:
+        return password_file(Settings.from_env()).read_text().strip()
+    except OSError:
         return ""
 
 
 def _refused() -> None:
     st.title("kafkaml-ray")
     st.error(
-        f"This panel listens on {st.get_option('server.address') or 'every interface'}, "
-        f"not 127.0.0.1, and no password is set: set {PASSWORD_ENV} or a 'password' in "
-        "Streamlit secrets, then restart it."
+        f"This panel has no password: set {PASSWORD_ENV} or a 'password' in Streamlit "
+        "secrets, or start it with `kafkaml-ray ui` (which makes one), then restart it."
     )
+
+
+#: the browser's proof of a sign-in, kept for a week: a reload or a link opened from the
+#: panel starts a new session, which would otherwise ask again
+_COOKIE, _COOKIE_DAYS = "kafkaml_panel", 7
+
+
+def _token() -> str:
+    """The cookie's value: an HMAC of the password (a new password signs every browser
+    out), never the password itself."""
+    return hmac.new(_password().encode(), b"kafkaml-ray panel", hashlib.sha256).hexdigest()
 
 
 def _login() -> None:
@@ -67,14 +85,33 @@ def _login() -> None:
     if st.button("Sign in", type="primary"):
         if hmac.compare_digest(entered.encode(), _password().encode()):
             st.session_state[_AUTHENTICATED] = True
+            st.session_state["_kml_remember"] = True
             st.session_state.pop("_kml_password", None)
             st.rerun()
         st.error("wrong password")
 
 
+def _remember() -> None:
+    """Give the browser the sign-in cookie (once, right after signing in)."""
+    if st.session_state.pop("_kml_remember", False):
+        from streamlit.components.v1 import html
+
+        age = _COOKIE_DAYS * 86400
+        html(
+            f"<script>window.parent.document.cookie = '{_COOKIE}={_token()}; Path=/; "
+            f"Max-Age={age}; SameSite=Strict';</script>",
+            height=0,
+        )
+
+
 def _gate() -> st.Page | None:
     """The login (or refusal) page when this session may not see the panel yet."""
-    if is_loopback(st.get_option("server.address")) or st.session_state.get(_AUTHENTICATED):
+    if st.session_state.get(_AUTHENTICATED):
+        return None
+    cookie = st.context.cookies.get(_COOKIE)
+    cookie = cookie if isinstance(cookie, str) else ""  # (none outside a browser)
+    if _password() and hmac.compare_digest(cookie.encode(), _token().encode()):
+        st.session_state[_AUTHENTICATED] = True
         return None
     return st.Page(_login if _password() else _refused, title="Sign in", url_path="signin")
 
@@ -101,6 +138,7 @@ def main() -> None:
     for section, script, title, icon in PAGES:
         sections.setdefault(section, []).append(st.Page(script, title=title, icon=icon))
     page = st.navigation(sections)
+    _remember()
     try:
         _sidebar()
         page.run()
