@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from kafkaml_ray.errors import Conflict, InvalidInput, NotFound
+from kafkaml_ray.options import OnlineOptions, ServingOptions, TrainingOptions, checked
 from kafkaml_ray.registry import FRAMEWORKS, model_version, validate_model
 from kafkaml_ray.results import ResultFilter
 from kafkaml_ray.schemas import (
@@ -34,15 +35,11 @@ from kafkaml_ray.schemas import (
     LineageInfo,
     ModelInfo,
     ModelVersionInfo,
-    OnlineOptions,
     Prediction,
     ResultInfo,
-    ServingOptions,
-    TrainingOptions,
     TuneInfo,
     VersionInfo,
     WindowInfo,
-    checked,
 )
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import (
@@ -244,11 +241,11 @@ class Client:
         ``kwargs``/``val_kwargs``: per framework (``{"pytorch": "epochs=5", "tensorflow":
         "epochs=5, lr=0.001"}``) or one text for both; parsed safely, never evaluated.
         ``submit``: run it as a Ray job now, waiting for its data stream. ``options`` are
-        `~kafkaml_ray.schemas.TrainingOptions`: ``batch_size``, ``gpu_fraction`` (GPU per
+        `~kafkaml_ray.options.TrainingOptions`: ``batch_size``, ``gpu_fraction`` (GPU per
         model, e.g. 0.25), ``confusion_matrix``, ``shuffle_seed`` (shuffled split, else
         ordered: test newest), ``on_malformed`` ("fail", or "skip" and count bad messages).
         ``online``: how it trains when its stream is an online one (a control message with
-        ``"incremental": true``): `~kafkaml_ray.schemas.OnlineOptions` or their fields
+        ``"incremental": true``): `~kafkaml_ray.options.OnlineOptions` or their fields
         (``True``: the defaults, which an online stream also gets without them).
         """
         from kafkaml_ray.train.kwargs import parse_kwargs
@@ -641,7 +638,7 @@ class Client:
         """Serve a trained result: Kafka ingress replicas read ``input_topic`` (one consumer
         group) and write ``{"values": [...]}`` to ``output_topic``; bad inputs go to
         ``<output_topic>.dlq``. The input format and config default to those of the
-        result's data stream. ``options`` are `~kafkaml_ray.schemas.ServingOptions`
+        result's data stream. ``options`` are `~kafkaml_ray.options.ServingOptions`
         (``replicas``, ``min_replicas``/``max_replicas`` for lag-driven autoscaling,
         ``gpu_fraction``, ``batch_size``, ``max_wait_ms``); ``autoscaling`` overrides Serve's
         autoscaling settings (e.g. shorter delays).

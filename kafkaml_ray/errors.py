@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
 __all__ = [
     "KafkaMLError",
     "NotFound",
@@ -10,6 +12,7 @@ __all__ = [
     "ModelCodeError",
     "Unavailable",
     "RunStopped",
+    "store_error_text",
 ]
 
 
@@ -45,3 +48,19 @@ class Unavailable(KafkaMLError):
 class RunStopped(KafkaMLError):
     """A training run found its result no longer training (stopped, failed or deleted): it
     ends without writing anything more."""
+
+
+def store_error_text(e: DBAPIError) -> str:
+    """A database error in one line for users: what the metadata store refused and why.
+
+    >>> from sqlalchemy.exc import IntegrityError
+    >>> store_error_text(IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed")))[:66]
+    'the metadata store refused the change (UNIQUE constraint failed): '
+    """
+    why = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
+    if isinstance(e, IntegrityError):
+        return (
+            f"the metadata store refused the change ({why}): another process changed the "
+            "same rows at the same time; try again"
+        )
+    return f"the metadata store failed: {why}"

@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kafkaml_ray.errors import Conflict, ModelCodeError
+from kafkaml_ray.errors import Conflict, ModelCodeError, store_error_text
 from kafkaml_ray.settings import Settings
-from kafkaml_ray.store import MLModel, ModelVersion, store_error_text
+from kafkaml_ray.store import MLModel, ModelVersion
 
 __all__ = ["validate_model", "code_sha256", "model_version", "Framework", "FRAMEWORKS"]
 

@@ -13,7 +13,6 @@ training workers. Every process opens its own :class:`Store` on the same URL.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import math
@@ -44,7 +43,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -56,7 +55,8 @@ from sqlalchemy.orm import (
 
 from kafkaml_ray.errors import Unavailable
 from kafkaml_ray.migrations import migrate
-from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
+from kafkaml_ray.options import DEFAULT_BATCH_SIZE
+from kafkaml_ray.statuses import DatasourceStatus, InferenceStatus, ResultStatus
 
 __all__ = [
     "Base",
@@ -77,7 +77,6 @@ __all__ = [
     "InferenceStatus",
     "select",
     "set_result_if",
-    "store_error_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,33 +84,6 @@ logger = logging.getLogger(__name__)
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-class ResultStatus(enum.StrEnum):
-    WAITING = "waiting"  # deployed, waiting for its data stream
-    TRAINING = "training"
-    FINISHED = "finished"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-    @property
-    def done(self) -> bool:
-        return self in (ResultStatus.FINISHED, ResultStatus.FAILED, ResultStatus.STOPPED)
-
-
-class DatasourceStatus(enum.StrEnum):
-    RECEIVED = "received"  # stored, not yet handed to its deployment
-    ACCEPTED = "accepted"  # handed to its deployment
-    UNKNOWN_DEPLOYMENT = "unknown_deployment"  # well formed, but names no deployment
-    REFUSED = "refused"  # broken control message; `error` says why
-    FAILED = "failed"  # reading its ranges failed; `error` says why
-
-
-class InferenceStatus(enum.StrEnum):
-    DEPLOYING = "deploying"
-    RUNNING = "running"
-    STOPPED = "stopped"
-    FAILED = "failed"
 
 
 class Base(DeclarativeBase):
@@ -201,7 +173,7 @@ class TrainingDeployment(_Stamped, Base):
     confusion_matrix: Mapped[bool] = mapped_column(Boolean, default=True)
     shuffle_seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     on_malformed: Mapped[str] = mapped_column(String(10), default="fail")
-    # Online training (schemas.OnlineOptions); None: a batch deployment.
+    # Online training (options.OnlineOptions); None: a batch deployment.
     online: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     datasource_id: Mapped[int | None] = mapped_column(
@@ -363,6 +335,8 @@ class Inference(_Stamped, Base):
     # An online result's version served: pinned, or (follow) each newly published one.
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     follow: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Outputs, dead letters and input offsets in one Kafka transaction (`ServingOptions`).
+    exactly_once: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[TrainingResult] = relationship()
 
@@ -454,22 +428,6 @@ def set_result_if(
         .execution_options(synchronize_session=False)
     )
     return s.execute(stmt).rowcount == 1
-
-
-def store_error_text(e: DBAPIError) -> str:
-    """A database error in one line for users: what the metadata store refused and why.
-
-    >>> from sqlalchemy.exc import IntegrityError
-    >>> store_error_text(IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed")))[:66]
-    'the metadata store refused the change (UNIQUE constraint failed): '
-    """
-    why = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
-    if isinstance(e, IntegrityError):
-        return (
-            f"the metadata store refused the change ({why}): another process changed the "
-            "same rows at the same time; try again"
-        )
-    return f"the metadata store failed: {why}"
 
 
 _STORES: dict[str, Store] = {}

@@ -234,3 +234,88 @@ def test_a_killed_train_worker_fails_the_result_clearly_and_frees_its_cpus(
         120,
         f"CPUs freed ({free} free before the run)",
     )
+
+
+def _committed(settings, topic: str, until: int, timeout: float) -> list:
+    """The messages of ``topic`` that a ``read_committed`` reader sees (what committed
+    transactions wrote), read until ``until`` came or ``timeout`` passed, then 5 s more."""
+    from confluent_kafka import Consumer
+
+    c = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": uuid.uuid4().hex,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )  # fmt: skip
+    )
+    c.subscribe([topic])
+    out, deadline, quiet = [], time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        got = [m for m in c.consume(num_messages=1000, timeout=0.5) if m.error() is None]
+        out += got
+        if len(out) >= until:  # (and whatever comes late: a duplicate would)
+            quiet = quiet or time.monotonic() + 5
+            if time.monotonic() > quiet:
+                break
+    c.close()
+    return out
+
+
+def test_exactly_once_through_a_killed_replica_a_broker_restart_and_scaling(
+    trained,  # noqa: F811
+    broker,
+):
+    """An inference deployed exactly once: SIGKILL to a replica mid-stream, the broker
+    restarted mid-stream, and its replicas scaled up and down under a backlog. A
+    ``read_committed`` reader of the output topic and of the dead-letter topic sees each
+    input offset once: none missing, none twice."""
+    import ray
+
+    from kafkaml_ray.store import Inference
+
+    client, result, x = trained
+    settings = client.settings
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    inp, out = _topics()
+    admin = AdminClient(settings.kafka_config())
+    admin.create_topics([NewTopic(inp, 4)])[inp].result(30)
+    inf = client.deploy_inference(result.id, inp, out, replicas=2, batch_size=32, exactly_once=True)
+    assert inf.exactly_once
+    data = np.concatenate([x] * 3)[:4000]
+    bad = [b"not 64 floats"] * 20
+
+    def scale(replicas: int) -> None:
+        with client.store.session() as s:
+            s.get_one(Inference, inf.id).replicas = replicas
+        client.restart_inference(inf.id)  # (Serve changes the replica count in place)
+
+    _send(settings, inp, data[:1000], partitions=4, bad=bad)
+    wait_until(lambda: _committed(settings, out, 1, 5), 120, "the first committed predictions")
+    victim = next(
+        a for a in ray.util.list_named_actors(all_namespaces=True)
+        if "KafkaIngress" in a["name"] and f"inference-{inf.id}" in a["name"]
+    )  # fmt: skip
+    handle = ray.get_actor(victim["name"], namespace=victim["namespace"])
+    os.kill(ray.get(handle.__ray_call__.remote(lambda self: os.getpid())), signal.SIGKILL)
+    _send(settings, inp, data[1000:2000], partitions=4)
+    broker.stop()
+    time.sleep(3)
+    broker.start()
+    _send(settings, inp, data[2000:3000], partitions=4)
+    scale(3)
+    _send(settings, inp, data[3000:], partitions=4)
+    scale(1)
+    outputs = _committed(settings, out, 4000, 300)
+    dead = _committed(settings, out + ".dlq", 20, 60)
+    seen: dict[tuple[bytes, bytes], int] = {}
+    for m in outputs + dead:
+        seen[_provenance(m)] = seen.get(_provenance(m), 0) + 1
+    twice = {k: n for k, n in seen.items() if n > 1}
+    print(f"exactly once: {len(outputs)} predictions, {len(dead)} dead letters, {len(twice)} twice")
+    assert (len(outputs), len(dead), twice) == (4000, 20, {})
+    assert len(seen) == 4020  # every input offset, once
+    client.delete_inference(inf.id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 
 import numpy as np
@@ -110,17 +111,20 @@ class Model:
         return data * 2
 
 
-def ingress(msgs, fail=(), batch_size=2, in_flight=3, model=None, commit_interval_s=0.0):
+def ingress(
+    msgs, fail=(), batch_size=2, in_flight=3, model=None, commit_interval_s=0.0, producer=None
+):
     ing = KafkaIngress.func_or_class.__new__(KafkaIngress.func_or_class)
     cfg = {"data_type": "float32", "data_reshape": "1"}
     ing.spec = InferenceSpec(
         inference_id=1, result_id=7, framework="pytorch", code="", imports="", weights_uri="",
         input_shape=[1], input_topic="in", output_topic="out", input_format="RAW",
         input_config=cfg, settings=Settings(), batch_size=batch_size, in_flight=in_flight,
-        commit_interval_s=commit_interval_s,
+        commit_interval_s=commit_interval_s, exactly_once=producer is not None,
     )  # fmt: skip
     ing.format = get_format("RAW", cfg)
-    ing.consumer, ing.producer = Consumer(msgs), Producer(fail)
+    ing.consumer, ing.producer = Consumer(msgs), producer or Producer(fail)
+    ing.in_transaction = False
     ing.calls = []
     ing.predictor = Predictor(ing.calls)
     ing.model = ServedModel(ing.spec, model) if model else None
@@ -215,3 +219,72 @@ def test_a_new_replica_that_follows_starts_on_the_newest_version(tmp_path, monke
     served = ServedModel(spec)
     assert served.current == ("w3", 3) and loaded == ["w3"]
     served._stop.set()
+
+
+class TxnProducer(Producer):
+    """A transactional producer: what a transaction wrote, and the input offsets sent with
+    it, are seen (``sent``, ``committed``) once it commits; an abort drops both."""
+
+    def __init__(self, fail_commits=0):
+        super().__init__()
+        self.open, self.committed, self.log, self.fail_commits = None, [], [], fail_commits
+
+    def begin_transaction(self):
+        assert self.open is None, "a transaction is open already"
+        self.open, self.offsets = [], None
+        self.log.append("begin")
+
+    def produce(self, topic, value, key, headers, on_delivery):
+        assert self.open is not None, "produced outside a transaction"
+        self.open.append(
+            (topic, int(key), json.loads(value)["values"] if topic == "out" else value)
+        )
+        on_delivery(None, None)
+
+    def send_offsets_to_transaction(self, offsets, group_metadata, timeout):
+        assert group_metadata == "group-metadata"
+        self.offsets = {(tp.topic, tp.partition): tp.offset for tp in offsets}
+
+    def commit_transaction(self, timeout):
+        if self.fail_commits:
+            self.fail_commits -= 1
+            raise RuntimeError("the broker went away")
+        self.sent += self.open
+        self.committed.append(self.offsets)
+        self.open = None
+        self.log.append("commit")
+
+    def abort_transaction(self, timeout):
+        self.open = None
+        self.log.append("abort")
+
+
+def test_exactly_once_commits_outputs_and_offsets_in_one_transaction_or_neither():
+    producer = TxnProducer(fail_commits=1)
+    ing = ingress(
+        [Msg(0, raw(1)), Msg(1, b"xx"), Msg(2, raw(3)), Msg(3, raw(4))],
+        model=Model(), commit_interval_s=3600, producer=producer,
+    )  # fmt: skip
+    ing.consumer.consumer_group_metadata = lambda: "group-metadata"
+    ing.last_commit = time.monotonic()  # (the next commit is an interval away)
+    ing._step()
+    ing._step()
+    assert producer.log == ["begin"] and producer.sent == []  # (nothing seen before commit)
+    try:
+        ing._commit_acked(wait=True)
+        raise AssertionError("the failed commit must surface")
+    except RuntimeError:
+        ing._rewind()  # as the consume loop does after an error
+    assert producer.log == ["begin", "abort"] and producer.sent == [] == producer.committed
+    assert ing.consumer.seeks == [("in", 0, 0)] and not ing.consumer.commits
+    # Consumed again (as after the seek), then committed: outputs, the dead letter and
+    # the offsets together, once; the consumer itself commits nothing.
+    ing.consumer.msgs.extend([Msg(0, raw(1)), Msg(1, b"xx"), Msg(2, raw(3)), Msg(3, raw(4))])
+    ing._step()
+    ing._step()
+    ing._commit_acked(wait=True)
+    assert producer.log == ["begin", "abort", "begin", "commit"]
+    assert sorted((k, t) for t, k, _ in producer.sent) == [
+        (0, "out"), (1, "out.dlq"), (2, "out"), (3, "out"),
+    ]  # fmt: skip
+    assert producer.committed == [{("in", 0): 4}] and not ing.consumer.commits

@@ -3,7 +3,7 @@
 import pytest
 from confluent_kafka import TopicPartition
 
-from kafkaml_ray.train.online import _Stream
+from kafkaml_ray.train.online_stream import OnlineStream
 
 
 class _Producing:
@@ -25,7 +25,7 @@ class _Producing:
 def test_an_online_run_starts_at_the_end_read_before_the_time_lookup():
     """Messages written between the time look-up and the read of the end were skipped:
     the end is read first."""
-    stream = object.__new__(_Stream)
+    stream = object.__new__(OnlineStream)
     stream.consumer = _Producing()
     stream._partitions = lambda topic: [0]
     starts = stream._starts({"topics": ["t"], "since_ms": 1})

@@ -223,6 +223,9 @@ class Collector:
                 **{
                     "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
                     "enable.auto.commit": False,
+                    # What a reader can rely on: an exactly-once pipeline's outputs count
+                    # when their transaction commits (the others' at once, as before).
+                    "isolation.level": "read_committed",
                 }
             )
         )

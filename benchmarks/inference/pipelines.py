@@ -186,6 +186,7 @@ def train_models(settings: Settings, epochs: int) -> tuple[Any, dict[str, Traine
 #: changing one setting: (key, side, options of `start_pipeline`, light load measured too).
 VARIANTS = (
     ("ours_batch_64", "ours", {"batch_size": 64, "max_wait_ms": 5.0}, True),
+    ("ours_exactly_once", "ours", {"exactly_once": True}, True),
     ("baseline_no_flush", "baseline", {"flush_each": False}, True),
 )
 
@@ -238,6 +239,7 @@ def start_pipeline(
     batch_size: int,
     max_wait_ms: float | None = None,
     flush_each: bool = True,
+    exactly_once: bool = False,
 ) -> Pipeline:
     """New input/output topics (``replicas`` partitions each), a collector on the output,
     an `InferenceProducer` on the input, then the pipeline itself: ours deployed with
@@ -267,7 +269,9 @@ def start_pipeline(
 
         from kafkaml_ray.serve.options import app_name
 
-        kw = {} if max_wait_ms is None else {"max_wait_ms": max_wait_ms}
+        kw: dict[str, Any] = {"exactly_once": exactly_once}
+        if max_wait_ms is not None:
+            kw["max_wait_ms"] = max_wait_ms
         inf = client.deploy_inference(
             trained.result_id, inp, out, replicas=replicas, batch_size=batch_size, **kw
         )

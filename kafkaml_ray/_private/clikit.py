@@ -12,9 +12,8 @@ import click
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 
-from kafkaml_ray.errors import KafkaMLError
+from kafkaml_ray.errors import KafkaMLError, store_error_text
 from kafkaml_ray.settings import Settings
-from kafkaml_ray.store import store_error_text
 
 __all__ = [
     "emit",

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, Field, model_validator
 
 from kafkaml_ray.errors import InvalidInput
-from kafkaml_ray.schemas import ServingOptions, checked
+from kafkaml_ray.options import ServingOptions, checked
 from kafkaml_ray.serve.options import serve_application
 
 __all__ = [
@@ -301,7 +301,7 @@ def serve_config(inference_id: int, **options: Any) -> dict[str, Any]:
     """The Ray Serve config (``serveConfigV2``) of an inference: application
     ``inference-<id>`` with its ``KafkaIngress`` and ``Predictor`` deployments, with the
     options that local Serve gets (`kafkaml_ray.serve.options`). ``options`` are
-    `~kafkaml_ray.schemas.ServingOptions`, checked as the API checks them.
+    `~kafkaml_ray.options.ServingOptions`, checked as the API checks them.
 
     Both deployments get ``replicas`` replicas, or autoscale between ``min_replicas`` and
     ``max_replicas`` when both are set (starting at ``replicas``; the ingress on consumer

@@ -19,6 +19,15 @@ dead letter) is acknowledged by the broker: delivery is at least once. Commits a
 most every ``commit_interval_s`` (a commit per chunk would be one request per message at
 light load), and at once when the replica stops or loses partitions.
 
+With ``exactly_once`` each replica's producer is transactional (``transactional.id``
+``kafkaml-inference-<id>-<replica>``): the outputs and dead letters of the chunks taken
+during ``commit_interval_s``, and the input offsets they cover
+(``send_offsets_to_transaction``, fenced by the consumer group's generation), commit in
+one Kafka transaction. A replica that fails, is killed, or loses partitions aborts (or
+leaves to time out) what it had not committed, and the inputs are taken again from the
+group's committed offsets: a ``read_committed`` reader of the output topic sees each
+input's prediction (or dead letter) exactly once.
+
 The ingress replicas report their consumer lag to Serve (``record_autoscaling_stats``) for
 the lag-driven autoscaling policy in `kafkaml_ray.serve.autoscale`, and answer HTTP: POST
 ``{"data": [sample, ...]}`` to the application's route returns ``{"values": [...]}``.
@@ -26,6 +35,11 @@ the lag-driven autoscaling policy in `kafkaml_ray.serve.autoscale`, and answer H
 On Kubernetes the same application is built from its import path
 (``kafkaml_ray.serve.app:build_app`` with ``{"inference_id": N}``), reading the inference
 from the store named by ``KAFKAML_DB``.
+
+Kept whole: ``KafkaIngress`` is one Serve deployment whose consume loop, commits (at least
+once, or in transactions), rebalance hooks and stats share one replica's state, and Serve
+pickles the class by value (a base class or helper module would travel with it too); the
+import path above names this module in every rendered RayService.
 """
 
 from __future__ import annotations
@@ -58,6 +72,9 @@ VERSION_HEADER = "kafkaml-model-version"
 #: Consecutive consume-loop errors without a commit, after which the replica reports
 #: itself unhealthy (Serve replaces it); the loop backs off meanwhile.
 MAX_LOOP_ERRORS = 5
+#: How long an exactly-once replica's transaction may stay open before the broker aborts
+#: it (a killed replica's: read_committed readers of its partitions wait that long).
+TRANSACTION_TIMEOUT_MS = 30_000
 #: The largest HTTP request body read (bytes); a larger one is answered 413 unread.
 MAX_HTTP_BODY = 32 * 2**20
 
@@ -109,20 +126,28 @@ class KafkaIngress:
         self.depth = 1 if self.model else max(1, spec.in_flight)
         self.format = get_format(spec.input_format, unlabelled(spec.input_config))
         settings = spec.settings
-        self.consumer = Consumer(
-            settings.kafka_config(**{"group.id": spec.group_id, **INGRESS_CONSUMER})
-        )
-        self.producer = Producer(
-            producer_config(
-                settings.bootstrap_servers,
-                {
-                    **settings.kafka,
-                    # A lone prediction leaves at once; a backlog still batches. Uncompressed:
-                    # lz4 added latency at light load; the outputs are small JSON.
-                    "linger.ms": 0,
-                },
-            )
-        )
+        try:
+            self.replica = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # noqa: BLE001 - outside Serve (tests)
+            self.replica = "local"
+        consumer = {"group.id": spec.group_id, **INGRESS_CONSUMER}
+        producer = {
+            **settings.kafka,
+            # A lone prediction leaves at once; a backlog still batches. Uncompressed:
+            # lz4 added latency at light load; the outputs are small JSON.
+            "linger.ms": 0,
+        }
+        if spec.exactly_once:  # (inputs written in transactions: only committed ones)
+            consumer["isolation.level"] = "read_committed"
+            producer["transactional.id"] = f"kafkaml-inference-{spec.inference_id}-{self.replica}"
+            # A killed replica's open transaction holds back read_committed readers of its
+            # partitions until the broker aborts it: after this long.
+            producer["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
+        self.consumer = Consumer(settings.kafka_config(**consumer))
+        self.producer = Producer(producer_config(settings.bootstrap_servers, producer))
+        if spec.exactly_once:
+            self.producer.init_transactions(60)
+        self.in_transaction = False
         self._start_loop_state()
         self.lag, self.partitions, self.assigned = 0, 0, []
         self._topic_checked = 0.0
@@ -141,10 +166,6 @@ class KafkaIngress:
         # would hold up the inputs that arrive meanwhile. (The consumer itself is used by the
         # consume loop only: its calls from another thread can block for good.)
         threading.Thread(target=self._report, name="kafka-ingress-stats", daemon=True).start()
-        try:
-            self.replica = serve.get_replica_context().replica_id.unique_id
-        except Exception:  # noqa: BLE001 - outside Serve (tests)
-            self.replica = "local"
 
     # -- the consume loop (its own thread) ---------------------------------------------
     def _start_loop_state(self) -> None:
@@ -212,6 +233,9 @@ class KafkaIngress:
 
     def _submit(self, msgs: list) -> None:
         """Decode a consumed chunk, dead-letter what does not decode, send the rest off."""
+        if self.spec.exactly_once and not self.in_transaction:
+            self.producer.begin_transaction()
+            self.in_transaction = True
         batch = _Batch(remaining=len(msgs), offsets={}, first={})
         for m in msgs:  # (a partition's messages come in offset order)
             tp, offset = (m.topic(), m.partition()), m.offset()
@@ -263,9 +287,12 @@ class KafkaIngress:
                 self._dead_letter(msgs[i], f"its prediction could not be written: {why}", batch)
 
     def _rewind(self) -> None:
-        """After an error: forget the uncommitted chunks and consume them again."""
+        """After an error: forget the uncommitted chunks and consume them again (what
+        their open transaction wrote is aborted: no reader of committed data sees it)."""
         from confluent_kafka import TopicPartition
 
+        if self.in_transaction:
+            self._abort()
         firsts: dict[tuple[str, int], int] = {}
         for batch in self.pending:
             for tp, o in batch.first.items():
@@ -323,9 +350,51 @@ class KafkaIngress:
             except (KafkaException, ValueError, TypeError) as e:
                 return str(e)[:500]
 
+    def _commit_transaction(self, wait: bool = False) -> None:
+        """Commit the open transaction (exactly once): every chunk taken since it began is
+        predicted and produced first, then its input offsets join it, then it commits. At
+        most every ``commit_interval_s`` (larger transactions cost less), at once if
+        ``wait``."""
+        from confluent_kafka import TopicPartition
+
+        now = time.monotonic()
+        if not self.in_transaction or (
+            not wait and now - self.last_commit < self.spec.commit_interval_s
+        ):
+            return
+        while self.in_flight:
+            self._finish(self.in_flight.popleft())
+        offsets: dict[tuple[str, int], int] = {}
+        for batch in self.pending:
+            offsets.update(batch.offsets)
+        self.producer.send_offsets_to_transaction(
+            [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+            self.consumer.consumer_group_metadata(),
+            30,
+        )
+        self.producer.commit_transaction(60)
+        self.in_transaction = False
+        self.pending.clear()
+        self.last_commit = now
+        self.errors, self.unhealthy = 0, None  # progress
+
+    def _abort(self) -> None:
+        """Abort the open transaction; a producer that cannot (fenced by a newer replica of
+        the same id, or fatally failed) makes the replica unhealthy: Serve replaces it."""
+        from confluent_kafka import KafkaException
+
+        self.in_transaction = False
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as e:
+            self.unhealthy = f"its transactional producer cannot go on: {e}"
+            raise
+
     def _commit_acked(self, wait: bool = False) -> None:
         """Commit the offsets of every consumed chunk whose outputs are all acknowledged:
         at most every ``commit_interval_s``, at once if ``wait``."""
+        if self.spec.exactly_once:
+            return self._commit_transaction(wait)
         failed = None
         while self.pending and self.pending[0].remaining == 0:
             if self.pending[0].failed:  # never commit past an unacknowledged output

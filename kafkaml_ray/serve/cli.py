@@ -8,7 +8,7 @@ import time
 import click
 
 from kafkaml_ray._private.clikit import client_from_env, emit, json_option, model_options, table
-from kafkaml_ray.schemas import ServingOptions
+from kafkaml_ray.options import ServingOptions
 
 __all__ = ["infer"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
+from kafkaml_ray.options import DEFAULT_BATCH_SIZE
 from kafkaml_ray.serve.autoscale import POLICY
 
 __all__ = [

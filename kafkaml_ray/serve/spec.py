@@ -9,7 +9,7 @@ from typing import Any
 
 from kafkaml_ray._private.trained import TrainedWith
 from kafkaml_ray.errors import InvalidInput, NotFound
-from kafkaml_ray.schemas import DEFAULT_BATCH_SIZE
+from kafkaml_ray.options import DEFAULT_BATCH_SIZE
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import Inference, ResultVersion, Store, select
 
@@ -47,6 +47,8 @@ class InferenceSpec:
     version: int | None = None
     follow: bool = False
     follow_interval_s: float = 1.0
+    #: Outputs, dead letters and the consumed offsets commit in one Kafka transaction.
+    exactly_once: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -87,6 +89,7 @@ def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
             predict_in_ingress=not inf.gpu_fraction,
             version=version,
             follow=inf.follow,
+            exactly_once=inf.exactly_once,
         )
 
 

@@ -21,7 +21,7 @@ from kafkaml_ray._private.clikit import (
     results_table,
     table,
 )
-from kafkaml_ray.schemas import OnlineOptions, TrainingOptions
+from kafkaml_ray.options import OnlineOptions, TrainingOptions
 
 __all__ = ["train", "tune"]
 

@@ -24,8 +24,8 @@ from kafkaml_ray.errors import InvalidInput, RunStopped
 from kafkaml_ray.ingest.control import parse_ranges, parse_sources
 from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset, split_sizes
 from kafkaml_ray.lineage import params_for, record
+from kafkaml_ray.options import OnlineOptions
 from kafkaml_ray.registry import code_sha256
-from kafkaml_ray.schemas import OnlineOptions
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import (
     Datasource,

@@ -1,6 +1,7 @@
 """Ids are never reused; a model has one version of each number, and a version keeps the
 input and output shapes of its code; a model and a version record the names of the metrics
-they report (an online deployment's ``monitoring_metric`` is checked against them).
+they report (an online deployment's ``monitoring_metric`` is checked against them); an
+inference may deliver exactly once (``inferences.exactly_once``).
 
 On SQLite a row's id was the largest id in its table plus one, so deleting the newest
 result (or deployment, or search) gave its id to the next one: a training task still
@@ -59,6 +60,10 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("metrics", sa.JSON(), nullable=True))
     with op.batch_alter_table("models") as batch_op:
         batch_op.add_column(sa.Column("metrics", sa.JSON(), nullable=True))
+    with op.batch_alter_table("inferences") as batch_op:
+        batch_op.add_column(
+            sa.Column("exactly_once", sa.Boolean(), server_default="0", nullable=False)
+        )
     conn.execute(
         sa.text(
             "UPDATE model_versions SET "
@@ -69,6 +74,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("inferences") as batch_op:
+        batch_op.drop_column("exactly_once")
     with op.batch_alter_table("models") as batch_op:
         batch_op.drop_column("metrics")
     with op.batch_alter_table("model_versions") as batch_op:

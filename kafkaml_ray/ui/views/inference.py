@@ -108,6 +108,13 @@ def _deploy(results: list[ResultInfo]) -> None:
             "newest version now, pinned.",
         )
     )
+    exactly_once = st.toggle(
+        "Exactly once",
+        key="infer_exactly_once",
+        help="Outputs, dead letters and input offsets commit in one Kafka transaction: a "
+        "read_committed reader sees each input's prediction once, also after a replica or "
+        "the broker fails. Off: at least once.",
+    )
     if not st.button("Deploy", type="primary", key="infer_deploy", icon=":material/rocket_launch:"):
         return
     config = common.json_field(config_text or "{}", "input config", _an_object)
@@ -134,6 +141,7 @@ def _deploy(results: list[ResultInfo]) -> None:
         gpu_fraction=float(gpu),
         batch_size=int(batch),
         follow=bool(follow),
+        exactly_once=bool(exactly_once),
         then=lambda i: (
             f"Inference {i.id} of {i.model_name} runs: {i.input_topic} → {i.output_topic}."
         ),
