@@ -93,7 +93,8 @@ def _trainings(client: Client) -> list[str]:
                     set_result_if(s, r.id, [ResultStatus.TRAINING], status=ResultStatus.FAILED,
                                   error=error)  # fmt: skip
                     failed.append(r.id)
-            waiting = any(r.status == ResultStatus.WAITING for r in dep.results)
+            # (the UPDATEs above leave the loaded rows as they were read)
+            waiting = bool(resumed) or any(r.status == ResultStatus.WAITING for r in dep.results)
         if waiting:
             start_runner(client.settings, dep_id, ds_id)
         done += [f"result {i}: resumed from its checkpoint (online)" for i in resumed]

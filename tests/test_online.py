@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from kafkaml_ray import artifacts
+from kafkaml_ray.errors import Conflict
 from tests.conftest import running_listener, send_like_kafka_ml_online, wait_until
 from tests.test_training import _digits, digits_models  # noqa: F401
 
@@ -214,6 +215,24 @@ def test_a_killed_online_run_resumes_at_its_offsets_and_stops_cleanly(
         120,
         f"CPUs freed ({free} free before the run)",
     )
+    # A stopped online result trains on from its checkpoint: `train resume`.
+    with running_listener(settings), _stopped_after(client, dep.id):
+        assert client.resume_training(rid).status == "waiting"
+        producer = Producer(settings.kafka_config())
+        for xi, yi in zip(x[600:700], y[600:700], strict=True):
+            producer.produce(topic, xi.tobytes(), yi.tobytes(), partition=0)
+        producer.flush(30)
+        wait_until(
+            lambda: (s := _spans(client, rid, topic)) and s[-1][1] == total + 100,
+            300,
+            "the resumed run's windows",
+        )
+        assert client.get_result(rid).status == "training"
+        with pytest.raises(Conflict, match=f"result {rid} is training: only a failed or"):
+            client.resume_training(rid)
+    spans = _spans(client, rid, topic)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+    assert sum(w.messages for w in client.list_windows(rid)) == total + 100  # none twice
     print(f"killed after window 2; {len(windows)} windows cover offsets 0..{total} once")
 
 

@@ -738,6 +738,7 @@ def test_inference_form_checks_its_input_before_any_back_end(client, open_page, 
     (result,) = ids["results"]
     assert at.selectbox(key="infer_result").value == result
     assert at.selectbox(key="infer_format").value == "RAW"
+    assert at.toggle(key="infer_exactly_once").value is False  # (at least once by default)
     at.text_input(key="infer_output").input(f"inference-{result}-in")
     at.button(key="infer_deploy").click().run()
     assert at.error[0].value == "The input and output topics must differ."

@@ -23,6 +23,7 @@ __all__ = [
     "actor_name",
     "start_detached",
     "run_detached",
+    "OneShot",
     "find_actor",
     "stop_detached",
     "cancellable",
@@ -162,12 +163,35 @@ def start_detached(settings: Settings, cls: type, name: str, *args: Any, **optio
     )
 
 
-def run_detached(settings: Settings, cls: type, name: str, *args: Any) -> None:
-    """Run ``cls().run(*args)`` in the detached actor ``name`` and return at once: a one-shot
-    job that ends itself when ``run`` returns, and whose ``stop()`` may be called while
-    ``run`` works (`stop_detached`). Ray does not restart it."""
+class OneShot:
+    """The base of a one-shot job that `run_detached` starts: its ``run`` calls `began`
+    first thing, which tells the starter that the call arrived."""
+
+    def __init__(self) -> None:
+        self._began = threading.Event()
+
+    def began(self, timeout: float | None = None) -> bool:
+        """Say that ``run`` began (from ``run``); or wait up to ``timeout`` s for it."""
+        if timeout is None:
+            self._began.set()
+            return True
+        return self._began.wait(timeout)
+
+
+def run_detached(
+    settings: Settings, cls: type[OneShot], name: str, *args: Any, timeout: float = 120.0
+) -> None:
+    """Run ``cls().run(*args)`` in the detached actor ``name``: a one-shot job that ends
+    itself when ``run`` returns, and whose ``stop()`` may be called while ``run`` works
+    (`stop_detached`). Ray does not restart it. Returns once ``run`` has begun: a call to an
+    actor that is not up yet waits in the caller's process, and a caller that exits at once
+    (a CLI command) would lose it, leaving the actor idle for good."""
+    import ray
+
     actor = start_detached(settings, cls, name, max_restarts=0, max_concurrency=2)
     actor.run.remote(*args)
+    if not ray.get(actor.began.remote(timeout), timeout=timeout + 30):
+        raise Unavailable(f"{name} did not begin its work within {timeout:.0f}s")
 
 
 def find_actor(settings: Settings, name: str) -> Any | None:

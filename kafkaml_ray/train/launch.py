@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from kafkaml_ray._private.rayutil import OneShot
 from kafkaml_ray.errors import Conflict, NotFound
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import Datasource, ResultStatus, Store, TrainingDeployment
@@ -22,7 +23,7 @@ __all__ = ["on_datasource", "start_runner", "stop_runner", "runner_name"]
 logger = logging.getLogger(__name__)
 
 
-class _Runner:
+class _Runner(OneShot):
     """A deployment's training, in a detached actor: it outlives the listener that started it."""
 
     def run(self, settings: Settings, deployment_id: int, datasource_id: int) -> None:
@@ -30,6 +31,7 @@ class _Runner:
 
         from kafkaml_ray.train.runner import fail_results, run_deployment
 
+        self.began()
         try:
             run_deployment(settings, deployment_id, datasource_id)
         except Exception as e:  # noqa: BLE001 - recorded on the results

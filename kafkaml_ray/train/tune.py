@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from kafkaml_ray._private.rayutil import OneShot
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.lineage import record
 from kafkaml_ray.registry import model_version
@@ -417,15 +418,17 @@ def _Stopper(event: threading.Event):
     return Stopper(event)
 
 
-class _TuneDriver:
+class _TuneDriver(OneShot):
     """A search's driver, in a detached actor: it outlives the process that started it."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._stop = threading.Event()
 
     def run(self, settings: Settings, tune_id: int, max_concurrent_trials: int) -> None:
         import ray
 
+        self.began()
         try:
             run_tune(settings, tune_id, max_concurrent_trials, self._stop)
         except Exception as e:  # noqa: BLE001 - recorded on the search
