@@ -217,12 +217,17 @@ def test_a_killed_train_worker_fails_the_result_clearly_and_frees_its_cpus(
     with running_listener(settings):
         _send_training(settings, topic, dep.id, x, y)
         wait_until(lambda: client.get_deployment(dep.id).results[0].history, 300, "an epoch")
-        # A one-worker run trains in its own Ray task (Ray Train's local mode).
-        workers = list_tasks(
-            filters=[("name", "=", f"train-result-{dep.results[0].id}"), ("state", "=", "RUNNING")],
-            detail=True,
+        # A one-worker run trains in its own Ray task (Ray Train's local mode). Ray's state
+        # API learns of task states from events the workers buffer: ask until it has.
+        rid = dep.results[0].id
+        workers = wait_until(
+            lambda: list_tasks(
+                filters=[("name", "=", f"train-result-{rid}"), ("state", "=", "RUNNING")],
+                detail=True,
+            ),
+            60,
+            f"task train-result-{rid} RUNNING in Ray's state API",
         )
-        assert workers, "no training task running"
         os.kill(workers[0].worker_pid, signal.SIGKILL)
         dep = client.wait_for_deployment(dep.id, timeout=300)
     r = dep.results[0]
