@@ -161,6 +161,19 @@ def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def running_task(name: str, timeout: float = 60.0) -> list:
+    """The RUNNING Ray tasks named ``name`` (with details), once Ray's state API reports
+    them: it learns of task states from events the workers buffer, so it is asked until
+    it has."""
+    from ray.util.state import list_tasks
+
+    return wait_until(
+        lambda: list_tasks(filters=[("name", "=", name), ("state", "=", "RUNNING")], detail=True),
+        timeout,
+        f"task {name} RUNNING in Ray's state API",
+    )
+
+
 def add_model_unvalidated(client, name: str, framework: str, code: str = "...") -> int:
     """A model row without the Ray validation (for tests of other parts)."""
     from kafkaml_ray.store import MLModel

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from kafkaml_ray.ingest import ControlMessage, TopicRange
 from kafkaml_ray.store import Datasource, DatasourceStatus, Store
-from tests.conftest import running_listener, wait_until
+from tests.conftest import running_listener, running_task, wait_until
 from tests.test_inference import _provenance, _read_all, _send, _topics, trained  # noqa: F401
 from tests.test_training import _digits
 from tests.test_training import _send as _send_training
@@ -205,7 +205,6 @@ def test_a_killed_train_worker_fails_the_result_clearly_and_frees_its_cpus(
     ray_cluster, broker, client, settings, topic
 ):
     import ray
-    from ray.util.state import list_tasks
 
     from kafkaml_ray.demo import register_examples
 
@@ -217,17 +216,8 @@ def test_a_killed_train_worker_fails_the_result_clearly_and_frees_its_cpus(
     with running_listener(settings):
         _send_training(settings, topic, dep.id, x, y)
         wait_until(lambda: client.get_deployment(dep.id).results[0].history, 300, "an epoch")
-        # A one-worker run trains in its own Ray task (Ray Train's local mode). Ray's state
-        # API learns of task states from events the workers buffer: ask until it has.
-        rid = dep.results[0].id
-        workers = wait_until(
-            lambda: list_tasks(
-                filters=[("name", "=", f"train-result-{rid}"), ("state", "=", "RUNNING")],
-                detail=True,
-            ),
-            60,
-            f"task train-result-{rid} RUNNING in Ray's state API",
-        )
+        # A one-worker run trains in its own Ray task (Ray Train's local mode).
+        workers = running_task(f"train-result-{dep.results[0].id}")
         os.kill(workers[0].worker_pid, signal.SIGKILL)
         dep = client.wait_for_deployment(dep.id, timeout=300)
     r = dep.results[0]

@@ -12,7 +12,13 @@ from kafkaml_ray.cli import cli
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.ingest import RawSink
 from kafkaml_ray.schemas import PHASES
-from tests.conftest import cpus_free, running_listener, send_like_kafka_ml, wait_until
+from tests.conftest import (
+    cpus_free,
+    running_listener,
+    running_task,
+    send_like_kafka_ml,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 EPOCHS = 10
@@ -231,7 +237,6 @@ def test_stop_in_mid_run_frees_ray_resources(
     Train's worker group in a placement group, with a torch process group. Either way the
     run holds its CPUs while it trains, and a stop gives them back."""
     import ray
-    from ray.util.state import list_tasks
 
     def placement_groups():
         return {k for k, g in ray.util.placement_group_table().items() if g["state"] != "REMOVED"}
@@ -246,16 +251,7 @@ def test_stop_in_mid_run_frees_ray_resources(
     with running_listener(settings):
         _send(settings, topic, dep.id, x, y)
         wait_until(lambda: client.get_deployment(dep.id).results[0].history, 300, "an epoch")
-        rid = client.get_deployment(dep.id).results[0].id
-        # Ray's state API learns of task states from buffered events: ask until it has.
-        task = wait_until(
-            lambda: list_tasks(
-                filters=[("name", "=", f"train-result-{rid}"), ("state", "=", "RUNNING")],
-                detail=True,
-            ),
-            60,
-            f"task train-result-{rid} RUNNING in Ray's state API",
-        )
+        task = running_task(f"train-result-{client.get_deployment(dep.id).results[0].id}")
         assert task[0].required_resources.get("CPU", 0) == (workers == 1)
         assert bool(placement_groups() - groups) == (workers > 1)  # the workers' group
         dep = client.stop_training(dep.id)
