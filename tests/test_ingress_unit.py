@@ -221,6 +221,45 @@ def test_a_new_replica_that_follows_starts_on_the_newest_version(tmp_path, monke
     served._stop.set()
 
 
+def test_a_followed_inference_rebuilt_after_an_edit_serves_the_code_it_trained_with(tmp_path):
+    """What a replica is built from when it starts again (on Kubernetes: `build_app`, from
+    the store) after the model was edited: the result's trained code and shapes, and the
+    newest published version's weights."""
+    from kafkaml_ray.serve.spec import spec_from_store
+    from kafkaml_ray.store import (
+        Inference,
+        MLModel,
+        ModelVersion,
+        ResultVersion,
+        Store,
+        TrainingResult,
+    )
+
+    settings = Settings(home=tmp_path, db=f"sqlite:///{tmp_path / 'kml.db'}")
+    with Store(settings.db_url).session() as s:
+        m = MLModel(name="m", framework="pytorch", code="trained code", input_shape=[4])
+        s.add(m)
+        s.flush()
+        v1 = ModelVersion(model_id=m.id, number=1, sha256="a", code="trained code", input_shape=[4])
+        r = TrainingResult(model=m, model_version=v1, weights_uri="batch")
+        s.add_all([v1, r])
+        s.flush()
+        for v in (1, 2):
+            s.add(ResultVersion(result_id=r.id, version=v, window=v, weights_uri=f"w{v}"))
+        inf = Inference(result_id=r.id, input_topic="in", output_topic="out", follow=True)
+        s.add(inf)
+        s.flush()
+        inf_id = inf.id
+        # The edit, as `Client.update_model` makes it: a new code version, new shapes.
+        m.code, m.input_shape = "edited code", [8]
+        s.add(
+            ModelVersion(model_id=m.id, number=2, sha256="b", code="edited code", input_shape=[8])
+        )
+    spec = spec_from_store(settings, inf_id)
+    assert (spec.code, spec.input_shape, spec.weights_uri) == ("trained code", [4], "w2")
+    assert spec.follow and spec.version == 2
+
+
 class TxnProducer(Producer):
     """A transactional producer: what a transaction wrote, and the input offsets sent with
     it, are seen (``sent``, ``committed``) once it commits; an abort drops both."""
@@ -288,3 +327,25 @@ def test_exactly_once_commits_outputs_and_offsets_in_one_transaction_or_neither(
         (0, "out"), (1, "out.dlq"), (2, "out"), (3, "out"),
     ]  # fmt: skip
     assert producer.committed == [{("in", 0): 4}] and not ing.consumer.commits
+
+
+def test_exactly_once_commits_as_soon_as_nothing_is_waiting():
+    """A light load is not held back for the commit interval: the transaction commits once
+    the input is quiet (a read_committed reader sees nothing before the commit)."""
+    producer = TxnProducer()
+    ing = ingress(
+        [Msg(0, raw(1)), Msg(1, raw(2)), Msg(2, raw(3))],
+        model=Model(), commit_interval_s=3600, producer=producer,
+    )  # fmt: skip
+    ing.consumer.consumer_group_metadata = lambda: "group-metadata"
+    ing.last_commit = time.monotonic()  # (the next timed commit is an hour away)
+    ing._step()  # takes 0 and 1: more is waiting, the transaction stays open
+    assert producer.log == ["begin"]
+    ing._step()  # takes 2
+    assert producer.log == ["begin"]
+    ing._step()  # nothing waiting: commits
+    assert producer.log == ["begin", "commit"]
+    assert producer.committed == [{("in", 0): 3}]
+    assert [k for _, k, _ in producer.sent] == [0, 1, 2]
+    ing._step()  # quiet, no transaction open: nothing to do
+    assert producer.log == ["begin", "commit"]

@@ -204,7 +204,14 @@ def markdown(r: dict[str, Any]) -> str:
         def row(label: str, d: dict, base: dict, lat: dict | None) -> list[str]:
             ratio = d["msgs_per_s"] / base["msgs_per_s"]
             lat_text = f"{num(lat['p50_ms'], 1)} / {num(lat['p99_ms'], 1)}" if lat else "-"
-            return [label, num(d["msgs_per_s"]), f"{ratio:.2f}", lat_text]
+            s = d.get("msgs_per_s_summary")
+            rate = num(d["msgs_per_s"]) + (f" ({num(s['min'])}-{num(s['max'])})" if s else "")
+            # The rounds were taken in turn: round i of each against round i of its default.
+            pairs = zip(d["rounds"], base["rounds"], strict=True)
+            per = [a["msgs_per_s"] / b["msgs_per_s"] for a, b in pairs]
+            if d is not base and per:
+                return [label, rate, f"{ratio:.2f} ({min(per):.2f}-{max(per):.2f})", lat_text]
+            return [label, rate, f"{ratio:.2f}", lat_text]
 
         o, b = head["ours"], head["baseline"]
         rows_v = [
@@ -226,7 +233,10 @@ def markdown(r: dict[str, Any]) -> str:
                 rows_v.append(
                     row("baseline, as Kafka-ML (flush after each)", b, b, b["loads"][light])
                 )
-        header = f"digits CNN, 1 replica | msgs/s | vs its default | p50 / p99 ms at {light} msgs/s"
+        header = (
+            "digits CNN, 1 replica | msgs/s, median (min-max) | vs its default (per round, "
+            f"min-max) | p50 / p99 ms at {light} msgs/s"
+        )
         variant_lines = "\n" + table(header, "lrrl", rows_v) + "\n\n"
     profile_lines = ""
     if prof:

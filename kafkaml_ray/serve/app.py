@@ -21,12 +21,13 @@ light load), and at once when the replica stops or loses partitions.
 
 With ``exactly_once`` each replica's producer is transactional (``transactional.id``
 ``kafkaml-inference-<id>-<replica>``): the outputs and dead letters of the chunks taken
-during ``commit_interval_s``, and the input offsets they cover
-(``send_offsets_to_transaction``, fenced by the consumer group's generation), commit in
-one Kafka transaction. A replica that fails, is killed, or loses partitions aborts (or
-leaves to time out) what it had not committed, and the inputs are taken again from the
-group's committed offsets: a ``read_committed`` reader of the output topic sees each
-input's prediction (or dead letter) exactly once.
+until nothing is waiting or ``commit_interval_s`` has passed, and the input offsets they
+cover (``send_offsets_to_transaction``, fenced by the consumer group's generation), commit
+in one Kafka transaction: one per input at a light load, large ones through a backlog. A
+replica that fails, is killed, or loses partitions aborts (or leaves to time out) what it
+had not committed, and the inputs are taken again from the group's committed offsets: a
+``read_committed`` reader of the output topic sees each input's prediction (or dead letter)
+exactly once.
 
 The ingress replicas report their consumer lag to Serve (``record_autoscaling_stats``) for
 the lag-driven autoscaling policy in `kafkaml_ray.serve.autoscale`, and answer HTTP: POST
@@ -204,14 +205,19 @@ class KafkaIngress:
 
     def _step(self) -> None:
         """Take, predict, produce and commit what can be: one turn of the consume loop."""
-        msgs = self._take(block=not self.in_flight)
+        # (An open transaction is committed as soon as nothing is waiting: not blocking
+        # first, which would hold its outputs back from read_committed readers.)
+        msgs = self._take(block=not self.in_flight and not self.in_transaction)
         if msgs:
             self._submit(msgs)
         # Wait for the oldest prediction when the pipeline is full or nothing new came.
         while self.in_flight and (not msgs or len(self.in_flight) >= self.depth):
             self._finish(self.in_flight.popleft())
         self.producer.poll(0)
-        self._commit_acked()
+        if self.spec.exactly_once:
+            self._commit_transaction(wait=not msgs)
+        else:
+            self._commit_acked()
 
     def _take(self, block: bool) -> list:
         """What is waiting, up to batch_size; if ``block``, waits briefly when nothing is."""
@@ -354,7 +360,7 @@ class KafkaIngress:
         """Commit the open transaction (exactly once): every chunk taken since it began is
         predicted and produced first, then its input offsets join it, then it commits. At
         most every ``commit_interval_s`` (larger transactions cost less), at once if
-        ``wait``."""
+        ``wait`` (nothing is waiting: a reader of committed data waits for the commit)."""
         from confluent_kafka import TopicPartition
 
         now = time.monotonic()
