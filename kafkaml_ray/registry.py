@@ -2,7 +2,9 @@
 
 The caller's process (CLI, UI, API) never executes model code; it asks a Ray task, which
 builds the model in a fresh worker (``max_calls=1``: the worker exits afterwards) and
-returns what it found, or the error with its line.
+returns what it found, or the error with its line. What a success found is kept for the
+process's life, by the code's hash and the limits: the same code is not built twice (an
+example registered again, an edit undone, the panel's long life); an error is never kept.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ __all__ = ["validate_model", "code_sha256", "model_version", "Framework", "FRAME
 logger = logging.getLogger(__name__)
 Framework = Literal["pytorch", "tensorflow"]
 FRAMEWORKS: tuple[str, ...] = ("pytorch", "tensorflow")
+#: What validated code was found to be, by (framework, code hash, memory and time limits).
+_FOUND: dict[tuple[str, str, int, float], str] = {}  # (as JSON text: each caller a copy)
+_FOUND_MAX = 256
 
 
 def _describe(framework: str, code: str, imports: str, memory_mb: int) -> str:
@@ -62,6 +67,14 @@ def validate_model(
     if not code.strip():
         raise ModelCodeError("the model code is empty")
     settings = settings or Settings.from_env()
+    key = (
+        framework,
+        code_sha256(code, imports),
+        settings.validation_memory_mb,
+        settings.validation_timeout_s,
+    )
+    if key in _FOUND:
+        return json.loads(_FOUND[key])
     ensure_ray(settings)
     task = ray.remote(num_cpus=0.5, max_calls=1, max_retries=0)(_describe)
     ref = task.remote(framework, code, imports, settings.validation_memory_mb)
@@ -79,6 +92,9 @@ def validate_model(
         ) from None
     if "error" in out:
         raise ModelCodeError(out["error"], out["line"])
+    if len(_FOUND) >= _FOUND_MAX:
+        _FOUND.pop(next(iter(_FOUND)))
+    _FOUND[key] = json.dumps(out["ok"])
     return out["ok"]
 
 

@@ -26,6 +26,43 @@ os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 EXAMPLES = Path(__file__).resolve().parent.parent / "kafkaml_ray" / "examples"
 
 
+# -- where the suite's time goes: each fixture's setup, and its finalizers (teardown) ---------
+class _FixtureTimes:
+    """Seconds per fixture, setup and teardown apart, printed after ``--durations`` (which
+    gives the tests). A plugin of its own: a conftest's hooks see only the fixtures of its
+    folder's tests, not the session's (the broker, the Ray head)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[tuple[str, str], list[float]] = {}
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        name, began = fixturedef.argname, []
+
+        def took(phase: str, since: float) -> None:
+            self.seconds.setdefault((name, phase), []).append(time.perf_counter() - since)
+
+        # Finalizers run last registered first: this one after the fixture's own teardown...
+        fixturedef.addfinalizer(lambda: began and took("teardown", began[0]))
+        start = time.perf_counter()
+        yield
+        took("setup", start)
+        # ...and this one before it.
+        fixturedef.addfinalizer(lambda: began.append(time.perf_counter()))
+
+    def pytest_terminal_summary(self, terminalreporter):
+        rows = sorted(self.seconds.items(), key=lambda kv: -sum(kv[1]))[:15]
+        if not rows or sum(rows[0][1]) < 1:
+            return
+        terminalreporter.write_sep("=", "slowest fixtures (total seconds, calls)")
+        for (name, phase), times in rows:
+            terminalreporter.write_line(f"{sum(times):8.2f}s {len(times):4d}x {phase:8s} {name}")
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_FixtureTimes(), "fixture-times")
+
+
 @pytest.fixture(scope="session")
 def session_home():
     # Short path: Ray's unix sockets live under it in places and have a length limit.

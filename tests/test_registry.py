@@ -17,6 +17,9 @@ pytestmark = pytest.mark.integration
     ],
 )
 def test_examples_register_with_their_shapes(ray_cluster, client, example, file, framework, shapes):
+    from kafkaml_ray import registry
+
+    registry._FOUND.clear()  # (built here in a worker, whatever the tests before registered)
     m = client.add_model(file.removesuffix(".py"), framework, example(file))
     assert (m.input_shape, m.output_shape) == shapes
     assert m.param_count > 0
@@ -65,6 +68,34 @@ class Net(nn.Module):
     def metrics(self):
         return {"accuracy": Accuracy()}
 """
+
+
+def test_the_same_code_is_built_once_per_process_and_an_error_every_time(
+    ray_cluster, settings, monkeypatch
+):
+    import ray
+
+    from kafkaml_ray.registry import validate_model
+
+    code = TORCH_OK + "\n# built once\n"
+    first = validate_model("pytorch", code, "", settings)
+    assert first["input_shape"] == [4]
+
+    def no_ray(*args, **kwargs):
+        raise RuntimeError("asked Ray")
+
+    monkeypatch.setattr(ray, "remote", no_ray)
+    assert validate_model("pytorch", code, "", settings) == first  # (from what it found)
+    with pytest.raises(RuntimeError, match="asked Ray"):  # other limits: built again
+        validate_model("pytorch", code, "", settings.model_copy(update={"validation_timeout_s": 9}))
+    monkeypatch.undo()
+    bad = TORCH_OK.replace("nn.Linear(4, 2)", "nn.Linear(4, 2, bogus=1)") + "\n# never kept\n"
+    with pytest.raises(ModelCodeError, match="TypeError"):
+        validate_model("pytorch", bad, "", settings)
+    monkeypatch.setattr(ray, "remote", no_ray)
+    with pytest.raises(RuntimeError, match="asked Ray"):  # an error is not kept
+        validate_model("pytorch", bad, "", settings)
+
 
 BAD = [
     (
@@ -138,8 +169,9 @@ def test_bad_model_code_is_refused_and_nothing_stored(
 def test_code_that_never_returns_hits_the_time_limit(ray_cluster, settings):
     from kafkaml_ray import Client
 
-    client = Client(settings.model_copy(update={"validation_timeout_s": 25}))
-    with pytest.raises(ModelCodeError, match="did not finish within 25s"):
+    # (Code that never returns hits any limit: a short one, the worker's start included.)
+    client = Client(settings.model_copy(update={"validation_timeout_s": 5}))
+    with pytest.raises(ModelCodeError, match="did not finish within 5s"):
         client.add_model("loop", "pytorch", "while True:\n    pass\n")
     assert client.list_models() == []
 

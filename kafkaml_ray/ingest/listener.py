@@ -82,6 +82,10 @@ class ControlListener:
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "allow.auto.create.topics": True,
+                    # A listener that died (Ray restarts it) holds its partition until
+                    # the broker misses its heartbeats: 10 s, not librdkafka's 45 s.
+                    "session.timeout.ms": 10000,
+                    "heartbeat.interval.ms": 2000,
                 }
             )
         )

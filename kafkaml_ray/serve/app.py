@@ -74,8 +74,9 @@ VERSION_HEADER = "kafkaml-model-version"
 #: itself unhealthy (Serve replaces it); the loop backs off meanwhile.
 MAX_LOOP_ERRORS = 5
 #: How long an exactly-once replica's transaction may stay open before the broker aborts
-#: it (a killed replica's: read_committed readers of its partitions wait that long).
-TRANSACTION_TIMEOUT_MS = 30_000
+#: it (a killed replica's: read_committed readers of its partitions wait that long). A
+#: transaction holds at most ``commit_interval_s`` of chunks; 10 s is Kafka Streams' choice.
+TRANSACTION_TIMEOUT_MS = 10_000
 #: The largest HTTP request body read (bytes); a larger one is answered 413 unread.
 MAX_HTTP_BODY = 32 * 2**20
 
