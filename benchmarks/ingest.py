@@ -16,8 +16,13 @@ waits for idle CPUs):
   ``(n, 8, 8)`` float32 array and an int64 label array. Timed from creating the consumer to
   the two arrays.
 
-Both use the same librdkafka settings (the library's defaults, plus ``--consumer-config``).
-Throughput is messages / median time; ``ratio`` is ours / plain (above 1: ours is faster).
+Both use the same librdkafka settings: the library's defaults, our reader's
+`kafkaml_ray.ingest.dataset.BULK_READ` (``fetch.queue.backoff.ms=10``: with the default
+1 s, a consumer that empties its prefetch queue waits out that second, which made the
+plain loop's rounds bimodal, 0.37 s or 1.3 s), plus ``--consumer-config``. Throughput is
+messages / median time; ``ratio`` is ours / plain (above 1: ours is faster), from the
+medians and from the best rounds (best-of-N); a ratio whose sides spread (max-min)/median
+more than 20% is flagged.
 
     python -m benchmarks.ingest [--messages N] [--repeat K] [--out benchmarks/results] [--quick]
 """
@@ -52,12 +57,17 @@ from benchmarks._report import (
     write_results,
 )
 from kafkaml_ray.ingest import TopicRange
-from kafkaml_ray.ingest.dataset import read_ranges
+from kafkaml_ray.ingest.dataset import BULK_READ, read_ranges
 
 __all__ = ["main", "plain_read", "ours_read"]
 
 PARTITIONS = (1, 4)
-AIM_RATIO = 0.8
+#: Aims on 2 cores: ours at least as fast as plain at 1 partition (best-of-N), and at 4
+#: partitions 1.8x (its 4 read tasks against one loop: 0.9 per core).
+AIM_BEST_1 = 1.0
+AIM_RATIO_4 = 1.8
+#: A ratio whose sides' rounds spread more than this is flagged as noisy.
+NOISY = 0.2
 
 
 def plain_read(
@@ -69,6 +79,7 @@ def plain_read(
 
     consumer = Consumer(
         {
+            **BULK_READ,
             **kafka_config,
             "group.id": "plain-benchmark",
             "enable.auto.commit": False,
@@ -143,6 +154,8 @@ def _measure(kafka_config, msg, x, y, repeat: int) -> dict[str, Any]:
         "ours_msgs_per_s": n / o["median"],
         "plain_msgs_per_s": n / p["median"],
         "ratio": p["median"] / o["median"],
+        "best_ratio": p["min"] / o["min"],
+        "noisy": max(o["spread"], p["spread"]) > NOISY,
     }
 
 
@@ -170,13 +183,15 @@ def run(messages: int, repeat: int, consumer_config: dict[str, str]) -> dict[str
         "ours_msgs_per_s": one["ours_msgs_per_s"],
         "plain_msgs_per_s": one["plain_msgs_per_s"],
         "ratio": one["ratio"],
+        "best_ratio": one["best_ratio"],
         "ours_msgs_per_s_4_partitions": four["ours_msgs_per_s"],
         "plain_msgs_per_s_4_partitions": four["plain_msgs_per_s"],
         "ratio_4_partitions": four["ratio"],
+        "best_ratio_4_partitions": four["best_ratio"],
         "ours_speedup_4_vs_1_partitions": four["ours_msgs_per_s"] / one["ours_msgs_per_s"],
         "aims": {
-            f"ratio_at_least_{AIM_RATIO}": one["ratio"] >= AIM_RATIO,
-            "4_partitions_faster_than_1": four["ours_msgs_per_s"] > one["ours_msgs_per_s"],
+            f"best_ratio_at_least_{AIM_BEST_1}": one["best_ratio"] >= AIM_BEST_1,
+            f"ratio_4_partitions_at_least_{AIM_RATIO_4}": four["ratio"] >= AIM_RATIO_4,
         },
         "partitions": {str(p): per[p] for p in PARTITIONS},
         "produce_with_rawsink": {str(p): produced[p] for p in PARTITIONS},
@@ -202,7 +217,8 @@ def markdown(r: dict[str, Any]) -> str:
                 p,
                 num(d["ours_msgs_per_s"]),
                 num(d["plain_msgs_per_s"]),
-                f"**{d['ratio']:.2f}**",
+                f"**{d['ratio']:.2f}**" + (" (noisy)" if d.get("noisy") else ""),
+                f"{d['best_ratio']:.2f}" if "best_ratio" in d else "-",
                 median_range(o, 3, grouped=False),
                 median_range(pl, 3, grouped=False),
             ]
@@ -218,7 +234,8 @@ def markdown(r: dict[str, Any]) -> str:
     )
     extra = ", ".join(f"`{k}={v}`" for k, v in r["consumer_config"].items()) or "none"
     header = (
-        "partitions | ours msgs/s | plain msgs/s | ratio | ours s (min-max) | plain s (min-max)"
+        "partitions | ours msgs/s | plain msgs/s | ratio (medians) | ratio (best-of-N) | "
+        "ours s (min-max) | plain s (min-max)"
     )
     return f"""# Ingest: Kafka -> decoded data, ours vs a plain consumer
 
@@ -226,17 +243,22 @@ def markdown(r: dict[str, Any]) -> str:
 {r["message_bytes"]["key"]} B keys) on one embedded Kafka broker; median of {r["repeat"]} \
 timed rounds after one warm-up of each side; ratio = ours / plain throughput.
 
-{table(header, "rrrrrr", rows)}
+{table(header, "rrrrrrr", rows)}
 
-- Aim `ratio` >= {AIM_RATIO}: {met(aims[f"ratio_at_least_{AIM_RATIO}"])} \
-(ratio {r["ratio"]:.2f}). Aim 4 partitions faster than 1: \
-{met(aims["4_partitions_faster_than_1"])} (ours \
-{r["ours_speedup_4_vs_1_partitions"]:.2f}x; 4-partition ratio {r["ratio_4_partitions"]:.2f}).
+- Aim 1 partition, best-of-N ratio >= {AIM_BEST_1}: \
+{met(aims[f"best_ratio_at_least_{AIM_BEST_1}"])} ({r["best_ratio"]:.2f}; medians \
+{r["ratio"]:.2f}). Aim 4 partitions, ratio >= {AIM_RATIO_4}: \
+{met(aims[f"ratio_4_partitions_at_least_{AIM_RATIO_4}"])} ({r["ratio_4_partitions"]:.2f}; \
+best-of-N {r["best_ratio_4_partitions"]:.2f}). Ours at 4 partitions: \
+{r["ours_speedup_4_vs_1_partitions"]:.2f}x its 1-partition speed. "(noisy)": a side's \
+rounds spread more than {NOISY:.0%}.
 - **ours** = `read_ranges(...)` then `.dataset.materialize()`: one Ray task per partition \
 range (consumer, watermark check, fetch, decode, Arrow block into Ray's object store); the \
 data stays in the object store. **plain** = one confluent-kafka consumer in the driver \
 (`assign`, `consume(10000)` loop, `np.frombuffer` into one array). Both start their \
-consumers cold each time; same librdkafka settings (extra: {extra}).
+consumers cold each time; same librdkafka settings: the defaults, our reader's \
+`fetch.queue.backoff.ms=10` (the default 1 s stalled a consumer that emptied its prefetch \
+queue), extra: {extra}.
 - 4 partitions: filled by the `random` partitioner, sizes \
 {r["partitions"]["4"]["partition_sizes"]}; the plain loop still reads them in one process.
 - Producing with `RawSink` (not timed above): {produce}.
