@@ -165,16 +165,17 @@ def start_detached(settings: Settings, cls: type, name: str, *args: Any, **optio
 
 class OneShot:
     """The base of a one-shot job that `run_detached` starts: its ``run`` calls `began`
-    first thing, which tells the starter that the call arrived."""
+    first thing, which tells the starter (waiting in `wait_began`) that the call arrived."""
 
     def __init__(self) -> None:
         self._began = threading.Event()
 
-    def began(self, timeout: float | None = None) -> bool:
-        """Say that ``run`` began (from ``run``); or wait up to ``timeout`` s for it."""
-        if timeout is None:
-            self._began.set()
-            return True
+    def began(self) -> None:
+        """Say that ``run`` began (called from ``run``)."""
+        self._began.set()
+
+    def wait_began(self, timeout: float) -> bool:
+        """Whether ``run`` began within ``timeout`` seconds."""
         return self._began.wait(timeout)
 
 
@@ -190,7 +191,7 @@ def run_detached(
 
     actor = start_detached(settings, cls, name, max_restarts=0, max_concurrency=2)
     actor.run.remote(*args)
-    if not ray.get(actor.began.remote(timeout), timeout=timeout + 30):
+    if not ray.get(actor.wait_began.remote(timeout), timeout=timeout + 30):
         raise Unavailable(f"{name} did not begin its work within {timeout:.0f}s")
 
 

@@ -215,10 +215,7 @@ class KafkaIngress:
         while self.in_flight and (not msgs or len(self.in_flight) >= self.depth):
             self._finish(self.in_flight.popleft())
         self.producer.poll(0)
-        if self.spec.exactly_once:
-            self._commit_transaction(wait=not msgs)
-        else:
-            self._commit_acked()
+        self._commit_acked(quiet=not msgs)
 
     def _take(self, block: bool) -> list:
         """What is waiting, up to batch_size; if ``block``, waits briefly when nothing is."""
@@ -397,11 +394,12 @@ class KafkaIngress:
             self.unhealthy = f"its transactional producer cannot go on: {e}"
             raise
 
-    def _commit_acked(self, wait: bool = False) -> None:
+    def _commit_acked(self, wait: bool = False, quiet: bool = False) -> None:
         """Commit the offsets of every consumed chunk whose outputs are all acknowledged:
-        at most every ``commit_interval_s``, at once if ``wait``."""
+        at most every ``commit_interval_s``, at once if ``wait``. Exactly once, a ``quiet``
+        input (nothing was waiting) also commits at once."""
         if self.spec.exactly_once:
-            return self._commit_transaction(wait)
+            return self._commit_transaction(wait or quiet)
         failed = None
         while self.pending and self.pending[0].remaining == 0:
             if self.pending[0].failed:  # never commit past an unacknowledged output
