@@ -46,13 +46,14 @@ def plain_online(settings: Any, code: str, topic: str, windows: int, threads: in
     import torch
     from confluent_kafka import Consumer, TopicPartition
 
-    from kafkaml_ray.train.learners import TorchLearner, floats
+    from kafkaml_ray import frameworks
+    from kafkaml_ray.frameworks.data import floats
 
     torch.set_num_threads(threads)
     group = f"plain-online-{uuid.uuid4().hex[:8]}"
     consumer = Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False}))
     consumer.assign([TopicPartition(topic, 0, 0)])
-    learner = TorchLearner(_spec(settings, code))
+    learner = frameworks.get("pytorch").learner(_spec(settings, code))
     rows: list[dict[str, Any]] = []
     deadline = time.monotonic() + 600
     while len(rows) < windows and time.monotonic() < deadline:
@@ -76,11 +77,12 @@ def static_model(settings: Any, code: str, x: np.ndarray, y: np.ndarray, threads
     ours), then only scored, window by window, on the second half."""
     import torch
 
-    from kafkaml_ray.train.learners import TorchLearner, floats
+    from kafkaml_ray import frameworks
+    from kafkaml_ray.frameworks.data import floats
 
     torch.set_num_threads(threads)
     half = len(x) // 2
-    learner = TorchLearner(_spec(settings, code))
+    learner = frameworks.get("pytorch").learner(_spec(settings, code))
     learner.fit(x[:half], y[:half], EPOCHS)
     scores = [
         floats(learner.score(x[i : i + WINDOW], y[i : i + WINDOW]))

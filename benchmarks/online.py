@@ -14,7 +14,8 @@ window, no validation share (the whole window trains).
    (accuracy up by 0.01). **plain**: one fresh process (spawned; torch's threads set to what a
    1-CPU Ray worker gets, as ours runs in one) with a confluent-kafka consumer reading the
    same topic in windows of the same size, decoding with ``np.frombuffer`` and calling the same
-   train step per window: `kafkaml_ray.train.learners.TorchLearner` ``score`` then ``fit``
+   train step per window: the PyTorch adapter's learner (`frameworks.torch.TorchLearner`):
+   ``score`` then ``fit``
    (built from a `RunSpec` as the online run builds it). The rate is messages of windows
    2..N over the time from the end of window 1 to the end of window N (ours: the windows'
    ``created_at`` in the store; plain: the clock after each window), so start-up is left out

@@ -23,9 +23,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from kafkaml_ray import frameworks
 from kafkaml_ray.errors import Conflict, InvalidInput, NotFound
 from kafkaml_ray.options import OnlineOptions, ServingOptions, TrainingOptions, checked
-from kafkaml_ray.registry import FRAMEWORKS, model_version, validate_model
+from kafkaml_ray.registry import model_version, validate_model
 from kafkaml_ray.results import ResultFilter
 from kafkaml_ray.schemas import (
     ConfigurationInfo,
@@ -89,8 +90,7 @@ class Client:
         """Validate model code in a Ray worker, then register it; nothing is stored if it
         does not build (:class:`~kafkaml_ray.errors.ModelCodeError`)."""
         name = _name(name, "model")
-        if framework not in FRAMEWORKS:
-            raise InvalidInput(f"unknown framework {framework!r}: use 'pytorch' or 'tensorflow'")
+        frameworks.get(framework)  # (an unknown one is refused before anything else)
         with self.store.session() as s:
             if s.scalar(select(MLModel.id).where(MLModel.name == name)) is not None:
                 raise Conflict(f"a model named {name!r} exists already")
@@ -185,7 +185,7 @@ class Client:
     def create_configuration(
         self, name: str, models: Sequence[Ref], description: str = ""
     ) -> ConfigurationInfo:
-        """Group registered models (of either framework) to train them together."""
+        """Group registered models (of any framework) to train them together."""
         name = _name(name, "configuration")
         with self.store.session() as s:
             rows = _models(s, models)
@@ -258,11 +258,11 @@ class Client:
 
         def per_framework(value, kind) -> dict[str, dict[str, Any]]:
             if value is None or isinstance(value, str):
-                value = dict.fromkeys(FRAMEWORKS, value)
-            unknown = set(value) - set(FRAMEWORKS)
+                value = dict.fromkeys(frameworks.names(), value)
+            unknown = set(value) - set(frameworks.names())
             if unknown:
                 raise InvalidInput(f"unknown framework {sorted(unknown)[0]!r} in {kind} kwargs")
-            return {fw: parse_kwargs(value.get(fw), kind) for fw in FRAMEWORKS}
+            return {fw: parse_kwargs(value.get(fw), kind) for fw in frameworks.names()}
 
         train, val = per_framework(kwargs, "train"), per_framework(val_kwargs, "val")
         self._check_cluster()
@@ -270,20 +270,13 @@ class Client:
             config = _find(s, Configuration, configuration, "configuration")
             if not config.models:
                 raise InvalidInput(f"configuration {config.name!r} has no models")
-            workers = train["tensorflow"].get("num_workers", 1)
-            keras = [m.name for m in config.models if m.framework == "tensorflow"]
-            if workers > 1 and keras:
-                raise InvalidInput(
-                    f"num_workers={workers} for Keras model {keras[0]!r}: Keras models train "
-                    "on one worker (Keras 3 does not fit under TensorFlow's multi-worker "
-                    "strategy); give the PyTorch models their own kwargs, e.g. "
-                    '{"pytorch": "num_workers=2", "tensorflow": ""}'
-                )
+            for m in config.models:
+                _check_workers(m, train[m.framework].get("num_workers", 1))
             dep = TrainingDeployment(
                 configuration=config,
                 **training.model_dump(),
                 online=online.model_dump() if online is not None else None,
-                kwargs={fw: {"train": train[fw], "val": val[fw]} for fw in FRAMEWORKS},
+                kwargs={fw: {"train": train[fw], "val": val[fw]} for fw in frameworks.names()},
             )
             s.add(dep)
             s.flush()
@@ -444,7 +437,7 @@ class Client:
             batch_size = int(params.pop("batch_size", 32))
             old = r.deployment
             config = old.configuration if old else _configuration_of(s, r.model)
-            kwargs = {f: {"train": {}, "val": {}} for f in FRAMEWORKS}
+            kwargs = {f: {"train": {}, "val": {}} for f in frameworks.names()}
             kwargs[fw] = {"train": params, "val": dict(lin.get("val_params") or {})}
             split = lin.get("split") or {}
             dep = TrainingDeployment(
@@ -538,17 +531,16 @@ class Client:
         import ray
 
         from kafkaml_ray._private.rayutil import ensure_ray
-        from kafkaml_ray._private.trained import TrainedWith
 
         with self.store.session() as s:
             r = _get(s, TrainingResult, result_id, "training result")
             if not r.weights_uri:
                 raise NotFound(f"result {result_id} has no weights (status {r.status})")
-            trained, weights_uri = TrainedWith.of(r), r.weights_uri
+            trained = frameworks.TrainedModel.of(r)
         ensure_ray(self.settings)
         self._check_cluster()
         task = ray.remote(num_cpus=1, max_calls=1)(_predict)
-        out = ray.get(task.remote(trained, weights_uri, data))
+        out = ray.get(task.remote(trained, data))
         if isinstance(out, str):
             raise InvalidInput(f"result {result_id} cannot predict this data: {out}")
         import numpy as np
@@ -974,18 +966,14 @@ def _get(s, table, key: int, what: str):
     return row
 
 
-def _predict(trained, weights_uri, data) -> tuple[bytes, str, list[int]] | str:
+def _predict(trained: frameworks.TrainedModel, data) -> tuple[bytes, str, list[int]] | str:
     """The predictions as plain bytes, dtype and shape, or the error as text: nothing that
     model code made reaches the caller's process, where unpickling it could run its code
     (an object's ``__reduce__``, a user-defined exception)."""
     import numpy as np
 
-    from kafkaml_ray._private.trained import TrainedModel
-
-    t = trained
     try:
-        model = TrainedModel(t.framework, t.code, t.imports, weights_uri, t.input_shape)
-        out = np.asarray(model.predict(data))
+        out = np.asarray(trained.load().predict(data))
         if out.dtype.kind not in "biuf":
             return f"the model returned {out.dtype} values, not numbers"
         return out.tobytes(), str(out.dtype.str), [int(d) for d in out.shape]
@@ -1013,6 +1001,17 @@ def _prediction(m, dead_letter: bool) -> Prediction:
         error=error,
         headers=headers,
     )
+
+
+def _check_workers(model: MLModel, workers: int) -> None:
+    """Refuse more data-parallel workers than a model's framework trains on."""
+    most = frameworks.get(model.framework).max_workers
+    if most is not None and workers > most:
+        raise InvalidInput(
+            f"num_workers={workers} for {frameworks.get(model.framework).label} model "
+            f"{model.name!r}: it trains on at most {most} worker(s); give the other "
+            'frameworks\' models their own kwargs, e.g. {"pytorch": "num_workers=2"}'
+        )
 
 
 def _check_monitored(model: str, reported: list[str] | None, metric: str) -> None:

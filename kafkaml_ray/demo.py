@@ -36,6 +36,10 @@ EXAMPLES = {
     "digits-cnn-keras": ("tensorflow", "digits_cnn_keras.py", "CNN for 8x8 digits, 10 classes"),
     "regression-mlp-pytorch": ("pytorch", "regression_mlp_pytorch.py", "MLP over 26 features"),
     "regression-mlp-keras": ("tensorflow", "regression_mlp_keras.py", "MLP over 26 features"),
+    "digits-sgd-sklearn": ("sklearn", "digits_sgd_sklearn.py", "linear classifier for 8x8 digits"),
+    "regression-sgd-sklearn": ("sklearn", "regression_sgd_sklearn.py", "linear over 26 features"),
+    "digits-trees-xgboost": ("xgboost", "digits_trees_xgboost.py", "boosted trees, 8x8 digits"),
+    "regression-trees-xgboost": ("xgboost", "regression_trees_xgboost.py", "boosted trees, 26"),
 }
 
 
@@ -54,7 +58,7 @@ def register_examples(client: Client, names=tuple(EXAMPLES)) -> dict[str, int]:
 
 def run(settings: Settings, keep_running: bool = True, epochs: int = 10) -> dict[str, float]:
     """The whole pipeline; returns the figures it printed (accuracies, throughput)."""
-    from kafkaml_ray._private.clikit import follow, parts_text, results_table, table
+    from kafkaml_ray._private.text import follow, parts_text, results_table, table
 
     _check_installed()
     figures: dict[str, float] = {}
@@ -67,21 +71,20 @@ def run(settings: Settings, keep_running: bool = True, epochs: int = 10) -> dict
     click.echo(
         table(
             [
-                (m.id, m.name, m.framework, m.input_shape, m.output_shape, f"{m.param_count:,}")
+                (m.id, m.name, m.framework, m.input_shape, m.output_shape, m.parameters)
                 for m in client.list_models()
             ],
             ["id", "name", "framework", "input", "output", "params"],
         )
     )
 
-    click.secho("\n3. deploying the PyTorch and Keras digits CNNs for training", bold=True)
-    name = "digits-cnns"
+    click.secho("\n3. deploying the digits models of every framework for training", bold=True)
+    name = "digits-models"
     try:
         config = client.get_configuration(name)
     except NotFound:
-        config = client.create_configuration(
-            name, [ids["digits-cnn-pytorch"], ids["digits-cnn-keras"]], "the demo's pair"
-        )
+        digits = [ids[n] for n in EXAMPLES if n.startswith("digits-")]
+        config = client.create_configuration(name, digits, "the demo's digits models")
     dep = client.deploy_training(config.id, batch_size=32, kwargs=f"epochs={epochs}")
     click.echo(f"deployment {dep.id}: waiting for its data stream")
 
@@ -136,11 +139,17 @@ def run(settings: Settings, keep_running: bool = True, epochs: int = 10) -> dict
 
 
 def _check_installed() -> None:
-    """The demo trains in both frameworks on scikit-learn's digits: say what is missing
+    """The demo trains in every framework on scikit-learn's digits: say what is missing
     before anything starts."""
     import importlib.util
 
-    needs = {"sklearn": "scikit-learn", "torch": "torch", "tensorflow": "tensorflow"}
+    needs = {
+        "sklearn": "scikit-learn",
+        "skops": "skops",
+        "torch": "torch",
+        "tensorflow": "tensorflow",
+        "xgboost": "xgboost-cpu",
+    }
     missing = [pkg for mod, pkg in needs.items() if importlib.util.find_spec(mod) is None]
     if missing:
         raise click.ClickException(

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+from kafkaml_ray import frameworks
 from kafkaml_ray.redaction import public_url
 from kafkaml_ray.store import (
     Datasource,
@@ -37,12 +38,6 @@ from kafkaml_ray.store import (
 )
 
 __all__ = ["record", "saved", "tree", "tree_text", "tree_dot", "params_for"]
-
-#: the libraries whose versions a saved result records, by framework
-_LIBRARIES = {
-    "pytorch": ["torch", "pytorch-ignite", "safetensors"],
-    "tensorflow": ["tensorflow", "keras"],
-}
 
 
 def params_for(kwargs: dict[str, Any], framework: str, batch_size: int) -> dict[str, Any]:
@@ -127,7 +122,7 @@ def saved(lineage: dict[str, Any], uri: str, weights: bytes, framework: str) -> 
     """``lineage`` completed when the weights are saved: their sha256 and the versions of
     the libraries in the process that trained them."""
     libraries = {"python": platform.python_version()}
-    for name in ["kafkaml-ray", "ray", "numpy", *_LIBRARIES.get(framework, [])]:
+    for name in ["kafkaml-ray", "ray", "numpy", *frameworks.get(framework).libraries]:
         try:
             libraries[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -1,6 +1,6 @@
 """The options of a deployment, one pydantic model each (`TrainingOptions`,
 `OnlineOptions`, `ServingOptions`): the API checks them, the command line's flags are made
-from them (`kafkaml_ray._private.clikit.model_options`), the store keeps them and the
+from them (`kafkaml_ray.cli.kit.model_options`), the store keeps them and the
 KubeRay manifests are rendered from them."""
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from kafkaml_ray._private.procs import (
     wait_ready,
     write_pid,
 )
-from kafkaml_ray.errors import InvalidInput, KafkaMLError, Unavailable
+from kafkaml_ray.errors import InvalidInput, Unavailable
 from kafkaml_ray.settings import Settings
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "start_ui",
     "stop_ui",
     "ui_status",
-    "ui_command",
     "is_loopback",
     "password_configured",
     "ensure_password",
@@ -251,27 +250,6 @@ def stop_ui(settings: Settings) -> bool:
         return False
     stop_pid(found[0], what="control panel")
     return True
-
-
-@click.command("ui")
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help=f"Address to listen on; any but 127.0.0.1/localhost needs {PASSWORD_ENV} "
-    "or a 'password' in .streamlit/secrets.toml.",
-)
-@click.option("--port", type=int, default=None, help="Port [default: KAFKAML_UI_PORT or 8501].")
-@click.option("--open/--no-open", "open_browser", default=False, help="Open a browser tab.")
-def ui_command(host: str, port: int | None, open_browser: bool) -> None:
-    """Serve the Streamlit control panel (until Ctrl-C); it asks for its password."""
-    settings = Settings.from_env()
-    try:
-        if is_loopback(host):
-            show_new_password(settings)
-        serve_ui(settings, host=host, port=port, headless=not open_browser)
-    except KafkaMLError as e:
-        raise click.ClickException(str(e)) from None
 
 
 def show_new_password(settings: Settings) -> None:

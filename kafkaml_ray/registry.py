@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from kafkaml_ray import frameworks
 from kafkaml_ray.errors import Conflict, ModelCodeError, store_error_text
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import MLModel, ModelVersion
 
-__all__ = ["validate_model", "code_sha256", "model_version", "Framework", "FRAMEWORKS"]
+__all__ = ["validate_model", "code_sha256", "model_version"]
 
 logger = logging.getLogger(__name__)
-Framework = Literal["pytorch", "tensorflow"]
-FRAMEWORKS: tuple[str, ...] = ("pytorch", "tensorflow")
 #: What validated code was found to be, by (framework, code hash, memory and time limits).
 _FOUND: dict[tuple[str, str, int, float], str] = {}  # (as JSON text: each caller a copy)
 _FOUND_MAX = 256
@@ -35,11 +34,11 @@ def _describe(framework: str, code: str, imports: str, memory_mb: int) -> str:
     """What `validate_model` finds, as JSON text: nothing that model code made (a shape
     object, a user-defined exception) reaches the caller's process, where unpickling it
     could run that code."""
-    from kafkaml_ray._private.modelcode import describe_model, limit_memory
+    from kafkaml_ray.frameworks.code import limit_memory
 
     limit_memory(memory_mb)
     try:
-        out: dict[str, Any] = {"ok": describe_model(framework, code, imports)}
+        out: dict[str, Any] = {"ok": frameworks.get(framework).describe(code, imports)}
     except ModelCodeError as e:
         out = {"error": e.reason, "line": e.line}
     except MemoryError:
@@ -62,8 +61,7 @@ def validate_model(
 
     from kafkaml_ray._private.rayutil import ensure_ray
 
-    if framework not in FRAMEWORKS:
-        raise ModelCodeError(f"unknown framework {framework!r}: use 'pytorch' or 'tensorflow'")
+    frameworks.get(framework)  # (an unknown one is refused here, before Ray)
     if not code.strip():
         raise ModelCodeError("the model code is empty")
     settings = settings or Settings.from_env()

@@ -40,7 +40,7 @@ class ResultFilter(BaseModel):
     topic: str | None = None
     model: str | None = None
     code_version: int | None = None
-    framework: Literal["pytorch", "tensorflow"] | None = None
+    framework: str | None = None
     status: Literal["waiting", "training", "finished", "failed", "stopped"] | None = None
     params: dict[str, Any] = {}
     metrics: dict[str, tuple[float | None, float | None]] = {}

@@ -49,6 +49,11 @@ class ModelInfo(_Record):
     created_at: datetime
     updated_at: datetime
 
+    @property
+    def parameters(self) -> str:
+        """The parameter count as people read it (scikit-learn's is known once trained)."""
+        return f"{self.param_count:,}" if self.param_count is not None else "-"
+
 
 class ModelVersionInfo(_Record):
     """One version of a model's code, as results trained with it."""

@@ -46,7 +46,11 @@ def test_bad_configurations(client, models):
 def test_keras_models_train_on_one_worker(client, models):
     torch, keras = models
     both = client.create_configuration("both", [torch.id, keras.id])
-    with pytest.raises(InvalidInput, match="num_workers=2 for Keras model 'digits-keras'"):
+    with pytest.raises(
+        InvalidInput,
+        match="num_workers=2 for TensorFlow / Keras model 'digits-keras': it trains on at "
+        "most 1 worker",
+    ):
         client.deploy_training(both.id, kwargs="num_workers=2")
     assert client.list_deployments() == []
     dep = client.deploy_training(both.id, kwargs={"pytorch": "num_workers=2", "tensorflow": ""})

@@ -12,6 +12,7 @@ from collections import deque
 
 import numpy as np
 
+from kafkaml_ray.frameworks import TrainedModel
 from kafkaml_ray.ingest.formats import get_format
 from kafkaml_ray.serve.app import KafkaIngress
 from kafkaml_ray.serve.predictor import ServedModel
@@ -117,8 +118,8 @@ def ingress(
     ing = KafkaIngress.func_or_class.__new__(KafkaIngress.func_or_class)
     cfg = {"data_type": "float32", "data_reshape": "1"}
     ing.spec = InferenceSpec(
-        inference_id=1, result_id=7, framework="pytorch", code="", imports="", weights_uri="",
-        input_shape=[1], input_topic="in", output_topic="out", input_format="RAW",
+        inference_id=1, result_id=7, trained=TrainedModel("pytorch", "", "", [1], None, ""),
+        input_topic="in", output_topic="out", input_format="RAW",
         input_config=cfg, settings=Settings(), batch_size=batch_size, in_flight=in_flight,
         commit_interval_s=commit_interval_s, exactly_once=producer is not None,
     )  # fmt: skip
@@ -211,8 +212,8 @@ def test_a_new_replica_that_follows_starts_on_the_newest_version(tmp_path, monke
     loaded = []
     monkeypatch.setattr(ServedModel, "_load", lambda self, uri: loaded.append(uri) or uri)
     spec = InferenceSpec(
-        inference_id=1, result_id=rid, framework="pytorch", code="", imports="",
-        weights_uri="w1", input_shape=[1], input_topic="in", output_topic="out",
+        inference_id=1, result_id=rid, trained=TrainedModel("pytorch", "", "", [1], None, "w1"),
+        input_topic="in", output_topic="out",
         input_format="RAW", input_config={}, settings=settings, version=1, follow=True,
         follow_interval_s=3600,
     )  # fmt: skip
@@ -256,7 +257,8 @@ def test_a_followed_inference_rebuilt_after_an_edit_serves_the_code_it_trained_w
             ModelVersion(model_id=m.id, number=2, sha256="b", code="edited code", input_shape=[8])
         )
     spec = spec_from_store(settings, inf_id)
-    assert (spec.code, spec.input_shape, spec.weights_uri) == ("trained code", [4], "w2")
+    t = spec.trained
+    assert (t.code, t.input_shape, t.code_version, t.weights_uri) == ("trained code", [4], 1, "w2")
     assert spec.follow and spec.version == 2
 
 

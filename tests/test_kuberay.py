@@ -22,6 +22,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from kafkaml_ray.cli.k8s import k8s
 from kafkaml_ray.errors import Conflict, InvalidInput, NotFound, Unavailable
 from kafkaml_ray.kuberay import (
     KINDS,
@@ -37,7 +38,6 @@ from kafkaml_ray.kuberay import (
     to_yaml,
 )
 from kafkaml_ray.kuberay.api import APPLY_TRIES
-from kafkaml_ray.kuberay.cli import k8s
 from kafkaml_ray.store import (
     Configuration,
     Inference,
@@ -1154,6 +1154,7 @@ def test_the_rayservice_runs_the_application_that_local_serve_runs(scaling):
     from ray.serve.deployment import deployment_to_schema
     from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 
+    from kafkaml_ray.frameworks import TrainedModel
     from kafkaml_ray.serve.app import app_for
     from kafkaml_ray.serve.options import (
         SERVE_IMPORT_PATH,
@@ -1168,8 +1169,8 @@ def test_the_rayservice_runs_the_application_that_local_serve_runs(scaling):
     # What start_inference hands to serve.run for this row:
     ingress, predictor = deployment_options(row)
     spec = InferenceSpec(
-        inference_id=7, result_id=1, framework="pytorch", code="", imports="", weights_uri="",
-        input_shape=None, input_topic="in", output_topic="out", input_format="RAW",
+        inference_id=7, result_id=1, trained=TrainedModel("pytorch", "", "", None, None, ""),
+        input_topic="in", output_topic="out", input_format="RAW",
         input_config={}, settings=Settings(), batch_size=64,
     )  # fmt: skip
     built = build_app(app_for(spec, ingress, predictor), name=app_name(7))

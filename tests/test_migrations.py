@@ -1,4 +1,4 @@
-"""The store's schema migrations (kafkaml_ray/migrations), on SQLite and on PostgreSQL
+"""The store's schema migrations (kafkaml_ray/store/migrations), on SQLite and on PostgreSQL
 (KAFKAML_TEST_POSTGRES, set by scripts/test.sh; a fresh database per test).
 
 Databases made before the store kept a schema version are upgraded with every row kept; a
@@ -21,9 +21,8 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import kafkaml_ray.migrations as migrations_module
+import kafkaml_ray.store.migrations as migrations_module
 from kafkaml_ray.errors import Unavailable
-from kafkaml_ray.migrations import compare_type
 from kafkaml_ray.registry import code_sha256
 from kafkaml_ray.store import (
     Base,
@@ -34,11 +33,12 @@ from kafkaml_ray.store import (
     Store,
     TrainingResult,
 )
+from kafkaml_ray.store.migrations import SCRIPT_LOCATION, compare_type
 
 
 def _head() -> str:
     config = Config()
-    config.set_main_option("script_location", "kafkaml_ray:migrations")
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     return ScriptDirectory.from_config(config).get_current_head()
 
 
@@ -236,7 +236,7 @@ def test_the_migrations_replayed_from_nothing_make_the_models_schema(url):
     """The revisions themselves, not create_all: up, down to the baseline and up again."""
     engine = create_engine(url)
     config = Config()
-    config.set_main_option("script_location", "kafkaml_ray:migrations")
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     try:
         with engine.begin() as conn:
             config.attributes["connection"] = conn
@@ -303,7 +303,7 @@ def test_a_sqlite_upgrade_that_fails_half_way_leaves_the_database_as_it_was(tmp_
     _fill_fec8cbc(url)
     engine = create_engine(url)
     config = Config()
-    config.set_main_option("script_location", "kafkaml_ray:migrations")
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.stamp(config, "0001")

@@ -70,13 +70,13 @@ def _window(seed):
 def test_a_resumed_pytorch_run_keeps_its_optimizer_state(tmp_path):
     """Checkpoints held the weights only: Adam's moments started from zero on every resume,
     so a resumed run trained differently from one that was never stopped."""
-    from kafkaml_ray.train.learners import TorchLearner
+    from kafkaml_ray.frameworks.torch import PyTorch, TorchLearner
 
     spec = _spec(tmp_path)
-    going = TorchLearner(spec)
+    going = TorchLearner(PyTorch(), spec)
     going.fit(*_window(1), epochs=2)
     _, checkpoint = going.snapshot()
-    resumed = TorchLearner(spec)
+    resumed = TorchLearner(PyTorch(), spec)
     resumed.restore(checkpoint)
     going.fit(*_window(2), epochs=2)
     resumed.fit(*_window(2), epochs=2)
@@ -86,6 +86,7 @@ def test_a_resumed_pytorch_run_keeps_its_optimizer_state(tmp_path):
 def test_a_crash_before_the_window_was_recorded_keeps_its_version(tmp_path):
     """The checkpoint was written, then the process died before the window and the version
     it published reached the store: the resumed run records both."""
+    from kafkaml_ray.frameworks.torch import PyTorch, TorchLearner
     from kafkaml_ray.store import (
         MLModel,
         OnlineWindow,
@@ -95,14 +96,13 @@ def test_a_crash_before_the_window_was_recorded_keeps_its_version(tmp_path):
         TrainingResult,
         select,
     )
-    from kafkaml_ray.train.learners import TorchLearner
     from kafkaml_ray.train.online import _Run
 
     spec = _spec(tmp_path)
     with Store(spec.settings.db_url).session() as s:
         model = MLModel(name="tiny", framework="pytorch", code=_ADAM)
         s.add(TrainingResult(model=model, status=ResultStatus.TRAINING))
-    learner = TorchLearner(spec)
+    learner = TorchLearner(PyTorch(), spec)
     learner.fit(*_window(1), epochs=1)
     weights, state = learner.snapshot()
     row = {
@@ -111,7 +111,7 @@ def test_a_crash_before_the_window_was_recorded_keeps_its_version(tmp_path):
     }  # fmt: skip
     _Run(spec).save_checkpoint(row, state, {"accuracy": 0.5, "monitored": 0.5})
     # (the process dies here)
-    resumed = TorchLearner(spec)
+    resumed = TorchLearner(PyTorch(), spec)
     saved = _Run(spec).resume(resumed)
     assert saved["window"] == 1 and resumed.weights() == weights
     with Store(spec.settings.db_url).session() as s:
@@ -163,15 +163,15 @@ def test_a_torn_checkpoint_falls_back_to_the_one_before(tmp_path, torn):
     """A crash (of the machine) can leave the newest checkpoint's state or record empty or
     torn: the resume takes the one before it instead of failing."""
     from kafkaml_ray import artifacts
+    from kafkaml_ray.frameworks.torch import PyTorch, TorchLearner
     from kafkaml_ray.store import MLModel, ResultStatus, Store, TrainingResult
-    from kafkaml_ray.train.learners import TorchLearner
     from kafkaml_ray.train.online import _Run
 
     spec = _spec(tmp_path)
     with Store(spec.settings.db_url).session() as s:
         model = MLModel(name="tiny", framework="pytorch", code=_ADAM)
         s.add(TrainingResult(model=model, status=ResultStatus.TRAINING))
-    learner, run = TorchLearner(spec), _Run(spec)
+    learner, run = TorchLearner(PyTorch(), spec), _Run(spec)
     weights = {}
     for window in (1, 2):
         learner.fit(*_window(window), epochs=1)
@@ -187,7 +187,7 @@ def test_a_torn_checkpoint_falls_back_to_the_one_before(tmp_path, torn):
         artifacts.put(base, "window-2-state", b"")  # (empty: written, never flushed)
     else:
         artifacts.put(base, "checkpoint.json", b'{"window": 2, "state_u')
-    resumed = TorchLearner(spec)
+    resumed = TorchLearner(PyTorch(), spec)
     saved = run.resume(resumed)
     assert saved["window"] == 1 and saved["positions"] == {"t:0": 64}
     assert resumed.weights() == weights[1]

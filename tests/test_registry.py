@@ -14,6 +14,10 @@ pytestmark = pytest.mark.integration
         ("digits_cnn_keras.py", "tensorflow", ([8, 8], [10])),
         ("regression_mlp_pytorch.py", "pytorch", ([26], [1])),
         ("regression_mlp_keras.py", "tensorflow", ([26], [1])),
+        ("digits_sgd_sklearn.py", "sklearn", ([8, 8], [10])),
+        ("regression_sgd_sklearn.py", "sklearn", ([26], None)),
+        ("digits_trees_xgboost.py", "xgboost", ([8, 8], [10])),
+        ("regression_trees_xgboost.py", "xgboost", ([26], None)),
     ],
 )
 def test_examples_register_with_their_shapes(ray_cluster, client, example, file, framework, shapes):
@@ -22,7 +26,11 @@ def test_examples_register_with_their_shapes(ray_cluster, client, example, file,
     registry._FOUND.clear()  # (built here in a worker, whatever the tests before registered)
     m = client.add_model(file.removesuffix(".py"), framework, example(file))
     assert (m.input_shape, m.output_shape) == shapes
-    assert m.param_count > 0
+    # (an estimator's parameters are known once it is fitted)
+    if framework in ("sklearn", "xgboost"):
+        assert m.param_count is None
+    else:
+        assert m.param_count > 0
     assert client.get_model(m.name) == m
     assert [x.name for x in client.list_models()] == [m.name]
 

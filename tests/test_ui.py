@@ -22,8 +22,9 @@ from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from kafkaml_ray import Settings
+from kafkaml_ray.cli.ui import ui_command
 from kafkaml_ray.errors import InvalidInput
-from kafkaml_ray.panel import is_loopback, serve_ui, start_ui, stop_ui, ui_command, ui_status
+from kafkaml_ray.panel import is_loopback, serve_ui, start_ui, stop_ui, ui_status
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "kafkaml_ray" / "ui" / "app.py")

@@ -140,6 +140,10 @@ def _seed_showcase(client, settings, example) -> None:
         "digits-cnn-keras": ([8, 8], [10], 38_282),
         "regression-mlp-pytorch": ([26], [1], 3_841),
         "regression-mlp-keras": ([26], [1], 3_841),
+        "digits-sgd-sklearn": ([8, 8], [10], None),
+        "regression-sgd-sklearn": ([26], None, None),
+        "digits-trees-xgboost": ([8, 8], [10], None),
+        "regression-trees-xgboost": ([26], None, None),
     }
     with client.store.session() as s:
         for name, (framework, filename, description) in EXAMPLES.items():

@@ -49,9 +49,9 @@ class LoopWorker:
         self.batch_size, self.flush_each = batch_size, flush_each
         self.model = None
         if model_args is not None:
-            from kafkaml_ray._private.trained import TrainedModel
+            from kafkaml_ray.frameworks import TrainedModel
 
-            self.model = TrainedModel(*model_args)
+            self.model = TrainedModel(*model_args).load()
         self.counts = Counter()
         self.steps: Counter = Counter()  # seconds per step of the baseline loop
         self._stop = threading.Event()

@@ -148,7 +148,7 @@ class Trained:
     wall_s: float
 
     def model_args(self) -> tuple:
-        return (self.framework, self.code, self.imports, self.weights_uri, self.input_shape)
+        return (self.framework, self.code, self.imports, self.input_shape, None, self.weights_uri)
 
 
 def train_models(settings: Settings, epochs: int) -> tuple[Any, dict[str, Trained]]:

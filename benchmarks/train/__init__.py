@@ -20,7 +20,8 @@ ranges, split, one Ray Train run. Two times are taken:
   controller and worker start with its imports, the test evaluation, confusion matrix and
   weights saved after training, and the run's end.
 
-**plain**: the same model code built with ``build_model``, then a plain PyTorch loop / a Keras
+**plain**: the same model code built by its framework adapter (``frameworks.get(...).build``),
+then a plain PyTorch loop / a Keras
 ``fit`` on the same in-memory arrays: same epochs, batch size, shuffling and per-epoch
 validation. Timed from building the model to the end of the last epoch (the framework is
 imported before), in a fresh process each time, and in a warm process (one that already

@@ -118,7 +118,7 @@ def plain_torch(code: str, data: dict[str, np.ndarray], epochs: int, batch_size:
     accuracy), then loss and accuracy on the validation set. Timed from building the model."""
     import torch
 
-    from kafkaml_ray._private.modelcode import build_model
+    from kafkaml_ray import frameworks
 
     def loader(x, y, shuffle):
         ds = torch.utils.data.TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
@@ -138,7 +138,7 @@ def plain_torch(code: str, data: dict[str, np.ndarray], epochs: int, batch_size:
 
     torch.manual_seed(SEED)
     start = time.perf_counter()
-    model = build_model("pytorch", code)
+    model = frameworks.get("pytorch").build(code)
     loss_fn, optimizer = model.loss_fn(), model.optimizer()
     train = loader(data["x_train"], data["y_train"], True)
     val = loader(data["x_val"], data["y_val"], False)
@@ -169,14 +169,15 @@ def plain_torch(code: str, data: dict[str, np.ndarray], epochs: int, batch_size:
 
 def plain_keras(code: str, data: dict[str, np.ndarray], epochs: int, batch_size: int) -> dict:
     """A plain Keras ``fit`` with per-epoch validation. Timed from building the model."""
-    from kafkaml_ray._private.modelcode import build_model, import_tensorflow
+    from kafkaml_ray import frameworks
+    from kafkaml_ray.frameworks.keras import import_tensorflow
 
     tf = import_tensorflow()
     import keras
 
     keras.utils.set_random_seed(SEED)
     start = time.perf_counter()
-    model = build_model("tensorflow", code)
+    model = frameworks.get("tensorflow").build(code)
     history = model.fit(
         data["x_train"],
         data["y_train"],

@@ -8,7 +8,7 @@ from the Secret ``kafkaml-ray-auth``. No secret ever appears in a rendered manif
 
 The package re-exports its two modules: `~kafkaml_ray.kuberay.render` builds the manifests,
 `~kafkaml_ray.kuberay.api` applies them (server-side apply), inspects and deletes them
-(`KubeRayClient`); ``kafkaml-ray k8s`` is `~kafkaml_ray.kuberay.cli`.
+(`KubeRayClient`); ``kafkaml-ray k8s`` is `~kafkaml_ray.cli.k8s`.
 
 >>> from kafkaml_ray.kuberay import render_rayservice
 >>> svc = render_rayservice(3, replicas=2, gpu_fraction=0.25)

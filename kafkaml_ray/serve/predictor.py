@@ -31,7 +31,7 @@ class ServedModel:
         that follows starts on the newest published version, not on the one of the
         deploy (a new or restarted replica would serve an older version for a while)."""
         self.spec = spec
-        version, uri = spec.version, spec.weights_uri
+        version, uri = spec.version, spec.trained.weights_uri
         if spec.follow and model is None:
             newest = self._newest()
             if newest[0] is not None and newest[0] > (version or 0):
@@ -42,10 +42,7 @@ class ServedModel:
             threading.Thread(target=self._follow, name="follow-versions", daemon=True).start()
 
     def _load(self, weights_uri: str) -> Any:
-        from kafkaml_ray._private.trained import TrainedModel
-
-        spec = self.spec
-        return TrainedModel(spec.framework, spec.code, spec.imports, weights_uri, spec.input_shape)
+        return self.spec.trained.with_weights(weights_uri).load()
 
     def _newest(self) -> tuple[int | None, str | None]:
         """The result's newest published version and its weights."""

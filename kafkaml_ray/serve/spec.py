@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafkaml_ray._private.trained import TrainedWith
 from kafkaml_ray.errors import InvalidInput, NotFound
+from kafkaml_ray.frameworks import TrainedModel
 from kafkaml_ray.options import DEFAULT_BATCH_SIZE
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import Inference, ResultVersion, Store, select
@@ -22,11 +22,8 @@ class InferenceSpec:
 
     inference_id: int
     result_id: int
-    framework: str
-    code: str
-    imports: str
-    weights_uri: str
-    input_shape: list[int] | None
+    #: the model served: the code it trained with and the weights of the version served
+    trained: TrainedModel
     input_topic: str
     output_topic: str
     input_format: str
@@ -66,7 +63,6 @@ def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
         if inf is None:
             raise NotFound(f"no inference with id {inference_id}")
         r = inf.result
-        trained = TrainedWith.of(r)  # (the code it trained with, not the model's newest)
         version, weights_uri = served_version(s, r.id, None if inf.follow else inf.version)
         weights_uri = weights_uri or r.weights_uri
         if not weights_uri:
@@ -74,11 +70,8 @@ def spec_from_store(settings: Settings, inference_id: int) -> InferenceSpec:
         return InferenceSpec(
             inference_id=inf.id,
             result_id=r.id,
-            framework=trained.framework,
-            code=trained.code,
-            imports=trained.imports,
-            weights_uri=weights_uri,
-            input_shape=trained.input_shape,
+            # (the code it trained with, not the model's newest)
+            trained=TrainedModel.of(r).with_weights(weights_uri),
             input_topic=inf.input_topic,
             output_topic=inf.output_topic,
             input_format=inf.input_format,

@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from kafkaml_ray import artifacts
+from kafkaml_ray import artifacts, frameworks
 from kafkaml_ray.errors import InvalidInput
+from kafkaml_ray.frameworks import Learner
+from kafkaml_ray.frameworks.data import fit_shape, floats
 from kafkaml_ray.ingest.dataset import ReadError
 from kafkaml_ray.ingest.formats import get_format
 from kafkaml_ray.options import OnlineOptions
-from kafkaml_ray.train._loops import _fit_shape
-from kafkaml_ray.train.learners import KerasLearner, TorchLearner, floats
 from kafkaml_ray.train.online_stream import OnlineStream, Source
 from kafkaml_ray.train.reporter import RunSpec, error_text
 
@@ -137,7 +137,7 @@ class _Run:
             old = f"{self.prefix}/window-{window - 2}-state"
             artifacts.delete(artifacts.join(self.base, old))
 
-    def resume(self, learner: TorchLearner | KerasLearner) -> dict[str, Any] | None:
+    def resume(self, learner: Learner) -> dict[str, Any] | None:
         """Continue ``learner`` from the last checkpoint (None: there is none), and store
         that window and the version it published if the crash came before they were."""
         for saved in self.checkpoints():
@@ -159,7 +159,8 @@ class _Run:
         else:
             return None
         metrics = saved.get("publish")
-        publish = (learner.weights(), learner.weights_name, metrics) if metrics else None
+        name = frameworks.get(self.spec.framework).weights_name
+        publish = (learner.weights(), name, metrics) if metrics else None
         self.record(saved["row"], publish)
         return saved
 
@@ -277,8 +278,10 @@ def online_run(
 
     run = _Run(spec)
 
-    def new_learner() -> TorchLearner | KerasLearner:
-        return TorchLearner(spec) if spec.framework == "pytorch" else KerasLearner(spec)
+    adapter = frameworks.get(spec.framework)
+
+    def new_learner() -> Learner:
+        return adapter.learner(spec)
 
     learner = new_learner()
     decoder = get_format(fmt, config)
@@ -373,7 +376,7 @@ def online_run(
             x, y = batch.data, batch.labels
             if y is None:
                 raise InvalidInput("the stream has no labels (keys): online training needs them")
-            x = _fit_shape(x, learner.shape, spec.model_name)
+            x = fit_shape(x, learner.shape, spec.model_name)
             window += 1
             covered = stream.advance(msgs)
             row: dict[str, Any] = {
@@ -410,7 +413,7 @@ def online_run(
             publish = None
             if len(x) and _better(value, before, options):
                 metrics = {**watched, "monitored": value, "previous": before}
-                publish = (weights, learner.weights_name, metrics)
+                publish = (weights, adapter.weights_name, metrics)
                 if published is None:
                     published = new_learner()
                 published.load(weights)

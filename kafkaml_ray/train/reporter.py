@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,13 +15,14 @@ import numpy as np
 
 from kafkaml_ray import artifacts
 from kafkaml_ray.errors import KafkaMLError, RunStopped
+from kafkaml_ray.frameworks.base import Fitted
+from kafkaml_ray.frameworks.data import floats
 from kafkaml_ray.settings import Settings
 
 __all__ = [
     "RunSpec",
     "Reporter",
     "after_training",
-    "confusion",
     "confusion_png",
     "error_text",
 ]
@@ -119,7 +119,7 @@ class Reporter:
         )
 
     def epoch(self, epoch: int, train: dict[str, float], val: dict[str, float]) -> None:
-        self.history.append({"epoch": epoch, "train": _floats(train), "val": _floats(val)})
+        self.history.append({"epoch": epoch, "train": floats(train), "val": floats(val)})
         self._update(
             history=list(self.history),
             progress={
@@ -127,7 +127,7 @@ class Reporter:
                 "epochs": self.spec.epochs,
                 "batch": None,
                 "batches": None,
-                "metrics": _floats(val or train),
+                "metrics": floats(val or train),
             },
         )
         if self.tune:
@@ -136,8 +136,8 @@ class Reporter:
             ray.tune.report(
                 {
                     "epoch": epoch,
-                    **_floats(train),
-                    **{f"val_{k}": v for k, v in _floats(val).items()},
+                    **floats(train),
+                    **{f"val_{k}": v for k, v in floats(val).items()},
                 }
             )
 
@@ -157,8 +157,8 @@ class Reporter:
         try:
             self._update(
                 phases=dict(self.marks),
-                train_metrics=_floats(train),
-                val_metrics=_floats(val),
+                train_metrics=floats(train),
+                val_metrics=floats(val),
                 training_time_s=seconds,
                 weights_uri=uri,
                 **({"lineage": lineage} if self.spec.lineage else {}),
@@ -172,7 +172,7 @@ class Reporter:
         failed after training, named on the result."""
         if not self.enabled:
             return
-        fields: dict[str, Any] = {"test_metrics": _floats(test), "confusion_matrix": matrix}
+        fields: dict[str, Any] = {"test_metrics": floats(test), "confusion_matrix": matrix}
         if matrix is not None:
             try:
                 png = confusion_png(matrix, self.spec.model_name)
@@ -210,18 +210,12 @@ def _why(e: BaseException) -> str:
 
 
 def after_training(
-    reporter: Reporter,
-    spec: RunSpec,
-    *,
-    weights: Callable[[], bytes],
-    weights_name: str,
-    seconds: float,
-    test: Callable[[], dict],
-    matrix: Callable[[], list | None],
+    reporter: Reporter, spec: RunSpec, fitted: Fitted, weights_name: str
 ) -> dict[str, Any]:
-    """What both loops do after training, on rank 0: save the weights, then evaluate the
-    test set and build the confusion matrix. A step that fails is recorded on the result
-    and the steps before it are kept; the trained model is never lost."""
+    """What follows every framework's training, on rank 0: save the weights, then evaluate
+    the test set and build the confusion matrix. A step that fails is recorded on the
+    result and the steps before it are kept; the trained model is never lost."""
+    seconds = fitted.seconds
     reporter.mark("trained")
     history = reporter.history
     train_final = history[-1]["train"] if history else {}
@@ -229,7 +223,7 @@ def after_training(
     reporter.trained(
         train=train_final,
         val=val_final,
-        weights=weights(),
+        weights=fitted.weights(),
         weights_name=weights_name,
         seconds=seconds,
     )
@@ -237,35 +231,19 @@ def after_training(
     test_m: dict = {}
     conf = None
     try:
-        test_m = dict(test())
+        test_m = dict(fitted.test())
     except Exception as e:  # noqa: BLE001 - recorded on the result
         logger.exception("result %d: the test metrics", spec.result_id)
         failed.append(f"the test metrics failed: {_why(e)}")
     reporter.mark("tested")
     if spec.confusion_matrix:
         try:
-            conf = matrix()
+            conf = fitted.matrix()
         except Exception as e:  # noqa: BLE001 - recorded on the result
             logger.exception("result %d: the confusion matrix", spec.result_id)
             failed.append(f"the confusion matrix failed: {_why(e)}")
     reporter.evaluated(test_m, conf, failed)
     return {"train": train_final, "val": val_final, "test": test_m, "seconds": seconds}
-
-
-def _floats(metrics: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for k, v in (metrics or {}).items():
-        try:
-            out[str(k)] = float(np.asarray(v).item())
-        except (TypeError, ValueError):
-            continue  # non-scalar metrics (e.g. a per-class array) are left out
-    return out
-
-
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> list[list[int]]:
-    """Confusion matrix: rows are true classes, columns predicted ones."""
-    idx = y_true.astype(np.int64) * classes + y_pred.astype(np.int64)
-    return np.bincount(idx, minlength=classes * classes).reshape(classes, classes).tolist()
 
 
 def confusion_png(matrix: list[list[int]], title: str) -> bytes:

@@ -19,8 +19,9 @@ from typing import Any
 
 from sqlalchemy import func
 
-from kafkaml_ray._private.trained import TrainedWith
+from kafkaml_ray import frameworks
 from kafkaml_ray.errors import InvalidInput, RunStopped
+from kafkaml_ray.frameworks import TrainedModel
 from kafkaml_ray.ingest.control import parse_ranges, parse_sources
 from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset, split_sizes
 from kafkaml_ray.lineage import params_for, record
@@ -52,7 +53,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     """The function every Ray Train worker runs."""
     import ray.train
 
-    from kafkaml_ray.train._loops import train
+    from kafkaml_ray.train.fit import train
 
     spec: RunSpec = config["spec"]
     spec.marks["worker"] = time.time()
@@ -61,18 +62,17 @@ def _worker_loop(config: dict[str, Any]) -> None:
     train(spec, shards, rank=ctx.get_world_rank(), distributed=ctx.get_world_size() > 1)
 
 
-def _trainer(num_workers: int) -> Any:
+def _trainer(spec: RunSpec, num_workers: int) -> Any:
     """The Ray Train trainer of a run of ``num_workers`` workers. One worker needs no
-    distributed backend, so Ray Train's own data-parallel trainer runs it without a torch
-    process group and without importing the framework in this task. Several are PyTorch
-    workers with a torch process group (Keras trains on one: `Client.deploy_training`)."""
+    distributed backend, so Ray Train's own data-parallel trainer runs it without a
+    process group and without importing the framework in this task. Several use their
+    framework's trainer (`frameworks.base.Framework.trainer`: PyTorch's process group,
+    XGBoost's collective); the frameworks that train on one refuse more at the deploy."""
     if num_workers == 1:
         from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
         return DataParallelTrainer
-    from ray.train.torch import TorchTrainer
-
-    return TorchTrainer
+    return frameworks.get(spec.framework).trainer()
 
 
 def _task_options(spec: RunSpec) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def _task_options(spec: RunSpec) -> dict[str, Any]:
     `benchmarks/results/train.md`). A run of several workers holds nothing here: its
     workers do. The framework in the task's runtime environment keeps PyTorch and
     TensorFlow runs in processes of their own (TensorFlow, then PyTorch, in one process
-    aborts; see ``_private/modelcode.py``)."""
+    aborts; see ``frameworks/keras.py``)."""
     one = spec.train_args.get("num_workers", 1) == 1
     return dict(
         num_cpus=1 if one else 0,
@@ -136,7 +136,7 @@ def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> Non
     error = None
     try:
         with cancellable():  # (a stop's ray.cancel interrupts the run)
-            _trainer(num_workers)(**common).fit()
+            _trainer(spec, num_workers)(**common).fit()
     except RunStopped:
         logger.info("result %d: stopped", spec.result_id)
         return
@@ -232,7 +232,7 @@ def run_deployment(
             RunSpec(
                 result_id=r.id,
                 model_name=r.model.name,
-                framework=(trained := TrainedWith.of(r)).framework,
+                framework=(trained := TrainedModel.of(r)).framework,
                 code=trained.code,  # (the version it was deployed with)
                 imports=trained.imports,
                 batch_size=dep.batch_size,

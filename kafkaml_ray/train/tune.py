@@ -211,7 +211,7 @@ def _trial(
     shards: dict[str, _Split],
 ) -> None:
     """One Tune trial: its own result row, trained by the framework's loop."""
-    from kafkaml_ray.train._loops import train
+    from kafkaml_ray.train.fit import train
     from kafkaml_ray.train.reporter import Reporter, error_text
 
     params = {k: _plain(v) for k, v in config.items()}
@@ -263,9 +263,9 @@ def _on_malformed(ds: Datasource) -> str:
 
 def _read(settings: Settings, ds: Datasource) -> dict[str, _Split]:
     """The datasource read once from Kafka, split, in memory."""
+    from kafkaml_ray.frameworks.data import to_numpy
     from kafkaml_ray.ingest.control import parse_ranges
     from kafkaml_ray.ingest.dataset import read_ranges, split_dataset
-    from kafkaml_ray.train._loops import to_numpy
 
     data = read_ranges(
         settings.kafka_config(),

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from kafkaml_ray import Client, KafkaMLError, ModelCodeError, Settings
+from kafkaml_ray import Client, KafkaMLError, ModelCodeError, Settings, frameworks
 from kafkaml_ray.schemas import DatasourceInfo, DeploymentInfo, ResultInfo
 from kafkaml_ray.stack import Part
 from kafkaml_ray.ui.charts import result_label
@@ -54,7 +54,8 @@ logger = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 """Example model files (in a source checkout; absent in an installed wheel)."""
 
-FRAMEWORK_NAMES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow / Keras"}
+#: what the panel calls each framework, by name
+FRAMEWORK_NAMES = {f: frameworks.get(f).label for f in frameworks.names()}
 
 _CLIENT, _FLASH, _RESET = "_kml_client", "_kml_flash", "_kml_reset"
 _PREFILL = "_kml_prefill_"

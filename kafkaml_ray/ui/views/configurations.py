@@ -71,7 +71,7 @@ def _delete(configs: list[ConfigurationInfo]) -> None:
 
 
 def render() -> None:
-    common.header("Configurations", "Models of either framework, deployed for training together.")
+    common.header("Configurations", "Models of any framework, deployed for training together.")
     configs = common.client().list_configurations()
     _table(configs)
     _create(common.client().list_models())

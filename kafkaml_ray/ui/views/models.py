@@ -9,7 +9,6 @@ from __future__ import annotations
 import streamlit as st
 
 from kafkaml_ray import KafkaMLError, ModelCodeError
-from kafkaml_ray.registry import FRAMEWORKS
 from kafkaml_ray.schemas import ModelInfo
 from kafkaml_ray.ui import common
 
@@ -52,7 +51,9 @@ def _load_example() -> None:
     path = common.EXAMPLES / st.session_state["add_example"]
     st.session_state["add_code"] = path.read_text()
     st.session_state["add_name"] = path.stem
-    st.session_state["add_framework"] = "tensorflow" if "keras" in path.stem else "pytorch"
+    # (an example's name ends with its library: _pytorch, _keras, _sklearn)
+    library = path.stem.rsplit("_", 1)[-1]
+    st.session_state["add_framework"] = {"keras": "tensorflow"}.get(library, library)
 
 
 def _add() -> None:
@@ -63,9 +64,7 @@ def _add() -> None:
         left.selectbox("Start from an example", examples, key="add_example")
         right.button("Load example", on_click=_load_example, key="add_load")
     name = st.text_input("Name", key="add_name")
-    framework = common.choice(
-        "Framework", {f: FRAMEWORK_NAMES[f] for f in FRAMEWORKS}, "add_framework"
-    )
+    framework = common.choice("Framework", FRAMEWORK_NAMES, "add_framework")
     description = st.text_input("Description", key="add_description")
     imports = st.text_area(
         "Imports (optional, run before the code)",
@@ -85,7 +84,7 @@ def _add() -> None:
         else:
             common.done(
                 f"Registered {m.name!r}: input {m.input_shape}, output {m.output_shape}, "
-                f"{m.param_count:,} parameters.",
+                f"{m.parameters} parameters.",
                 ADD_DEFAULTS,
             )
 

@@ -45,29 +45,18 @@ def _deploy(configs: list[ConfigurationInfo]) -> None:
         )
         right.write("")
         matrix = right.checkbox("Confusion matrix (classifiers)", True, key="train_matrix")
+        names = common.FRAMEWORK_NAMES
         st.markdown("**Training arguments**")
-        torch_col, tf_col = st.columns(2)
         kwargs = {
-            "pytorch": torch_col.text_input(
-                "PyTorch", "epochs=5", key="train_kwargs_pytorch", help=TRAIN_HELP
-            ),
-            "tensorflow": tf_col.text_input(
-                "TensorFlow / Keras", "epochs=5", key="train_kwargs_tensorflow", help=TRAIN_HELP
-            ),
+            fw: col.text_input(label, "epochs=5", key=f"train_kwargs_{fw}", help=TRAIN_HELP)
+            for col, (fw, label) in zip(st.columns(len(names)), names.items(), strict=True)
         }
         st.markdown("**Validation arguments**")
-        torch_col, tf_col = st.columns(2)
         val_kwargs = {
-            "pytorch": torch_col.text_input(
-                "PyTorch", "", key="train_val_pytorch", help=VAL_HELP, placeholder="batch_size=256"
-            ),
-            "tensorflow": tf_col.text_input(
-                "TensorFlow / Keras",
-                "",
-                key="train_val_tensorflow",
-                help=VAL_HELP,
-                placeholder="batch_size=256",
-            ),
+            fw: col.text_input(
+                label, "", key=f"train_val_{fw}", help=VAL_HELP, placeholder="batch_size=256"
+            )
+            for col, (fw, label) in zip(st.columns(len(names)), names.items(), strict=True)
         }
         with st.expander("More"):
             seed = st.text_input(

@@ -1,5 +1,5 @@
-"""The ``train`` and ``tune`` commands: deploy configurations for training, follow and stop
-them; search a model's hyper-parameters with Ray Tune."""
+"""The ``tune`` commands: search a model's hyper-parameters with Ray Tune; export a search
+to MLflow."""
 
 from __future__ import annotations
 
@@ -10,136 +10,19 @@ from typing import Any
 
 import click
 
-from kafkaml_ray._private.clikit import (
-    client_from_env,
-    deployment_text,
-    emit,
-    follow,
-    json_option,
+from kafkaml_ray._private.text import (
     metrics_text,
-    model_options,
-    results_table,
     table,
 )
-from kafkaml_ray.options import OnlineOptions, TrainingOptions
-
-__all__ = ["train", "tune"]
-
-
-# -- train ---------------------------------------------------------------------------------
-@click.group()
-def train() -> None:
-    """Deploy configurations for training, follow and stop them."""
-
-
-@train.command("deploy")
-@click.argument("configuration")
-@click.option(
-    "--kwargs",
-    "both",
-    default="epochs=5",
-    show_default=True,
-    help="Training arguments for every framework, e.g. 'epochs=5, lr=0.001'.",
+from kafkaml_ray.cli.kit import (
+    client_from_env,
+    emit,
+    json_option,
 )
-@click.option(
-    "--pytorch-kwargs", help="Training arguments for PyTorch models (overrides --kwargs)."
-)
-@click.option(
-    "--tensorflow-kwargs", help="Training arguments for Keras models (overrides --kwargs)."
-)
-@click.option("--val-kwargs", default="", help="Validation arguments, e.g. 'batch_size=256'.")
-@model_options(TrainingOptions, batch_size="-b --batch-size", gpu_fraction="--gpu")
-@click.option(
-    "--online",
-    is_flag=True,
-    help="Train online with the options below (an online stream also does without them).",
-)
-@model_options(OnlineOptions)
-@click.option("--submit", is_flag=True, help="Run it now as a Ray job that waits for its data.")
-@json_option
-def train_deploy(
-    configuration,
-    both,
-    pytorch_kwargs,
-    tensorflow_kwargs,
-    val_kwargs,
-    online,
-    submit,
-    as_json,
-    **options,
-):
-    """Deploy CONFIGURATION for training: its models wait for a data stream, announced by a
-    control message naming this deployment's id. A control message with "incremental": true
-    (an online sink's) trains them online: window after window, publishing versions; the
-    kwargs' epochs are then per window."""
-    online_options = {k: options.pop(k) for k in OnlineOptions.model_fields}
-    dep = client_from_env().deploy_training(
-        configuration,
-        kwargs={"pytorch": pytorch_kwargs or both, "tensorflow": tensorflow_kwargs or both},
-        val_kwargs=val_kwargs,
-        submit=submit,
-        online=online_options if online else None,
-        **options,
-    )
-    emit(dep, as_json, lambda d: deployment_text(d) + f"\nsend data with deployment_id={d.id}")
+
+__all__ = ["tune"]
 
 
-@train.command("list")
-@json_option
-def train_list(as_json: bool) -> None:
-    """Training deployments and the state of their models."""
-    emit(
-        client_from_env().list_deployments(),
-        as_json,
-        lambda ds: table(
-            [
-                (
-                    d.id,
-                    d.configuration_name,
-                    d.datasource_id or "",
-                    ", ".join(f"{r.model_name}:{r.status}" for r in d.results),
-                )
-                for d in ds
-            ],
-            ["id", "configuration", "datasource", "models"],
-        ),
-    )
-
-
-@train.command("show")
-@click.argument("deployment_id", type=int)
-@json_option
-def train_show(deployment_id: int, as_json: bool) -> None:
-    """One deployment with its results (metrics, time, errors)."""
-    emit(client_from_env().get_deployment(deployment_id), as_json, deployment_text)
-
-
-@train.command("stop")
-@click.argument("deployment_id", type=int)
-def train_stop(deployment_id: int) -> None:
-    """Stop a deployment's training (frees its Ray resources)."""
-    click.echo(deployment_text(client_from_env().stop_training(deployment_id)))
-
-
-@train.command("resume")
-@click.argument("result_id", type=int)
-@json_option
-def train_resume(result_id: int, as_json: bool) -> None:
-    """Train a failed or stopped online result again, from its last checkpoint and offsets."""
-    r = client_from_env().resume_training(result_id)
-    emit(r, as_json, lambda r: f"result {r.id}: {r.status} ({r.progress.get('phase', '')})")
-
-
-@train.command("follow")
-@click.argument("deployment_id", type=int)
-@click.option("--interval", default=0.5, show_default=True, help="Seconds between updates.")
-def train_follow(deployment_id: int, interval: float) -> None:
-    """Live progress bars per model (epoch, batches, latest metrics) until all are done."""
-    dep = follow(client_from_env(), deployment_id, interval)
-    click.echo(results_table(dep.results))
-
-
-# -- tune --------------------------------------------------------------------------------
 @click.group()
 def tune() -> None:
     """Hyper-parameter search (Ray Tune) of a model on a stored data stream."""
@@ -302,3 +185,18 @@ def tune_delete(tune_id: int) -> None:
     """Delete a search that has ended, with its trials' results and their artifacts."""
     client_from_env().delete_tune(tune_id)
     click.echo(f"deleted tune run {tune_id}")
+
+
+@tune.command("export")
+@click.argument("tune_id", type=int)
+@click.option(
+    "--mlflow", "tracking_uri", required=True, metavar="URI", help="An MLflow tracking URI."
+)
+@click.option("--experiment", default="kafkaml-ray", show_default=True)
+def tune_export(tune_id: int, tracking_uri: str, experiment: str) -> None:
+    """Log a finished search to MLflow: a parent run with one child run per trial (needs
+    the mlflow extra)."""
+    from kafkaml_ray.tracking import export_tune
+
+    run_id = export_tune(client_from_env(), tune_id, tracking_uri, experiment)
+    click.echo(f"tune run {tune_id} exported to {tracking_uri} as MLflow run {run_id}")

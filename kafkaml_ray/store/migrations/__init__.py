@@ -1,6 +1,6 @@
 """The metadata store's schema migrations (Alembic): ``versions/`` holds one revision per
 schema change, ``env.py`` runs them. :func:`migrate` applies them when a store is opened
-(`kafkaml_ray.store` calls it with its models).
+(`kafkaml_ray.store.runtime.Store` calls it with the tables).
 
 A new migration, from the repository root (pyproject.toml's ``[tool.alembic]`` names this
 folder)::
@@ -23,9 +23,11 @@ from sqlalchemy.engine import Engine
 
 from kafkaml_ray.errors import Unavailable
 
-__all__ = ["migrate", "compare_type"]
+__all__ = ["migrate", "compare_type", "SCRIPT_LOCATION"]
 
 logger = logging.getLogger(__name__)
+#: where Alembic finds them (the same as pyproject.toml's ``[tool.alembic]``)
+SCRIPT_LOCATION = "kafkaml_ray.store:migrations"
 
 
 def compare_type(
@@ -88,7 +90,7 @@ def _migration_lock(engine: Engine) -> Iterator[Connection]:
 
 def migrate(engine: Engine, metadata: MetaData) -> None:
     """Bring the database to the newest schema (the Alembic revisions in
-    ``kafkaml_ray/migrations/versions``). An empty one gets ``metadata``'s tables (today's
+    ``kafkaml_ray/store/migrations/versions``). An empty one gets ``metadata``'s tables (today's
     models), stamped newest;
     one with the tables but no version was made by ``create_all`` before versions were kept:
     it is stamped ``0001`` (the oldest schema) and upgraded. A database newer than this code
@@ -100,7 +102,7 @@ def migrate(engine: Engine, metadata: MetaData) -> None:
     from alembic.script import ScriptDirectory
 
     config = Config()
-    config.set_main_option("script_location", "kafkaml_ray:migrations")
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     script = ScriptDirectory.from_config(config)
     head = script.get_current_head()
     with engine.connect() as conn:

@@ -1,5 +1,5 @@
-"""The `kafkaml-ray result` commands (and `tune export`): list and filter results, show,
-compare, trace their lineage, reproduce, tag, export to MLflow, download, delete."""
+"""The ``result`` commands: list and filter results, show, compare, trace their lineage,
+reproduce, tag, export to MLflow, download, delete."""
 
 from __future__ import annotations
 
@@ -8,19 +8,22 @@ from pathlib import Path
 
 import click
 
-from kafkaml_ray._private.clikit import (
-    client_from_env,
-    emit,
-    json_option,
+from kafkaml_ray import frameworks
+from kafkaml_ray._private.text import (
+    follow,
     metrics_text,
     results_table,
     table,
 )
+from kafkaml_ray.cli.kit import (
+    client_from_env,
+    emit,
+    json_option,
+)
 
-__all__ = ["result", "tune_export"]
+__all__ = ["result"]
 
 
-# -- results -------------------------------------------------------------------------------
 @click.group()
 def result() -> None:
     """Training results: list and filter, compare, trace (lineage), reproduce, tag, download
@@ -33,7 +36,7 @@ def result() -> None:
 @click.option("--topic", help="Trained on data from this topic.")
 @click.option("--model", help="Of this model (name).")
 @click.option("--code-version", type=int, help="With this version of its model's code.")
-@click.option("--framework", type=click.Choice(["pytorch", "tensorflow"]))
+@click.option("--framework", type=click.Choice(frameworks.names()))
 @click.option(
     "--status", type=click.Choice(["waiting", "training", "finished", "failed", "stopped"])
 )
@@ -108,7 +111,6 @@ def result_lineage(result_id: int, dot: bool, as_json: bool) -> None:
 def result_reproduce(result_id: int, wait: bool, as_json: bool) -> None:
     """Train a result again: the same model code version, parameters and datasource (its
     control message is re-sent); the new result is linked to it as a reproduction."""
-    from kafkaml_ray._private.clikit import follow
 
     client = client_from_env()
     dep = client.reproduce(result_id)
@@ -270,18 +272,3 @@ def result_delete(result_id: int) -> None:
     """Delete a result and its artifacts."""
     client_from_env().delete_result(result_id)
     click.echo(f"deleted result {result_id}")
-
-
-@click.command("export")
-@click.argument("tune_id", type=int)
-@click.option(
-    "--mlflow", "tracking_uri", required=True, metavar="URI", help="An MLflow tracking URI."
-)
-@click.option("--experiment", default="kafkaml-ray", show_default=True)
-def tune_export(tune_id: int, tracking_uri: str, experiment: str) -> None:
-    """Log a finished search to MLflow: a parent run with one child run per trial (needs
-    the mlflow extra)."""
-    from kafkaml_ray.tracking import export_tune
-
-    run_id = export_tune(client_from_env(), tune_id, tracking_uri, experiment)
-    click.echo(f"tune run {tune_id} exported to {tracking_uri} as MLflow run {run_id}")

@@ -7,7 +7,8 @@ import time
 
 import click
 
-from kafkaml_ray._private.clikit import client_from_env, emit, json_option, model_options, table
+from kafkaml_ray._private.text import table
+from kafkaml_ray.cli.kit import client_from_env, emit, json_option, model_options
 from kafkaml_ray.options import ServingOptions
 
 __all__ = ["infer"]

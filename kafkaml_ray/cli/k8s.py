@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 import click
 
-from kafkaml_ray._private.clikit import UserErrorGroup
+from kafkaml_ray.cli.kit import UserErrorGroup
 from kafkaml_ray.errors import Conflict, NotFound
 from kafkaml_ray.kuberay import (
     CLUSTER_NAME,

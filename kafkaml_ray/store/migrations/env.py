@@ -1,7 +1,7 @@
 """Alembic's environment for the store's migrations. Alembic runs this file; importing it
 only defines :func:`run`.
 
-Run by the library (:func:`kafkaml_ray.migrations.migrate`, when a store opens), the
+Run by the library (:func:`kafkaml_ray.store.migrations.migrate`, when a store opens), the
 connection to migrate comes in ``config.attributes["connection"]``, inside the transaction
 (and lock) of the caller. From the ``alembic`` command, the database is named with
 ``-x url=...``.
@@ -13,8 +13,8 @@ from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import Connection, create_engine, pool
 
-from kafkaml_ray.migrations import compare_type
-from kafkaml_ray.store import Base
+from kafkaml_ray.store.migrations import compare_type
+from kafkaml_ray.store.models import Base
 
 
 def _run(connection: Connection) -> None:
