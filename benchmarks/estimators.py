@@ -84,6 +84,7 @@ def run(rounds: int) -> dict[str, Any]:
     from kafkaml_ray import Client
     from kafkaml_ray.demo import register_examples
     from kafkaml_ray.ingest.listener import start_listener, stop_listener
+    from kafkaml_ray.train.launch import on_datasource
 
     facts, started = machine_facts(), time.perf_counter()
     got: dict[str, dict[str, list[dict[str, float]]]] = {
@@ -91,7 +92,7 @@ def run(rounds: int) -> dict[str, Any]:
     }
     with local_stack(num_cpus=4) as settings:
         client = Client(settings)
-        start_listener(settings)
+        start_listener(settings, on_datasource)
         ids = register_examples(client, list(CASES.values()))
         configs = {
             case: client.create_configuration(f"bench-{name}", [ids[name]]).id
@@ -112,7 +113,15 @@ def run(rounds: int) -> dict[str, Any]:
                     else:
                         r, _, wall = train_once(client, config, *_data(data), 1, 32)
                         metric = r.test_metrics["accuracy" if data == "digits" else "mae"]
-                        out = {"seconds": r.training_time_s, "metric": metric, "wall_s": wall}
+                        phases = r.phases or {}  # (seconds by phase, as `result show`)
+                        out = {
+                            "seconds": r.training_time_s,
+                            # from the data in memory to the trained model: the build, fit,
+                            # the train/validation metrics and the epoch's store write
+                            "fit_s": phases["model build"] + phases["epochs"],
+                            "metric": metric,
+                            "wall_s": wall,
+                        }
                     got[key][side].append(out)
                     log(f"round {i}: {key} {side}: {out}")
         stop_listener(settings)
@@ -120,8 +129,11 @@ def run(rounds: int) -> dict[str, Any]:
     for key, sides in got.items():
         ours, base = sides["ours"], sides["plain"]
         ratios = [o["seconds"] / p["seconds"] for o, p in zip(ours, base, strict=True)]
+        fit_ratios = [o["fit_s"] / p["seconds"] for o, p in zip(ours, base, strict=True)]
         res["cases"][key] = {
             "ours_s": summary([o["seconds"] for o in ours]),
+            "fit_s": summary([o["fit_s"] for o in ours]),
+            "fit_ratio": summary(fit_ratios),
             "plain_s": summary([p["seconds"] for p in base]),
             "wall_s": summary([o["wall_s"] for o in ours]),
             "ratio": summary(ratios),
@@ -146,15 +158,21 @@ def markdown(res: dict[str, Any]) -> str:
                 _cell(c["plain_s"]),
                 _cell(c["ours_s"]),
                 f"**{c['ratio']['median']:.2f}** ({c['ratio']['min']:.2f}-{c['ratio']['max']:.2f})",
+                _cell(c["fit_s"]),
+                f"{c['fit_ratio']['median']:.2f} ({c['fit_ratio']['min']:.2f}-"
+                f"{c['fit_ratio']['max']:.2f})",
                 _cell(c["wall_s"], 1),
                 f"{metric} {_cell(c['plain_metric'])}",
                 _cell(c["ours_metric"]),
             ]
         )
-        aims.append(f"`{key}` time ratio at most 1.2: {met(c['ratio']['median'] <= 1.2)}")
+        aims.append(
+            f"`{key}` at most 1.2x: training_time_s {met(c['ratio']['median'] <= 1.2)}, "
+            f"build + fit {met(c['fit_ratio']['median'] <= 1.2)}"
+        )
     header = (
-        "framework / data | plain fit s | ours training_time_s | ratio (min-max) | "
-        "ours wall s | plain test metric | ours test metric"
+        "framework / data | plain build + fit s | ours training_time_s | ratio (min-max) | "
+        "ours build + fit s | ratio | ours wall s | plain test metric | ours test metric"
     )
     return "\n".join(
         [
@@ -164,15 +182,19 @@ def markdown(res: dict[str, Any]) -> str:
             f"split, the example models; {res['rounds']} alternating rounds after a warm-up, "
             "median (min-max).",
             "",
-            table(header, "lrrrrrr", rows),
+            table(header, "lrrrrrrrr", rows),
             "",
             "- " + "; ".join(aims) + ".",
             "- **ours training_time_s** is measured in the Ray worker: the shards to arrays, "
             "the model built from its code, `fit`, and the training and validation metrics "
-            "the run records (a prediction over each split); **plain** times the build and "
-            "`fit` alone, in a fresh process with the library imported first. **wall** runs "
-            "from the control message to the finished result (the stream read, the split, "
-            "the run's start, the weights and test metrics stored).",
+            "the run records (a prediction over each split) with the epoch's store write; "
+            "**ours build + fit** is the same from the data in memory on (the phases the "
+            "run stores: `data` to `trained`); **plain** times the build and `fit` alone, in "
+            "a fresh process with the library imported first. These fits take a tenth of a "
+            "second, so what ours adds around them (the Ray Dataset shards to arrays, a "
+            "store write) weighs as much as the fit itself. **wall** runs from the control "
+            "message to the finished result (the stream read, the split, the run's start, "
+            "the weights and test metrics stored).",
             "- The test metrics are the same model on the same split: the same numbers up to "
             "the estimators' own randomness (seeded on our side by the run's `seed`).",
             f"- Machine: {res['machine'].get('cores')} CPUs; whole run "

@@ -120,6 +120,7 @@ def run() -> dict[str, Any]:
     from kafkaml_ray import Client
     from kafkaml_ray.demo import register_examples
     from kafkaml_ray.ingest.listener import start_listener, stop_listener
+    from kafkaml_ray.train.launch import on_datasource
 
     facts, started = machine_facts(), time.perf_counter()
     before = {int(e) for e in os.listdir("/proc") if e.isdigit()}
@@ -133,7 +134,7 @@ def run() -> dict[str, Any]:
 
     with local_stack(num_cpus=4) as settings:
         client = Client(settings)
-        start_listener(settings)
+        start_listener(settings, on_datasource)
         measure("idle")
         config = client.create_configuration(
             "bench-memory", [register_examples(client, [MODEL])[MODEL]]

@@ -35,13 +35,14 @@ def run(rounds: int, epochs: int) -> dict[str, Any]:
     from kafkaml_ray import Client
     from kafkaml_ray.demo import register_examples
     from kafkaml_ray.ingest.listener import start_listener, stop_listener
+    from kafkaml_ray.train.launch import on_datasource
 
     facts, started = machine_facts(), time.perf_counter()
     x, y = digits()
     runs: dict[str, list[dict[str, Any]]] = {"same code": [], "new code version": []}
     with local_stack(num_cpus=4) as settings:
         client = Client(settings)
-        start_listener(settings)
+        start_listener(settings, on_datasource)
         model_id = register_examples(client, [MODEL])[MODEL]
         config = client.create_configuration("bench-pool", [model_id]).id
         code = client.get_model(model_id).code

@@ -67,9 +67,10 @@ def train(settings: Any, epochs: int) -> tuple[Any, dict[str, Any]]:
     from kafkaml_ray import Client
     from kafkaml_ray.demo import register_examples
     from kafkaml_ray.ingest.listener import start_listener
+    from kafkaml_ray.train.launch import on_datasource
 
     client = Client(settings)
-    start_listener(settings)
+    start_listener(settings, on_datasource)
     model = register_examples(client, ["digits-cnn-pytorch"])["digits-cnn-pytorch"]
     config = client.create_configuration("soak-digits", [model])
     r, topic, seconds = train_once(client, config.id, *digits(), epochs, 32)

@@ -1,11 +1,8 @@
 """kafkaml-ray: train and serve machine-learning models from Kafka streams, on Ray."""
 
-import os as _os
-
-# Ray's token authentication stays on, on both sides: the local head we start and every
-# client of it (Ray enables it for new local clusters, but a client only sends its token
-# when the mode is set). RAY_AUTH_MODE=disabled opts out explicitly.
-_os.environ.setdefault("RAY_AUTH_MODE", "token")
+# Ray's token authentication stays on, on both sides (RAY_AUTH_MODE=disabled opts out):
+# every place that connects to Ray or starts it sets the mode first
+# (`kafkaml_ray._private.rayutil.token_auth`); importing the package changes nothing.
 
 from kafkaml_ray.client import Client
 from kafkaml_ray.errors import Conflict, InvalidInput, KafkaMLError, ModelCodeError, NotFound

@@ -25,6 +25,7 @@ from kafkaml_ray import stack
 from kafkaml_ray.client import Client
 from kafkaml_ray.errors import NotFound
 from kafkaml_ray.ingest import InferenceProducer, RawSink
+from kafkaml_ray.ingest.prediction import prediction_values
 from kafkaml_ray.lineage import tree_text
 from kafkaml_ray.settings import Settings
 
@@ -169,7 +170,6 @@ def _stream_and_score(
 ) -> tuple[float, float]:
     """Send ``x`` keyed by index, read one prediction per input from ``out``; return the
     accuracy against ``y`` and the images per second."""
-    import json
     import time
     import uuid
 
@@ -194,7 +194,7 @@ def _stream_and_score(
         while len(predicted) < len(x) and time.monotonic() < deadline:
             for m in consumer.consume(num_messages=500, timeout=0.5):
                 if m.error() is None and m.key() is not None:
-                    values = json.loads(m.value())["values"]
+                    values = prediction_values(m.value())
                     predicted[int(m.key())] = int(np.argmax(values))
                     bar.update(1)
     elapsed = time.monotonic() - start

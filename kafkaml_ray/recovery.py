@@ -24,6 +24,7 @@ from kafkaml_ray.store import (
     TrainingDeployment,
     TrainingResult,
     TuneRun,
+    TuneStatus,
     set_result_if,
 )
 
@@ -110,10 +111,10 @@ def _searches(client: Client) -> list[str]:
 
     done = []
     with client.store.session() as s:
-        for run in s.scalars(select(TuneRun).where(TuneRun.status == "running")):
+        for run in s.scalars(select(TuneRun).where(TuneRun.status == TuneStatus.RUNNING)):
             if find_actor(client.settings, driver_name(client.settings, run.id)) is not None:
                 continue
-            run.status, run.error = "failed", GONE
+            run.status, run.error = TuneStatus.FAILED, GONE
             for r in run.results:
                 if not r.status.done:
                     r.status, r.error = ResultStatus.FAILED, GONE

@@ -169,12 +169,13 @@ def _listener_part(settings: Settings) -> Part:
 def up(settings: Settings, with_ui: bool = False) -> list[Part]:
     """Start what is not running yet: broker, Ray head, control listener (and the UI)."""
     from kafkaml_ray.ingest.listener import start_listener
+    from kafkaml_ray.train.launch import on_datasource
 
     if settings.embedded_broker:
         EmbeddedKafka(settings).start()
     if not settings.ray_address:
         start_ray(settings)
-    start_listener(settings)
+    start_listener(settings, on_datasource)  # (each datasource starts its training)
     if with_ui:
         start_ui(settings)
     return status(settings)

@@ -1,10 +1,10 @@
-"""The statuses of what the store keeps: a result, a datasource, an inference."""
+"""The statuses of what the store keeps: a result, a datasource, an inference, a search."""
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["ResultStatus", "DatasourceStatus", "InferenceStatus"]
+__all__ = ["ResultStatus", "DatasourceStatus", "InferenceStatus", "TuneStatus"]
 
 
 class ResultStatus(enum.StrEnum):
@@ -32,3 +32,14 @@ class InferenceStatus(enum.StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
     FAILED = "failed"
+
+
+class TuneStatus(enum.StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"  # at least one trial finished; the best is marked
+    FAILED = "failed"  # every trial failed, or the search itself; `error` says why
+    STOPPED = "stopped"  # by the user
+
+    @property
+    def done(self) -> bool:
+        return self != TuneStatus.RUNNING

@@ -169,11 +169,12 @@ def topic():
 @contextlib.contextmanager
 def running_listener(settings: Settings, handler="default"):
     """The control listener polling in a thread of this process."""
-    from kafkaml_ray.ingest.listener import DEFAULT_HANDLER, ControlListener
+    from kafkaml_ray.ingest.listener import ControlListener
+    from kafkaml_ray.train.launch import on_datasource
 
     listener = ControlListener(
         settings,
-        DEFAULT_HANDLER if handler == "default" else handler,
+        on_datasource if handler == "default" else handler,
         group_id=f"listener-{uuid.uuid4().hex[:8]}",
     )
     stop = threading.Event()

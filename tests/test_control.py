@@ -212,7 +212,7 @@ def test_a_control_message_handed_over_again_after_a_crash_is_accepted(tmp_path)
         s.flush()
         ds_id = ds.id
     listener = object.__new__(ControlListener)  # (its hand-over alone, without a consumer)
-    listener.settings, listener.store, listener._handler = settings, store, on_datasource
+    listener.settings, listener.store, listener.handler = settings, store, on_datasource
     listener._hand_over(ds_id)
     with store.session() as s:  # the submitted job's training started...
         s.get_one(Datasource, ds_id).status = DatasourceStatus.RECEIVED  # ...and the crash

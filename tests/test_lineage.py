@@ -85,7 +85,7 @@ def test_a_tuned_then_served_result_has_its_whole_lineage_and_is_found_by_it(
     ray_cluster, broker, client, settings, topic, tmp_path, monkeypatch
 ):
     from kafkaml_ray import artifacts
-    from kafkaml_ray.registry import code_sha256
+    from kafkaml_ray.model_code import code_sha256
 
     code = (EXAMPLES / "regression_mlp_pytorch.py").read_text()
     add_model_unvalidated(client, "mlp", "pytorch", code)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 import kafkaml_ray.store.migrations as migrations_module
 from kafkaml_ray.errors import Unavailable
-from kafkaml_ray.registry import code_sha256
+from kafkaml_ray.model_code import code_sha256
 from kafkaml_ray.store import (
     Base,
     Datasource,
@@ -32,6 +32,8 @@ from kafkaml_ray.store import (
     ResultStatus,
     Store,
     TrainingResult,
+    TuneRun,
+    TuneStatus,
 )
 from kafkaml_ray.store.migrations import SCRIPT_LOCATION, compare_type
 
@@ -187,6 +189,8 @@ def test_a_fec8cbc_database_is_upgraded_with_every_row_kept(url):
                 # No lineage record (it was not kept then), no tags or notes, no original.
                 assert (r.lineage, r.tags, r.notes, r.reproduction_of) == (None, [], "", None)
             results[1].reproduction_of, results[1].tags = results[0].id, ["kept"]
+            (search,) = s.scalars(select(TuneRun)).all()
+            assert search.status is TuneStatus.FINISHED  # (an enum since migration 0009)
         with store.session() as s:  # the new columns take values
             r = s.get_one(TrainingResult, results[1].id)
             assert (r.reproduction_of, r.tags) == (results[0].id, ["kept"])

@@ -311,7 +311,7 @@ def listener(tmp_path, msgs, db: str | None = None) -> ControlListener:
 
     lst = ControlListener.__new__(ControlListener)
     lst.settings = Settings(db=db or f"sqlite:///{tmp_path / 'kml.db'}")
-    lst.store, lst._handler, lst.processed = Store(lst.settings.db_url), None, 0
+    lst.store, lst.handler, lst.processed = Store(lst.settings.db_url), None, 0
     lst.consumer = ListenerConsumer(msgs)
     lst.cluster_id, lst.topic_id = "cluster-id", "topic-id"  # what _identify reads from Kafka
     return lst
@@ -437,10 +437,10 @@ class TapMsg(Msg):
 
 
 def test_an_input_header_named_error_does_not_make_a_prediction_a_failure():
-    from kafkaml_ray.client import _prediction
+    from kafkaml_ray.serve.tap import read_prediction
 
     mine = [("error", b"the sender's own header")]
-    good = _prediction(TapMsg(b'{"values": [1.5]}', mine), dead_letter=False)
+    good = read_prediction(TapMsg(b'{"values": [1.5]}', mine), dead_letter=False)
     assert (good.values, good.error) == ([1.5], None)
-    dead = _prediction(TapMsg(b"\x00", [*mine, ("error", b"RAW data: ...")]), dead_letter=True)
+    dead = read_prediction(TapMsg(b"\x00", [*mine, ("error", b"RAW data: ...")]), dead_letter=True)
     assert dead.error == "RAW data: ..."

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.integration
     ],
 )
 def test_examples_register_with_their_shapes(ray_cluster, client, example, file, framework, shapes):
-    from kafkaml_ray import registry
+    from kafkaml_ray import model_code
 
-    registry._FOUND.clear()  # (built here in a worker, whatever the tests before registered)
+    model_code._FOUND.clear()  # (built here in a worker, whatever the tests before registered)
     m = client.add_model(file.removesuffix(".py"), framework, example(file))
     assert (m.input_shape, m.output_shape) == shapes
     # (an estimator's parameters are known once it is fitted)
@@ -83,7 +83,7 @@ def test_the_same_code_is_built_once_per_process_and_an_error_every_time(
 ):
     import ray
 
-    from kafkaml_ray.registry import validate_model
+    from kafkaml_ray.model_code import validate_model
 
     code = TORCH_OK + "\n# built once\n"
     first = validate_model("pytorch", code, "", settings)

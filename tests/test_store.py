@@ -211,7 +211,7 @@ def test_a_version_number_taken_meanwhile_is_a_clear_error(store):
     from sqlalchemy.orm import Session
 
     from kafkaml_ray.errors import Conflict
-    from kafkaml_ray.registry import model_version
+    from kafkaml_ray.model_code import model_version
     from kafkaml_ray.store import ModelVersion
 
     with store.session() as s:

@@ -490,7 +490,7 @@ def test_results_table_compare_download_delete_and_deploy(client, open_page):
 
 def test_results_are_filtered_by_lineage_drawn_as_a_graph_and_tagged(client, open_page):
     from kafkaml_ray.lineage import record
-    from kafkaml_ray.registry import model_version
+    from kafkaml_ray.model_code import model_version
     from kafkaml_ray.store import Datasource, TrainingResult
 
     ids = seed_training(client, (("torch-digits", "pytorch"), ("keras-digits", "tensorflow")))

@@ -175,7 +175,7 @@ def _seed_showcase(client, settings, example) -> None:
         }
     with client.store.session() as s:  # what a finished run records of where it came from
         from kafkaml_ray.lineage import record, saved
-        from kafkaml_ray.registry import model_version
+        from kafkaml_ray.model_code import model_version
         from kafkaml_ray.store import Datasource
 
         for rid in done["results"]:

@@ -159,9 +159,10 @@ def train_models(settings: Settings, epochs: int) -> tuple[Any, dict[str, Traine
     from kafkaml_ray import Client
     from kafkaml_ray.demo import register_examples
     from kafkaml_ray.ingest.listener import start_listener, stop_listener
+    from kafkaml_ray.train.launch import on_datasource
 
     client = Client(settings)
-    start_listener(settings)
+    start_listener(settings, on_datasource)
     ids = register_examples(client, [c.example for c in MODELS.values()])
     out = {}
     for name, case in MODELS.items():

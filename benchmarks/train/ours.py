@@ -125,7 +125,8 @@ def client_with_listener(settings: Settings):
     """A client, and the control listener started as `kafkaml-ray up` starts it."""
     from kafkaml_ray import Client
     from kafkaml_ray.ingest.listener import start_listener
+    from kafkaml_ray.train.launch import on_datasource
 
     client = Client(settings)
-    start_listener(settings)
+    start_listener(settings, on_datasource)
     return client

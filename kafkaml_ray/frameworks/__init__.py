@@ -19,7 +19,7 @@ from kafkaml_ray.frameworks.base import Fitted, Framework, Learner
 from kafkaml_ray.frameworks.keras import Keras
 from kafkaml_ray.frameworks.sklearn import ScikitLearn
 from kafkaml_ray.frameworks.torch import PyTorch
-from kafkaml_ray.frameworks.trained import Loaded, TrainedModel
+from kafkaml_ray.frameworks.trained_model import Loaded, TrainedModel
 from kafkaml_ray.frameworks.xgboost import XGBoost
 
 __all__ = ["get", "names", "Framework", "Fitted", "Learner", "TrainedModel", "Loaded"]

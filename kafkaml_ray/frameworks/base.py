@@ -99,6 +99,8 @@ class Framework(ABC):
     weights_name: str
     #: the most data-parallel workers one training may use (None: any number)
     max_workers: int | None = 1
+    #: whether a batch training makes ``epochs`` passes (False: it fits once)
+    batch_epochs: bool = True
     #: an example of model code, for the panel and ``--help``
     example: str = ""
 

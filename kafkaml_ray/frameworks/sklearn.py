@@ -45,6 +45,7 @@ class ScikitLearn(Framework):
     libraries = ("scikit-learn", "skops", "scipy")
     weights_name = "model.skops"
     max_workers = 1
+    batch_epochs = False  # (one `fit`; an online window's epochs are partial_fit passes)
 
     def build(self, code: str, imports: str = "") -> Any:
         return self.built(code, imports)[0]

@@ -32,6 +32,7 @@ from typing import Any
 
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.ingest.formats import get_format
+from kafkaml_ray.settings import Settings
 
 __all__ = [
     "ControlMessage",
@@ -44,6 +45,7 @@ __all__ = [
     "format_sources",
     "encode_key",
     "decode_key",
+    "send_control",
 ]
 
 
@@ -345,3 +347,24 @@ def parse_control(
         incremental=bool(incremental),
         topics=topics,
     )
+
+
+def send_control(settings: Settings, message: dict[str, Any], deployment_id: int) -> None:
+    """Send a stored control ``message`` again, naming ``deployment_id`` (a datasource
+    re-sent, a reproduction): the deployment trains on the same Kafka ranges."""
+    from confluent_kafka import Producer
+
+    msg = parse_control(b"\x00", json.dumps(message).encode())
+    msg.deployment_id = deployment_id
+    key, value, headers = msg.to_kafka()
+    producer = Producer(settings.kafka_config())
+    failures: list[str] = []
+    producer.produce(
+        settings.control_topic,
+        value,
+        key,
+        headers=headers,
+        on_delivery=lambda err, _m: err and failures.append(str(err)),
+    )
+    if producer.flush(30) or failures:
+        raise InvalidInput(f"the control message was not delivered: {failures or 'timeout'}")

@@ -15,7 +15,6 @@ what ``kafkaml-ray up`` does.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import threading
@@ -41,23 +40,18 @@ __all__ = [
     "start_listener",
     "stop_listener",
     "listener_status",
-    "DEFAULT_HANDLER",
     "LISTENER_NAME",
     "GROUP_ID",
 ]
 
 logger = logging.getLogger(__name__)
 
+#: What the listener calls with each accepted datasource: whoever starts the listener passes
+#: it (the local stack passes `kafkaml_ray.train.launch.on_datasource`, which starts its
+#: training); None only stores the datasources.
 Handler = Callable[[Settings, int], None]
-#: Import path of the handler that starts training (the training layer provides it).
-DEFAULT_HANDLER = "kafkaml_ray.train.launch:on_datasource"
 LISTENER_NAME = "control-listener"
 GROUP_ID = "kafkaml-control-listener"
-
-
-def _load(path: str) -> Handler:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 class ControlListener:
@@ -66,7 +60,7 @@ class ControlListener:
     def __init__(
         self,
         settings: Settings,
-        handler: Handler | str | None = DEFAULT_HANDLER,
+        handler: Handler | None,
         group_id: str = GROUP_ID,
     ):
         from confluent_kafka import Consumer
@@ -74,7 +68,7 @@ class ControlListener:
 
         self.settings = settings
         self.store = Store.for_url(settings.db_url)
-        self._handler = handler
+        self.handler = handler
         self.consumer = Consumer(
             settings.kafka_config(
                 **{
@@ -120,12 +114,6 @@ class ControlListener:
                     f.result(10)
                 except Exception as e:  # noqa: BLE001 - created meanwhile by someone else
                     logger.info("control topic: %s", e)
-
-    @property
-    def handler(self) -> Handler | None:
-        if isinstance(self._handler, str):
-            self._handler = _load(self._handler)
-        return self._handler
 
     def poll(self, timeout: float = 1.0) -> int:
         """Process the control messages that arrive within ``timeout``; return how many.
@@ -313,7 +301,7 @@ def _raw(key: bytes | None, value: bytes | None) -> dict[str, Any]:
 class _ListenerActor:
     """The listener in a detached Ray actor, polling in a background thread."""
 
-    def __init__(self, settings: Settings, handler: Handler | str | None, group_id: str):
+    def __init__(self, settings: Settings, handler: Handler | None, group_id: str):
         logging.basicConfig(level=logging.INFO)
         self._listener = ControlListener(settings, handler, group_id)
         self._stop = threading.Event()
@@ -338,7 +326,7 @@ class _ListenerActor:
 
 def start_listener(
     settings: Settings,
-    handler: Handler | str | None = DEFAULT_HANDLER,
+    handler: Handler | None,
     name: str = LISTENER_NAME,
     group_id: str = GROUP_ID,
 ) -> Any:

@@ -57,8 +57,9 @@ import numpy as np
 import orjson
 from ray import serve
 
+from kafkaml_ray.ingest.prediction import prediction_message
 from kafkaml_ray.serve.options import INGRESS_CONSUMER
-from kafkaml_ray.serve.predictor import Predictor, ServedModel, _Done
+from kafkaml_ray.serve.predictor import Predictor, ServedModel
 from kafkaml_ray.serve.spec import InferenceSpec, spec_from_store, unlabelled
 from kafkaml_ray.settings import Settings
 
@@ -79,6 +80,16 @@ MAX_LOOP_ERRORS = 5
 TRANSACTION_TIMEOUT_MS = 10_000
 #: The largest HTTP request body read (bytes); a larger one is answered 413 unread.
 MAX_HTTP_BODY = 32 * 2**20
+
+
+class _Done:
+    """A prediction made in the ingress replica, read like the Predictor's response."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
 
 
 @dataclass
@@ -284,7 +295,7 @@ class KafkaIngress:
             if isinstance(row, str):
                 self._dead_letter(msgs[i], f"prediction failed: {row}", batch)
                 continue
-            why = self._produce(topic, msgs[i], orjson.dumps({"values": row}), batch, extra)
+            why = self._produce(topic, msgs[i], prediction_message(row), batch, extra)
             if why is None:
                 self.counts["predicted"] += 1
             else:  # e.g. larger than the producer may send: the input goes to the DLQ

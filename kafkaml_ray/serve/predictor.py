@@ -108,13 +108,3 @@ def _one_by_one(model: Any, chunk: np.ndarray) -> list[Any]:
         except Exception as e:  # noqa: BLE001
             out.append(f"{type(e).__name__}: {e}")
     return out
-
-
-class _Done:
-    """A prediction made in the ingress replica, read like the Predictor's response."""
-
-    def __init__(self, value: Any):
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value

@@ -18,6 +18,7 @@ from kafkaml_ray.store.models import (
     TrainingDeployment,
     TrainingResult,
     TuneRun,
+    TuneStatus,
 )
 from kafkaml_ray.store.runtime import Store, select, set_result_if
 
@@ -38,6 +39,7 @@ __all__ = [
     "ResultStatus",
     "DatasourceStatus",
     "InferenceStatus",
+    "TuneStatus",
     "select",
     "set_result_if",
 ]

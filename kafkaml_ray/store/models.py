@@ -33,7 +33,7 @@ from sqlalchemy.orm import (
 )
 
 from kafkaml_ray.options import DEFAULT_BATCH_SIZE
-from kafkaml_ray.statuses import DatasourceStatus, InferenceStatus, ResultStatus
+from kafkaml_ray.statuses import DatasourceStatus, InferenceStatus, ResultStatus, TuneStatus
 
 __all__ = [
     "Base",
@@ -51,6 +51,7 @@ __all__ = [
     "ResultStatus",
     "DatasourceStatus",
     "InferenceStatus",
+    "TuneStatus",
 ]
 
 
@@ -342,7 +343,10 @@ class TuneRun(_Stamped, Base):
     metric: Mapped[str] = mapped_column(String(100))
     mode: Mapped[str] = mapped_column(String(3), default="max")
     num_samples: Mapped[int] = mapped_column(Integer, default=4)
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    # (stored by the member's name, like the other statuses: migration 0009)
+    status: Mapped[TuneStatus] = mapped_column(
+        Enum(TuneStatus, native_enum=False, length=20), default=TuneStatus.RUNNING
+    )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     model: Mapped[MLModel] = relationship()
     results: Mapped[list[TrainingResult]] = relationship(

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from kafkaml_ray.errors import InvalidInput
 
-__all__ = ["parse_kwargs", "TRAIN_ARGS", "VAL_ARGS"]
+__all__ = ["parse_kwargs", "TRAIN_ARGS", "VAL_ARGS", "ALIASES"]
 
 Kind = Literal["train", "val"]
 
@@ -41,7 +41,7 @@ VAL_ARGS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "batch_size": ((int,), lambda v: v >= 1, "batch size of validation and test"),
 }
 # Kafka-ML's documented spellings (Keras's and Ignite's) of the same arguments.
-_ALIASES = {"max_epochs": "epochs", "learning_rate": "lr", "epoch_length": "steps_per_epoch"}
+ALIASES = {"max_epochs": "epochs", "learning_rate": "lr", "epoch_length": "steps_per_epoch"}
 
 
 def _source(node: ast.AST) -> str:
@@ -84,7 +84,7 @@ def parse_kwargs(text: str | Mapping[str, Any] | None, kind: Kind = "train") -> 
                 ) from None
     out = {}
     for name, value in values.items():
-        key = _ALIASES.get(name, name)
+        key = ALIASES.get(name, name)
         if key not in allowed:
             known = ", ".join(sorted(allowed))
             raise InvalidInput(f"unknown {what} {name!r}; known: {known}")

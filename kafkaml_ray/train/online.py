@@ -285,7 +285,7 @@ def online_run(
 
     learner = new_learner()
     decoder = get_format(fmt, config)
-    epochs = spec.epochs
+    epochs = int(spec.train_args.get("epochs", 1))  # (per window, in every framework)
     val_rate = options.validation_rate
     if val_rate is None:
         val_rate = source.get("validation_rate", 0.0)

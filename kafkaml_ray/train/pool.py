@@ -24,7 +24,7 @@ counts, ``sys.path``, monkeypatching), and no reset finds all of it. The pool is
 the kafkaml-ray code it runs (`package_fingerprint`): after an upgrade on a running cluster
 a new pool starts, and no run trains in a process of the old code.
 
-The pool reserves no CPU; each task reserves its own (`runner._task_options`).
+The pool reserves no CPU; each task reserves its own (`task.task_options`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kafkaml_ray import artifacts
+from kafkaml_ray import artifacts, frameworks
 from kafkaml_ray.errors import KafkaMLError, RunStopped
 from kafkaml_ray.frameworks.base import Fitted
 from kafkaml_ray.frameworks.data import floats
@@ -53,6 +53,10 @@ class RunSpec:
 
     @property
     def epochs(self) -> int:
+        """The passes a batch training makes (1 for a framework that fits once: the
+        progress a run reports counts what it does)."""
+        if not frameworks.get(self.framework).batch_epochs:
+            return 1
         return int(self.train_args.get("epochs", 1))
 
 

@@ -14,19 +14,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import func
-
-from kafkaml_ray import frameworks
-from kafkaml_ray.errors import InvalidInput, RunStopped
+from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.frameworks import TrainedModel
 from kafkaml_ray.ingest.control import parse_ranges, parse_sources
 from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset, split_sizes
 from kafkaml_ray.lineage import params_for, record
 from kafkaml_ray.options import OnlineOptions
-from kafkaml_ray.registry import code_sha256
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import (
     Datasource,
@@ -39,6 +36,7 @@ from kafkaml_ray.store import (
 )
 from kafkaml_ray.train import pool
 from kafkaml_ray.train.reporter import RunSpec, error_text
+from kafkaml_ray.train.task import task_options, train_one
 
 __all__ = ["run_deployment", "wait_for_datasource", "fail_results", "cancel_runs"]
 
@@ -47,118 +45,6 @@ logger = logging.getLogger(__name__)
 # The Ray Train tasks `run_deployment` started in this process, for `cancel_runs`.
 _running: list[Any] = []
 _stopping = threading.Event()
-
-
-def _worker_loop(config: dict[str, Any]) -> None:
-    """The function every Ray Train worker runs."""
-    import ray.train
-
-    from kafkaml_ray.train.fit import train
-
-    spec: RunSpec = config["spec"]
-    spec.marks["worker"] = time.time()
-    ctx = ray.train.get_context()
-    shards = {name: ray.train.get_dataset_shard(name) for name in ("train", "val", "test")}
-    train(spec, shards, rank=ctx.get_world_rank(), distributed=ctx.get_world_size() > 1)
-
-
-def _trainer(spec: RunSpec, num_workers: int) -> Any:
-    """The Ray Train trainer of a run of ``num_workers`` workers. One worker needs no
-    distributed backend, so Ray Train's own data-parallel trainer runs it without a
-    process group and without importing the framework in this task. Several use their
-    framework's trainer (`frameworks.base.Framework.trainer`: PyTorch's process group,
-    XGBoost's collective); the frameworks that train on one refuse more at the deploy."""
-    if num_workers == 1:
-        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
-        return DataParallelTrainer
-    return frameworks.get(spec.framework).trainer()
-
-
-def _task_options(spec: RunSpec) -> dict[str, Any]:
-    """The Ray task that runs one model's Ray Train run (submitted by the training pool,
-    `kafkaml_ray.train.pool`, which keeps its process warm for the next run of the same
-    framework). A one-worker run trains in this task (Ray Train's local mode,
-    ``num_workers=0``), which so holds the worker's CPU and GPU share: no controller,
-    worker or data-split actor is started (about 10 s of every run's start on 2 cores,
-    `benchmarks/results/train.md`). A run of several workers holds nothing here: its
-    workers do. The framework in the task's runtime environment keeps PyTorch and
-    TensorFlow runs in processes of their own (TensorFlow, then PyTorch, in one process
-    aborts; see ``frameworks/keras.py``)."""
-    one = spec.train_args.get("num_workers", 1) == 1
-    return dict(
-        num_cpus=1 if one else 0,
-        num_gpus=spec.gpu_fraction if one else 0,
-        max_retries=0,
-        name=f"train-result-{spec.result_id}",
-        runtime_env={
-            "env_vars": {
-                "KAFKAML_TRAINING_FRAMEWORK": spec.framework,
-                **pool.warm_key(code_sha256(spec.code, spec.imports)),
-            }
-        },
-    )
-
-
-def _train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> None:
-    """One model's Ray Train run; records its final status. Runs as a Ray task
-    (`_task_options`)."""
-    import ray.train
-
-    store = Store.for_url(spec.settings.db_url)
-    start = time.perf_counter()
-    if num_workers == 1:
-        scaling = ray.train.ScalingConfig(num_workers=0)  # (local mode: in this task)
-    else:
-        scaling = ray.train.ScalingConfig(
-            num_workers=num_workers,
-            use_gpu=spec.gpu_fraction > 0,
-            resources_per_worker={
-                "CPU": 1,
-                **({"GPU": spec.gpu_fraction} if spec.gpu_fraction else {}),
-            },
-        )
-    run_config = ray.train.RunConfig(
-        name=f"kafkaml-result-{spec.result_id}",
-        storage_path=str(spec.settings.home / "ray_results"),
-        failure_config=ray.train.FailureConfig(max_failures=0),
-    )
-    common = dict(
-        train_loop_per_worker=_worker_loop,
-        train_loop_config={"spec": spec},
-        scaling_config=scaling,
-        run_config=run_config,
-        datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-    )
-    from kafkaml_ray._private.rayutil import cancellable
-
-    error = None
-    try:
-        with cancellable():  # (a stop's ray.cancel interrupts the run)
-            _trainer(spec, num_workers)(**common).fit()
-    except RunStopped:
-        logger.info("result %d: stopped", spec.result_id)
-        return
-    except Exception as e:  # noqa: BLE001 - recorded on the result
-        logger.exception("training result %d failed", spec.result_id)
-        error = error_text(e)
-    fields: dict[str, Any] = (
-        {"status": ResultStatus.FAILED, "error": error}
-        if error
-        else {
-            "status": ResultStatus.FINISHED,
-            "training_time_s": func.coalesce(
-                TrainingResult.training_time_s, time.perf_counter() - start
-            ),
-        }
-    )
-    with store.session() as s:  # (stopped or deleted meanwhile: nothing is written)
-        row = s.get(TrainingResult, spec.result_id)
-        if row is not None and row.phases:
-            fields["phases"] = {**row.phases, "ended": time.time()}
-        set_result_if(s, spec.result_id, [ResultStatus.TRAINING], **fields)
-    store.dispose()
 
 
 def cancel_runs(timeout: float = 60.0) -> None:
@@ -205,67 +91,35 @@ def wait_for_datasource(store: Store, deployment_id: int, poll_s: float = 1.0) -
         time.sleep(poll_s)
 
 
+@dataclass
+class _Claim:
+    """What one store session found and claimed for a deployment's run: its waiting results
+    (now training, each with its lineage and `RunSpec`), and how to read its datasource."""
+
+    specs: list[RunSpec]
+    announced: float  # when the control message came (seconds since the epoch)
+    fmt: str
+    config: dict[str, Any]
+    rates: tuple[float, float]  # validation, test
+    seed: int | None
+    on_malformed: str
+    ranges: Any = None  # a batch stream's Kafka ranges
+    source: dict[str, Any] | None = None  # an online stream's topics and starts
+    online: OnlineOptions | None = None
+
+
 def run_deployment(
     settings: Settings, deployment_id: int, datasource_id: int | None = None
 ) -> None:
-    """Read the datasource once, split it, and train every waiting model in parallel."""
+    """Read the datasource once, split it, and train every waiting model in parallel, in
+    named steps: claim (one session), read, split, launch, await."""
     import ray
 
     store = Store.for_url(settings.db_url)
     if datasource_id is None:
         datasource_id = wait_for_datasource(store, deployment_id)
-    with store.session() as s:
-        dep = s.get_one(TrainingDeployment, deployment_id)
-        ds = s.get_one(Datasource, datasource_id)
-        waiting = [r for r in dep.results if r.status == ResultStatus.WAITING]
-        for r in waiting:
-            r.status, r.error = ResultStatus.TRAINING, None
-            r.progress = {"phase": "reading the data stream"}
-            fw = r.model.framework
-            params = params_for(dep.kwargs, fw, dep.batch_size)
-            r.lineage = r.lineage or record(  # (a resumed online result keeps its record)
-                ds, model=r.model, version=r.model_version, params=params,
-                on_malformed=dep.on_malformed, shuffle_seed=dep.shuffle_seed, deployment=dep,
-                reproduction_of=r.reproduction_of,
-            )  # fmt: skip
-        specs = [
-            RunSpec(
-                result_id=r.id,
-                model_name=r.model.name,
-                framework=(trained := TrainedModel.of(r)).framework,
-                code=trained.code,  # (the version it was deployed with)
-                imports=trained.imports,
-                batch_size=dep.batch_size,
-                settings=settings,
-                train_args=dict(dep.kwargs.get(r.model.framework, {}).get("train", {})),
-                val_args=dict(dep.kwargs.get(r.model.framework, {}).get("val", {})),
-                confusion_matrix=dep.confusion_matrix,
-                gpu_fraction=dep.gpu_fraction,
-                input_shape=trained.input_shape,
-                lineage=r.lineage,
-            )
-            for r in waiting
-        ]
-        announced = (
-            ds.source_timestamp / 1000
-            if ds.source_timestamp
-            else ds.created_at.replace(tzinfo=UTC).timestamp()
-        )
-        fmt, cfg = ds.input_format, dict(ds.input_config)
-        rates = (ds.validation_rate, ds.test_rate)
-        seed, on_malformed = dep.shuffle_seed, dep.on_malformed
-        online = ds.message.get("incremental") is True
-        if online:
-            topics, starts = parse_sources(ds.topic)
-            source = {
-                "topics": topics,
-                "starts": [(r.topic, r.partition, r.start) for r in starts],
-                "since_ms": ds.source_timestamp or 0,
-                "validation_rate": ds.validation_rate,
-            }
-            options = OnlineOptions(**(dep.online or {}))
-        else:
-            ranges = parse_ranges(ds.topic)
+    claim = _claim(store, settings, deployment_id, datasource_id)
+    specs = claim.specs
     if not specs:
         logger.info("deployment %d has no waiting models", deployment_id)
         return
@@ -278,29 +132,113 @@ def run_deployment(
             f"the Ray cluster has {gpus:g} GPUs",
         )
         return
-
-    if online:
-        _run_online(store, specs, source, options, fmt, cfg, on_malformed)
+    if claim.online is not None:
+        _run_online(
+            store, specs, claim.source, claim.online, claim.fmt, claim.config, claim.on_malformed
+        )
         return
+    for spec in specs:
+        spec.marks["announced"] = claim.announced
+    data = _read(store, settings, deployment_id, datasource_id, claim)
+    if data is None:
+        return
+    datasets = _split(store, deployment_id, claim, data)
+    refs = _launch(settings, deployment_id, specs, datasets)
+    _await(store, specs[: len(refs)], refs)
+    logger.info("deployment %d: done", deployment_id)
+
+
+def _mark(specs: list[RunSpec], phase: str) -> None:
+    for spec in specs:
+        spec.marks[phase] = time.time()
+
+
+def _claim(store: Store, settings: Settings, deployment_id: int, datasource_id: int) -> _Claim:
+    """In one session: the deployment's waiting results marked training, with their lineage
+    recorded (a resumed online result keeps its record), and what their runs need."""
+    with store.session() as s:
+        dep = s.get_one(TrainingDeployment, deployment_id)
+        ds = s.get_one(Datasource, datasource_id)
+        waiting = [r for r in dep.results if r.status == ResultStatus.WAITING]
+        for r in waiting:
+            r.status, r.error = ResultStatus.TRAINING, None
+            r.progress = {"phase": "reading the data stream"}
+            params = params_for(dep.kwargs, r.model.framework, dep.batch_size)
+            r.lineage = r.lineage or record(
+                ds, model=r.model, version=r.model_version, params=params,
+                on_malformed=dep.on_malformed, shuffle_seed=dep.shuffle_seed, deployment=dep,
+                reproduction_of=r.reproduction_of,
+            )  # fmt: skip
+        claim = _Claim(
+            specs=[_spec(settings, dep, r) for r in waiting],
+            announced=(
+                ds.source_timestamp / 1000
+                if ds.source_timestamp
+                else ds.created_at.replace(tzinfo=UTC).timestamp()
+            ),
+            fmt=ds.input_format,
+            config=dict(ds.input_config),
+            rates=(ds.validation_rate, ds.test_rate),
+            seed=dep.shuffle_seed,
+            on_malformed=dep.on_malformed,
+        )
+        if ds.message.get("incremental") is True:
+            topics, starts = parse_sources(ds.topic)
+            claim.source = {
+                "topics": topics,
+                "starts": [(r.topic, r.partition, r.start) for r in starts],
+                "since_ms": ds.source_timestamp or 0,
+                "validation_rate": ds.validation_rate,
+            }
+            claim.online = OnlineOptions(**(dep.online or {}))
+        else:
+            claim.ranges = parse_ranges(ds.topic)
+        return claim
+
+
+def _spec(settings: Settings, dep: TrainingDeployment, r: TrainingResult) -> RunSpec:
+    """A waiting result's run: the code version it was deployed with, its framework's kwargs."""
+    trained = TrainedModel.of(r)
+    kwargs = dep.kwargs.get(r.model.framework, {})
+    return RunSpec(
+        result_id=r.id,
+        model_name=r.model.name,
+        framework=trained.framework,
+        code=trained.code,
+        imports=trained.imports,
+        batch_size=dep.batch_size,
+        settings=settings,
+        train_args=dict(kwargs.get("train", {})),
+        val_args=dict(kwargs.get("val", {})),
+        confusion_matrix=dep.confusion_matrix,
+        gpu_fraction=dep.gpu_fraction,
+        input_shape=trained.input_shape,
+        lineage=r.lineage,
+    )
+
+
+def _read(
+    store: Store, settings: Settings, deployment_id: int, datasource_id: int, claim: _Claim
+) -> Any:
+    """The stream's ranges read into a Ray Dataset (its malformed messages counted on the
+    datasource), or None when the read failed (the datasource and the results say why)."""
+    specs = claim.specs
 
     def reading(why: str | None) -> None:
         _set_progress(store, specs, {"phase": "reading the data stream"}, why)
 
-    def mark(phase: str) -> None:
-        for spec in specs:
-            spec.marks[phase] = time.time()
-
-    for spec in specs:
-        spec.marks["announced"] = announced
-    mark("read")
+    _mark(specs, "read")
     try:
-        data = read_ranges(settings.kafka_config(), ranges, fmt, cfg, on_malformed, waiting=reading)
+        data = read_ranges(
+            settings.kafka_config(), claim.ranges, claim.fmt, claim.config, claim.on_malformed,
+            waiting=reading,
+        )  # fmt: skip
     except (ReadError, InvalidInput) as e:
         with store.session() as s:
             row = s.get_one(Datasource, datasource_id)
             row.status, row.error = DatasourceStatus.FAILED, str(e)
         fail_results(store, deployment_id, f"reading the data stream failed: {e}")
-        return
+        return None
     with store.session() as s:
         row = s.get_one(Datasource, datasource_id)
         row.malformed_count = data.malformed
@@ -308,11 +246,15 @@ def run_deployment(
             row.error = f"{data.malformed} malformed messages skipped, e.g. " + "; ".join(
                 data.errors[:3]
             )
-    mark("split")
-    train, val, test = split_dataset(data, *rates, shuffle_seed=seed)
-    datasets = {"train": train, "val": val, "test": test}
-    sizes = dict(zip(("train", "val", "test"), split_sizes(data.count, *rates), strict=True))
-    by_result = {spec.result_id: spec for spec in specs}
+    return data
+
+
+def _split(store: Store, deployment_id: int, claim: _Claim, data: Any) -> dict[str, Any]:
+    """The data split train/val/test; each training result's lineage records the sizes."""
+    _mark(claim.specs, "split")
+    train, val, test = split_dataset(data, *claim.rates, shuffle_seed=claim.seed)
+    sizes = dict(zip(("train", "val", "test"), split_sizes(data.count, *claim.rates), strict=True))
+    by_result = {spec.result_id: spec for spec in claim.specs}
     with store.session() as s:
         for r in s.get_one(TrainingDeployment, deployment_id).results:
             if r.status == ResultStatus.TRAINING:
@@ -323,7 +265,16 @@ def run_deployment(
                 r.lineage = lin
                 if r.id in by_result:
                     by_result[r.id].lineage = lin
-    mark("start")
+    return {"train": train, "val": val, "test": test}
+
+
+def _launch(
+    settings: Settings, deployment_id: int, specs: list[RunSpec], datasets: dict[str, Any]
+) -> list[Any]:
+    """One training task per model, submitted to the training pool (none after a stop)."""
+    import ray
+
+    _mark(specs, "start")
     owner = pool.runner_name(settings, deployment_id)
     refs: list[Any] = []
     for spec in specs:
@@ -332,8 +283,8 @@ def run_deployment(
         ref = pool.submit(
             settings,
             owner,
-            _train_one,
-            _task_options(spec),
+            train_one,
+            task_options(spec),
             spec.gpu_fraction > 0,
             spec,
             datasets,
@@ -344,13 +295,20 @@ def run_deployment(
     if _stopping.is_set():  # (cancel_runs may have run before the last one was listed)
         for ref in refs:
             ray.cancel(ref)
-    specs = specs[: len(refs)]
+    return refs
+
+
+def _await(store: Store, specs: list[RunSpec], refs: list[Any]) -> None:
+    """Until every run ends, saying every WAIT_REPORT_S what the waiting ones wait for; a
+    run whose process died is failed with the reason (the others record their own end)."""
+    import ray
+
     pending = list(refs)
-    while pending:  # every WAIT_REPORT_S that the runs are not done: what do they wait for?
+    while pending:
         _, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_REPORT_S)
         if pending:
             _say_what_runs_wait_for(store, specs, pending)
-    for spec, ref in zip(specs, refs, strict=True):  # (the runs record their own errors)
+    for spec, ref in zip(specs, refs, strict=True):
         try:
             ray.get(ref)
         except ray.exceptions.TaskCancelledError:
@@ -362,7 +320,6 @@ def run_deployment(
                     s, spec.result_id, [ResultStatus.TRAINING], status=ResultStatus.FAILED,
                     error=f"the training process died: {error_text(e)}",
                 )  # fmt: skip
-    logger.info("deployment %d: done", deployment_id)
 
 
 def _run_online(

@@ -31,17 +31,25 @@ import logging
 import math
 import threading
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from kafkaml_ray._private.rayutil import OneShot
 from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.lineage import record
-from kafkaml_ray.registry import model_version
+from kafkaml_ray.model_code import model_version
 from kafkaml_ray.settings import Settings
-from kafkaml_ray.store import Datasource, MLModel, ResultStatus, Store, TrainingResult, TuneRun
-from kafkaml_ray.train.kwargs import _ALIASES, TRAIN_ARGS, parse_kwargs
+from kafkaml_ray.store import (
+    Datasource,
+    MLModel,
+    ResultStatus,
+    Store,
+    TrainingResult,
+    TuneRun,
+    TuneStatus,
+)
+from kafkaml_ray.train.kwargs import ALIASES, TRAIN_ARGS, parse_kwargs
 from kafkaml_ray.train.reporter import RunSpec
 
 __all__ = [
@@ -52,13 +60,11 @@ __all__ = [
     "driver_name",
     "best_of",
     "metric_value",
-    "TuneStatus",
     "SAMPLERS",
 ]
 
 logger = logging.getLogger(__name__)
 
-TuneStatus = Literal["running", "finished", "failed", "stopped"]
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")
 _TUNABLE = sorted({*TRAIN_ARGS, "batch_size"} - {"num_workers"})
 
@@ -107,7 +113,7 @@ def check_space(space: Any) -> dict[str, Any]:
         )
     out: dict[str, Any] = {}
     for key, spec in space.items():
-        name = _ALIASES.get(key, key)
+        name = ALIASES.get(key, key)
         if name not in _TUNABLE:
             raise InvalidInput(
                 f"search space {key!r}: not a tunable argument; tunable: {', '.join(_TUNABLE)}"
@@ -284,7 +290,7 @@ def _finish(store: Store, tune_id: int, errors: dict[str, str], failure: str | N
     """Close unfinished trials, mark the best, and record the search's status."""
     with store.session() as s:
         run = s.get_one(TuneRun, tune_id)
-        stopped = run.status == "stopped"
+        stopped = run.status == TuneStatus.STOPPED
         for r in run.results:
             if r.status == ResultStatus.TRAINING and stopped:
                 r.status, r.error = ResultStatus.STOPPED, "stopped by the user"
@@ -298,18 +304,18 @@ def _finish(store: Store, tune_id: int, errors: dict[str, str], failure: str | N
         if stopped:
             pass  # stays stopped (by `stop_tune`), with its best finished trial marked
         elif failure:
-            run.status, run.error = "failed", failure
+            run.status, run.error = TuneStatus.FAILED, failure
         elif best is not None:
-            run.status, run.error = "finished", None
+            run.status, run.error = TuneStatus.FINISHED, None
         elif not run.results or all(r.status == ResultStatus.FAILED for r in run.results):
             first = next((r.error for r in run.results if r.error), "no trial ran")
-            run.status, run.error = "failed", f"every trial failed; the first: {first}"
+            run.status, run.error = TuneStatus.FAILED, f"every trial failed; the first: {first}"
         else:
             seen = sorted(
                 {*(f"val_{k}" for r in run.results for k in r.val_metrics or {})}
                 | {k for r in run.results for k in r.train_metrics or {}}
             )
-            run.status = "failed"
+            run.status = TuneStatus.FAILED
             run.error = (
                 f"no trial reported metric {run.metric!r}; reported: {', '.join(seen) or 'none'}"
             )

@@ -189,7 +189,7 @@ def in_worker(ray_cluster):
 @pytest.mark.parametrize("name", frameworks.names())
 def test_registers_with_its_shapes_and_refuses_bad_code_with_its_line(ray_cluster, settings, name):
     from kafkaml_ray.errors import ModelCodeError
-    from kafkaml_ray.registry import validate_model
+    from kafkaml_ray.model_code import validate_model
 
     found = validate_model(name, MODELS[name], "", settings)
     assert found["input_shape"] == [4]

@@ -145,7 +145,7 @@ def test_a_model_skops_would_have_to_trust_is_refused_with_the_type_named(ray_cl
     """A class of the model code's own in a scikit-learn model could only be loaded by
     trusting it (skops would have to import and build it): refused when it is registered."""
     from kafkaml_ray.errors import ModelCodeError
-    from kafkaml_ray.registry import validate_model
+    from kafkaml_ray.model_code import validate_model
 
     code = (
         "from sklearn.linear_model import SGDClassifier\n"

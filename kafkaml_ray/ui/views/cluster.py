@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from kafkaml_ray import KafkaMLError, admin
+from kafkaml_ray import KafkaMLError, cluster
 from kafkaml_ray.ui import common
 
 GIB = 1024**3
@@ -30,7 +30,7 @@ def _ray() -> None:
     st.subheader("Ray resources")
     try:
         with st.spinner("Asking Ray..."):
-            resources = {r.name: r for r in admin.ray_resources(common.settings())}
+            resources = {r.name: r for r in cluster.ray_resources(common.settings())}
     except KafkaMLError as e:
         st.warning(str(e))
         return
@@ -55,9 +55,9 @@ def _kafka() -> None:
     internal = st.checkbox("Show Kafka's internal topics", key="cluster_internal")
     try:
         with st.spinner(f"Asking Kafka at {settings.bootstrap_servers}..."):
-            topics = admin.list_topics(settings, internal=internal)
-            groups = admin.consumer_groups(settings)
-            lags = {g.group_id: admin.consumer_lag(settings, g.group_id) for g in groups}
+            topics = cluster.list_topics(settings, internal=internal)
+            groups = cluster.consumer_groups(settings)
+            lags = {g.group_id: cluster.consumer_lag(settings, g.group_id) for g in groups}
     except KafkaMLError as e:
         st.warning(str(e))
         return

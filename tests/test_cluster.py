@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from kafkaml_ray import admin
+from kafkaml_ray import cluster
 from kafkaml_ray.errors import Unavailable
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def topic(broker, settings):
 
 
 def test_topics_with_partitions_and_watermarks(settings, topic):
-    found = {t.name: t for t in admin.list_topics(settings)}
+    found = {t.name: t for t in cluster.list_topics(settings)}
     t = found[topic]
     assert [(p.partition, p.low, p.high) for p in t.partitions] == [(0, 0, 3), (1, 0, 2)]
     assert (t.messages, t.end_offsets) == (5, {0: 3, 1: 2})
@@ -49,8 +49,8 @@ def test_consumer_group_and_its_lag(settings, topic):
         )
     finally:
         consumer.close()
-    assert admin.consumer_lag(settings, group) == {(topic, 0): 2, (topic, 1): 0}
-    groups = {g.group_id: g for g in admin.consumer_groups(settings)}
+    assert cluster.consumer_lag(settings, group) == {(topic, 0): 2, (topic, 1): 0}
+    groups = {g.group_id: g for g in cluster.consumer_groups(settings)}
     assert groups[group].members == 0
     assert groups[group].state == "EMPTY"
 
@@ -58,11 +58,11 @@ def test_consumer_group_and_its_lag(settings, topic):
 def test_a_broker_that_does_not_answer_is_one_line(settings):
     silent = settings.model_copy(update={"bootstrap": "127.0.0.1:1"})
     with pytest.raises(Unavailable, match=r"^Kafka at 127\.0\.0\.1:1 did not answer"):
-        admin.list_topics(silent, timeout=2)
+        cluster.list_topics(silent, timeout=2)
 
 
 def test_ray_resources(ray_cluster, settings):
-    resources = {r.name: r for r in admin.ray_resources(settings)}
+    resources = {r.name: r for r in cluster.ray_resources(settings)}
     assert resources["CPU"].total == 4
     assert 0 <= resources["CPU"].used <= 4
     assert not any(name.startswith("node:") for name in resources)

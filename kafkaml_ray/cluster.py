@@ -4,7 +4,7 @@ offsets, consumer groups with their lag, and Ray's resources.
 Every function reads; none changes the cluster. A broker or Ray that does not answer raises
 :class:`~kafkaml_ray.errors.Unavailable` with a one-line message.
 
->>> from kafkaml_ray.admin import PartitionInfo
+>>> from kafkaml_ray.cluster import PartitionInfo
 >>> PartitionInfo(partition=0, leader=1, low=5, high=12).messages
 7
 """
