@@ -91,7 +91,7 @@ def markdown(res: dict[str, Any]) -> str:
             "(in `Ray Train start` and `imports`). Every later run of that version is warm.",
             "- The rule it pays for: a process trains one model code only, so a model that "
             "sets `torch.set_default_dtype`, thread counts, `sys.path` or patches a module "
-            "cannot change another model's run (`tests/test_training.py`). The other way, "
+            "cannot change another model's run (`tests/train/test_training.py`). The other way, "
             "restoring each piece of state after a run, is not built: no list of pieces is "
             "complete (any module's globals, C-level state), and a missed one is silent.",
             f"- Machine: {res['machine'].get('cores')} CPUs; whole run "

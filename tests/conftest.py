@@ -381,7 +381,8 @@ def example():
     return lambda name: (EXAMPLES / name).read_text()
 
 
-# Hypothesis (tests/test_poison.py): a bounded run in CI; `--hypothesis-profile=deep` for more.
+# Hypothesis (tests/ingest/test_poison.py): a bounded run in CI; `--hypothesis-profile=deep`
+# for more.
 hypothesis.settings.register_profile("ci", max_examples=100, deadline=None, database=None)
 hypothesis.settings.register_profile("deep", max_examples=5000, deadline=None)
 hypothesis.settings.load_profile("ci")

@@ -25,9 +25,8 @@ from sqlalchemy import select
 from kafkaml_ray.ingest import ControlMessage, TopicRange
 from kafkaml_ray.store import Datasource, DatasourceStatus, Store
 from tests.conftest import running_listener, running_task, wait_until
-from tests.test_inference import _provenance, _read_all, _send, _topics, trained  # noqa: F401
-from tests.test_training import _digits
-from tests.test_training import _send as _send_training
+from tests.serve.test_inference import new_topics, provenance, read_all, send_inputs, trained  # noqa: F401
+from tests.train.test_training import digits_data, send_stream
 
 pytestmark = pytest.mark.integration
 
@@ -151,18 +150,18 @@ def test_postgres_restarted_under_the_listener_loses_no_control_message(
 def test_the_broker_restarted_mid_inference_loses_no_prediction(trained, broker):  # noqa: F811
     client, result, x = trained
     settings = client.settings
-    inp, out = _topics()
+    inp, out = new_topics()
     inf = client.deploy_inference(result.id, inp, out, batch_size=32)
     data = np.concatenate([x] * 2)[:3000]
-    _send(settings, inp, data[:1500])
-    wait_until(lambda: _read_all(settings, out, 1, timeout=5), 120, "the first predictions")
+    send_inputs(settings, inp, data[:1500])
+    wait_until(lambda: read_all(settings, out, 1, timeout=5), 120, "the first predictions")
     broker.stop()
     time.sleep(3)
     broker.start()
-    _send(settings, inp, data[1500:])
-    _read_all(settings, out, 3000, timeout=300, distinct=True)
-    got = _read_all(settings, out, 10**9, timeout=10)
-    seen = {_provenance(m) for m in got}
+    send_inputs(settings, inp, data[1500:])
+    read_all(settings, out, 3000, timeout=300, distinct=True)
+    got = read_all(settings, out, 10**9, timeout=10)
+    seen = {provenance(m) for m in got}
     assert len(seen) == 3000  # every input offset has its prediction
     print(f"broker restarted mid-inference: {len(got) - 3000} duplicates, 0 lost")
     client.delete_inference(inf.id)
@@ -176,10 +175,10 @@ def test_the_broker_restarted_mid_training_read_ends_clearly(
     ids = register_examples(client, ["digits-cnn-pytorch"])
     config = client.create_configuration("restart", list(ids.values()))
     dep = client.deploy_training(config.id, kwargs="epochs=1")
-    x, y = _digits()
+    x, y = digits_data()
     x, y = np.concatenate([x] * 6), np.concatenate([y] * 6)
     with running_listener(settings):
-        _send_training(settings, topic, dep.id, x, y)
+        send_stream(settings, topic, dep.id, x, y)
         wait_until(
             lambda: client.get_deployment(dep.id).results[0].status == "training",
             120,
@@ -212,9 +211,9 @@ def test_a_killed_train_worker_fails_the_result_clearly_and_frees_its_cpus(
     config = client.create_configuration("victim", list(ids.values()))
     dep = client.deploy_training(config.id, batch_size=4, kwargs="epochs=500")
     free = ray.available_resources().get("CPU", 0)
-    x, y = _digits()
+    x, y = digits_data()
     with running_listener(settings):
-        _send_training(settings, topic, dep.id, x, y)
+        send_stream(settings, topic, dep.id, x, y)
         wait_until(lambda: client.get_deployment(dep.id).results[0].history, 300, "an epoch")
         # A one-worker run trains in its own Ray task (Ray Train's local mode).
         workers = running_task(f"train-result-{dep.results[0].id}")
@@ -275,7 +274,7 @@ def test_exactly_once_through_a_killed_replica_a_broker_restart_and_scaling(
     settings = client.settings
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    inp, out = _topics()
+    inp, out = new_topics()
     admin = AdminClient(settings.kafka_config())
     admin.create_topics([NewTopic(inp, 4)])[inp].result(30)
     inf = client.deploy_inference(result.id, inp, out, replicas=2, batch_size=32, exactly_once=True)
@@ -288,7 +287,7 @@ def test_exactly_once_through_a_killed_replica_a_broker_restart_and_scaling(
             s.get_one(Inference, inf.id).replicas = replicas
         client.restart_inference(inf.id)  # (Serve changes the replica count in place)
 
-    _send(settings, inp, data[:1000], partitions=4, bad=bad)
+    send_inputs(settings, inp, data[:1000], partitions=4, bad=bad)
     wait_until(lambda: _committed(settings, out, 1, 5), 120, "the first committed predictions")
     victim = next(
         a for a in ray.util.list_named_actors(all_namespaces=True)
@@ -296,19 +295,19 @@ def test_exactly_once_through_a_killed_replica_a_broker_restart_and_scaling(
     )  # fmt: skip
     handle = ray.get_actor(victim["name"], namespace=victim["namespace"])
     os.kill(ray.get(handle.__ray_call__.remote(lambda self: os.getpid())), signal.SIGKILL)
-    _send(settings, inp, data[1000:2000], partitions=4)
+    send_inputs(settings, inp, data[1000:2000], partitions=4)
     broker.stop()
     time.sleep(3)
     broker.start()
-    _send(settings, inp, data[2000:3000], partitions=4)
+    send_inputs(settings, inp, data[2000:3000], partitions=4)
     scale(3)
-    _send(settings, inp, data[3000:], partitions=4)
+    send_inputs(settings, inp, data[3000:], partitions=4)
     scale(1)
     outputs = _committed(settings, out, 4000, 300)
     dead = _committed(settings, out + ".dlq", 20, 60)
     seen: dict[tuple[bytes, bytes], int] = {}
     for m in outputs + dead:
-        seen[_provenance(m)] = seen.get(_provenance(m), 0) + 1
+        seen[provenance(m)] = seen.get(provenance(m), 0) + 1
     twice = {k: n for k, n in seen.items() if n > 1}
     print(f"exactly once: {len(outputs)} predictions, {len(dead)} dead letters, {len(twice)} twice")
     assert (len(outputs), len(dead), twice) == (4000, 20, {})

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from kafkaml_ray.results import ResultFilter, compare
 from kafkaml_ray.schemas import ResultInfo
 from tests.conftest import EXAMPLES, add_model_unvalidated, running_listener
-from tests.test_inference import _read_all
-from tests.test_training import _digits, _regression, _send
+from tests.serve.test_inference import read_all
+from tests.train.test_training import digits_data, regression_data, send_stream
 
 
 def _info(**fields) -> ResultInfo:
@@ -91,9 +91,9 @@ def test_a_tuned_then_served_result_has_its_whole_lineage_and_is_found_by_it(
     add_model_unvalidated(client, "mlp", "pytorch", code)
     config = client.create_configuration("mlp", ["mlp"])
     dep = client.deploy_training(config.id, batch_size=16, kwargs="epochs=1")
-    x, y = _regression(400)
+    x, y = regression_data(400)
     with running_listener(settings):
-        _send(settings, topic, dep.id, x, y)
+        send_stream(settings, topic, dep.id, x, y)
         dep = client.wait_for_deployment(dep.id, timeout=300)
     trained = dep.results[0]
     assert trained.status == "finished", trained.error
@@ -117,7 +117,7 @@ def test_a_tuned_then_served_result_has_its_whole_lineage_and_is_found_by_it(
     for sample in x[:20]:
         producer.send(sample)
     producer.flush()
-    assert len(_read_all(settings, out, 20)) == 20
+    assert len(read_all(settings, out, 20)) == 20
     client.stop_inference(inf.id)
 
     # What the trial recorded when it ran.
@@ -229,9 +229,9 @@ def test_a_reproduction_trains_the_same_code_and_reaches_the_same_accuracy(
     model_id = register_examples(client, ["digits-cnn-pytorch"])["digits-cnn-pytorch"]
     config = client.create_configuration("digits", [model_id])
     dep = client.deploy_training(config.id, kwargs="epochs=3")
-    x, y = _digits()
+    x, y = digits_data()
     with running_listener(settings):
-        _send(settings, topic, dep.id, x, y)
+        send_stream(settings, topic, dep.id, x, y)
         first = client.wait_for_deployment(dep.id, timeout=600).results[0]
         assert first.status == "finished", first.error
         # The model's code changes afterwards: the reproduction still trains version 1.

@@ -29,7 +29,7 @@ from kafkaml_ray.errors import InvalidInput
 from kafkaml_ray.ingest import InferenceProducer
 from kafkaml_ray.settings import Settings
 from tests.conftest import add_model_unvalidated, free_ports, running_listener, wait_until
-from tests.test_training import _regression, _send
+from tests.train.test_training import regression_data, send_stream
 
 pytestmark = pytest.mark.integration
 
@@ -183,8 +183,8 @@ def test_postgres_and_shared_artifacts_train_and_serve_on_the_worker_node(
 
     dep = client.deploy_training(config.id, batch_size=32, kwargs="epochs=2")
     with running_listener(settings):
-        x, y = _regression(300)
-        _send(settings, f"train-{uuid.uuid4().hex[:6]}", dep.id, x, y)
+        x, y = regression_data(300)
+        send_stream(settings, f"train-{uuid.uuid4().hex[:6]}", dep.id, x, y)
         dep = client.wait_for_deployment(dep.id, timeout=300)
     result = dep.results[0]
     assert result.status == "finished", result.error

@@ -21,7 +21,7 @@ ROOT = HERE.parent.parent
 def main() -> int:
     """Run the screenshot test with its output directory set to this one."""
     env = {**os.environ, "KAFKAML_SCREENSHOTS": str(HERE)}
-    test = "tests/test_ui_browser.py::test_screenshots_of_the_main_pages"
+    test = "tests/ui/test_ui_browser.py::test_screenshots_of_the_main_pages"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", test]
     return subprocess.call(cmd, cwd=ROOT, env=env)
 

@@ -28,7 +28,7 @@ from typing import Any
 from kafkaml_ray.errors import Conflict, InvalidInput, KafkaMLError, NotFound, Unavailable
 from kafkaml_ray.kuberay.render import GROUP, KINDS, PART_OF, VERSION, Kind
 
-__all__ = ["KubeRayClient", "ObjectStatus", "FIELD_MANAGER"]
+__all__ = ["KubeRayClient", "ObjectStatus", "FIELD_MANAGER", "api_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class KubeRayClient:
                 out = json.loads(out.data)
             return out
         except ApiException as e:
-            raise _api_error(e, verb, plural, ns, name) from None
+            raise api_error(e, verb, plural, ns, name) from None
         except HTTPError as e:
             reason = str(getattr(e, "reason", None) or e).split("): ", 1)[-1]  # no pool repr
             raise Unavailable(
@@ -328,7 +328,7 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _api_error(e: Any, verb: str, plural: str, ns: str, name: str | None) -> KafkaMLError:
+def api_error(e: Any, verb: str, plural: str, ns: str, name: str | None) -> KafkaMLError:
     """A one-line error for an API server's refusal (``ApiException``)."""
     try:
         body = json.loads(e.body) if e.body else {}

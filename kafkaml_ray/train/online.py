@@ -48,7 +48,7 @@ from kafkaml_ray.options import OnlineOptions
 from kafkaml_ray.train.online_stream import OnlineStream, Source
 from kafkaml_ray.train.reporter import RunSpec, error_text
 
-__all__ = ["online_run", "online_task", "Source"]
+__all__ = ["online_run", "online_task", "Source", "OnlineRecords"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ def _transient(e: BaseException) -> bool:
     return isinstance(e, OperationalError | InterfaceError | OSError)
 
 
-def _retrying(run: _Run, what: str, fn: Callable[[], Any], retry_for_s: float = RETRY_FOR_S):
+def _retrying(
+    run: OnlineRecords, what: str, fn: Callable[[], Any], retry_for_s: float = RETRY_FOR_S
+):
     """``fn()``, again with backoff (1 s doubling to 30 s) while it fails with a transient
     error, for up to ``retry_for_s``; the run's progress says what it retries."""
     deadline, delay = time.monotonic() + retry_for_s, 1.0
@@ -89,7 +91,7 @@ def _retrying(run: _Run, what: str, fn: Callable[[], Any], retry_for_s: float = 
 
 
 # -- the run ------------------------------------------------------------------------------
-class _Run:
+class OnlineRecords:
     """One online run's state in the store and the artifact store."""
 
     def __init__(self, spec: RunSpec):
@@ -276,7 +278,7 @@ def online_run(
     """Train ``spec``'s model online until the stream ends it; returns why it ended."""
     from kafkaml_ray.store import ResultVersion, select
 
-    run = _Run(spec)
+    run = OnlineRecords(spec)
 
     adapter = frameworks.get(spec.framework)
 

@@ -54,6 +54,7 @@ from kafkaml_ray.train.reporter import RunSpec
 
 __all__ = [
     "check_space",
+    "finish_search",
     "run_tune",
     "start_tune",
     "stop_tune",
@@ -286,7 +287,7 @@ def _read(settings: Settings, ds: Datasource) -> dict[str, _Split]:
     }
 
 
-def _finish(store: Store, tune_id: int, errors: dict[str, str], failure: str | None) -> None:
+def finish_search(store: Store, tune_id: int, errors: dict[str, str], failure: str | None) -> None:
     """Close unfinished trials, mark the best, and record the search's status."""
     with store.session() as s:
         run = s.get_one(TuneRun, tune_id)
@@ -394,7 +395,7 @@ def run_tune(
     except Exception as e:  # noqa: BLE001 - recorded on the search
         logger.exception("tune run %d failed", tune_id)
         failure = error_text(e)
-    _finish(store, tune_id, errors, failure)
+    finish_search(store, tune_id, errors, failure)
     store.dispose()
     logger.info("tune run %d: done", tune_id)
 
@@ -439,7 +440,7 @@ class _TuneDriver(OneShot):
             run_tune(settings, tune_id, max_concurrent_trials, self._stop)
         except Exception as e:  # noqa: BLE001 - recorded on the search
             logger.exception("tune run %d failed", tune_id)
-            _finish(Store.for_url(settings.db_url), tune_id, {}, f"{type(e).__name__}: {e}")
+            finish_search(Store.for_url(settings.db_url), tune_id, {}, f"{type(e).__name__}: {e}")
         ray.actor.exit_actor()
 
     def stop(self) -> None:

@@ -8,9 +8,9 @@ import pytest
 
 from kafkaml_ray.errors import InvalidInput, NotFound
 from kafkaml_ray.store import Datasource, MLModel, ResultStatus, Store, TrainingResult, TuneRun
-from kafkaml_ray.train.tune import _finish, check_space
+from kafkaml_ray.train.tune import check_space, finish_search
 from tests.conftest import EXAMPLES, add_model_unvalidated, running_listener, wait_until
-from tests.test_training import _regression, _send
+from tests.train.test_training import regression_data, send_stream
 
 SPACE = {
     "lr": {"loguniform": [1e-3, 3e-2]},
@@ -74,7 +74,7 @@ def test_the_best_finished_trial_is_marked():
             (ResultStatus.TRAINING, {}),  # the search ended under it
         ]:
             s.add(TrainingResult(model=model, tune_id=1, status=status, val_metrics=val))
-    _finish(store, 1, {}, None)
+    finish_search(store, 1, {}, None)
     with store.session() as s:
         run = s.get_one(TuneRun, 1)
         assert (run.status, run.error) == ("finished", None)
@@ -82,7 +82,7 @@ def test_the_best_finished_trial_is_marked():
         assert run.results[-1].status == ResultStatus.FAILED
         assert run.results[-1].error == "the trial ended without a result"
         run.metric, run.status = "val_accuracy", "running"
-    _finish(store, 1, {}, None)
+    finish_search(store, 1, {}, None)
     with store.session() as s:
         run = s.get_one(TuneRun, 1)
         assert run.status == "failed"
@@ -144,9 +144,9 @@ def stored(ray_cluster, broker, client, settings, topic):
     """A regression model and a stored datasource of 400 samples (for no deployment)."""
     code = (EXAMPLES / "regression_mlp_pytorch.py").read_text()
     model_id = add_model_unvalidated(client, "mlp", "pytorch", code)
-    x, y = _regression(400)
+    x, y = regression_data(400)
     with running_listener(settings):
-        _send(settings, topic, 999, x, y)
+        send_stream(settings, topic, 999, x, y)
         ds = wait_until(client.list_datasources, 60, "the datasource")[0]
     assert ds.status == "unknown_deployment" and ds.total_msg == len(x)
     return model_id, ds.id, x

@@ -26,17 +26,17 @@ def trained(trained_digits):
         client.delete_inference(inf.id)
 
 
-def _topics():
+def new_topics():
     tag = uuid.uuid4().hex[:6]
     return f"in-{tag}", f"out-{tag}"
 
 
-def _provenance(m) -> tuple[bytes, bytes]:
+def provenance(m) -> tuple[bytes, bytes]:
     h = dict(m.headers())
     return h["kafkaml-input-partition"], h["kafkaml-input-offset"]
 
 
-def _read_all(settings, topic, n, timeout=120, distinct=False):
+def read_all(settings, topic, n, timeout=120, distinct=False):
     """Messages of ``topic`` until ``n`` (distinct input offsets when ``distinct``) or timeout."""
     c = Consumer(
         settings.kafka_config(
@@ -54,12 +54,12 @@ def _read_all(settings, topic, n, timeout=120, distinct=False):
             if m.error() is None:
                 out.append(m)
                 if distinct:
-                    seen.add(_provenance(m))
+                    seen.add(provenance(m))
     c.close()
     return out
 
 
-def _send(settings, topic, data, partitions=None, bad=()):
+def send_inputs(settings, topic, data, partitions=None, bad=()):
     p = InferenceProducer(
         settings.bootstrap_servers, topic, "RAW", {"data_type": "float32", "data_reshape": "8 8"}
     )
@@ -74,15 +74,15 @@ def _send(settings, topic, data, partitions=None, bad=()):
 def test_every_input_gets_its_prediction_keys_and_headers_kept(trained):
     client, result, x = trained
     settings = client.settings
-    inp, out = _topics()
+    inp, out = new_topics()
     inf = client.deploy_inference(result.id, inp, out, replicas=2, batch_size=128)
     assert inf.status == "running" and inf.input_format == "RAW"
     assert inf.input_config == {"data_type": "float32", "data_reshape": "8 8"}  # from its stream
     data = np.concatenate([x] * 3)[:5000]
     bad = [b"garbage", b"\0" * 7] * 50  # 100 malformed inputs among them
-    _send(settings, inp, data, partitions=2, bad=bad)
-    got = _read_all(settings, out, 5000)
-    dlq = _read_all(settings, out + ".dlq", 100)
+    send_inputs(settings, inp, data, partitions=2, bad=bad)
+    got = read_all(settings, out, 5000)
+    dlq = read_all(settings, out + ".dlq", 100)
     assert len(got) == 5000 and len(dlq) == 100
     direct = np.asarray(client.predict(result.id, data))
     by_key = {m.key().decode(): m for m in got}
@@ -121,7 +121,7 @@ def test_the_predictor_path_of_gpu_inferences(trained):
 
     client, result, x = trained
     settings = client.settings
-    inp, out = _topics()
+    inp, out = new_topics()
     inf = client.deploy_inference(result.id, inp, out, replicas=1)  # creates the topics
     spec = spec_from_store(settings, inf.id)
     client.stop_inference(inf.id)
@@ -129,11 +129,11 @@ def test_the_predictor_path_of_gpu_inferences(trained):
     spec = dataclasses.replace(spec, predict_in_ingress=False, batch_size=64)
     serve.run(app_for(spec), name="predictor-path", route_prefix="/predictor-path")
     try:
-        _send(settings, inp, x[:1000])
-        got = _read_all(settings, out, 1000)
+        send_inputs(settings, inp, x[:1000])
+        got = read_all(settings, out, 1000)
     finally:
         serve.delete("predictor-path")
-    assert [int(_provenance(m)[1]) for m in got] == list(range(1000))
+    assert [int(provenance(m)[1]) for m in got] == list(range(1000))
     direct = np.asarray(client.predict(result.id, x[:1000]))
     values = np.asarray([json.loads(m.value())["values"] for m in got])
     np.testing.assert_allclose(values, direct, rtol=1e-4, atol=1e-5)
@@ -143,7 +143,7 @@ def test_http_requests_use_the_same_predictor(trained):
     import requests
 
     client, result, x = trained
-    inp, out = _topics()
+    inp, out = new_topics()
     inf = client.deploy_inference(result.id, inp, out)
     url = f"http://127.0.0.1:{client.settings.serve_port}{inf.route}"
     r = requests.post(url, json={"data": x[:4].tolist()}, timeout=60)
@@ -165,10 +165,10 @@ def test_a_killed_ingress_replica_loses_nothing(trained):
 
     client, result, x = trained
     settings = client.settings
-    inp, out = _topics()
+    inp, out = new_topics()
     inf = client.deploy_inference(result.id, inp, out, replicas=2, batch_size=32)
     data = np.concatenate([x] * 3)[:4000]
-    _send(settings, inp, data, partitions=2)
+    send_inputs(settings, inp, data, partitions=2)
     time.sleep(1.0)  # mid-stream
     victims = [
         a
@@ -177,11 +177,11 @@ def test_a_killed_ingress_replica_loses_nothing(trained):
     ]
     assert victims
     ray.kill(ray.get_actor(victims[0]["name"], namespace=victims[0]["namespace"]), no_restart=True)
-    _read_all(settings, out, 4000, timeout=240, distinct=True)
-    got = _read_all(settings, out, 10**9, timeout=10)  # again, late duplicates included
+    read_all(settings, out, 4000, timeout=240, distinct=True)
+    got = read_all(settings, out, 10**9, timeout=10)  # again, late duplicates included
     seen: dict[tuple[bytes, bytes], int] = {}
     for m in got:
-        seen[_provenance(m)] = seen.get(_provenance(m), 0) + 1
+        seen[provenance(m)] = seen.get(provenance(m), 0) + 1
     assert len(seen) == 4000  # every input offset has a prediction
     duplicates = sum(n - 1 for n in seen.values())
     print(f"duplicates after killing a replica: {duplicates}")  # counted, reported
@@ -192,16 +192,16 @@ def test_a_killed_ingress_replica_loses_nothing(trained):
 def test_stop_then_restart_resumes_where_it_stopped(trained):
     client, result, x = trained
     settings = client.settings
-    inp, out = _topics()
+    inp, out = new_topics()
     inf = client.deploy_inference(result.id, inp, out)
-    _send(settings, inp, x[:300])
-    assert len(_read_all(settings, out, 300)) == 300
+    send_inputs(settings, inp, x[:300])
+    assert len(read_all(settings, out, 300)) == 300
     assert client.stop_inference(inf.id).status == "stopped"
-    _send(settings, inp, x[300:500])  # arrives while stopped
+    send_inputs(settings, inp, x[300:500])  # arrives while stopped
     time.sleep(2)
-    assert len(_read_all(settings, out, 301, timeout=5)) == 300
+    assert len(read_all(settings, out, 301, timeout=5)) == 300
     assert client.restart_inference(inf.id).status == "running"
-    got = _read_all(settings, out, 500)
+    got = read_all(settings, out, 500)
     offsets = sorted(int(dict(m.headers())["kafkaml-input-offset"]) for m in got)
     assert offsets == list(range(500))  # resumed at 300, nothing twice, nothing lost
     client.delete_inference(inf.id)
@@ -236,7 +236,7 @@ def _slow_copy(client, result, seconds_per_batch: float):
 def test_lag_driven_autoscaling_up_under_backlog_and_down_when_idle(trained):
     client, result, x = trained
     settings = client.settings
-    inp, out = _topics()
+    inp, out = new_topics()
     fast = {
         "metrics_interval_s": 0.5,
         "look_back_period_s": 2.0,
@@ -265,12 +265,12 @@ def test_lag_driven_autoscaling_up_under_backlog_and_down_when_idle(trained):
 
     assert running_replicas(settings, inf.id)["KafkaIngress"] == 1
     backlog = np.concatenate([x] * 3)[:4000]
-    _send(settings, inp, backlog, partitions=3)
+    send_inputs(settings, inp, backlog, partitions=3)
     wait_until(
         lambda: running_replicas(settings, inf.id).get("KafkaIngress", 0) >= 2, 120, "a scale-up"
     )
-    outputs = _read_all(settings, out, len(backlog), timeout=300, distinct=True)
-    assert len({_provenance(m) for m in outputs}) == len(backlog)  # every input answered
+    outputs = read_all(settings, out, len(backlog), timeout=300, distinct=True)
+    assert len({provenance(m) for m in outputs}) == len(backlog)  # every input answered
     wait_until(
         lambda: running_replicas(settings, inf.id).get("KafkaIngress") == 1,
         180,
@@ -283,7 +283,7 @@ def test_bad_deploy_arguments(trained):
     from kafkaml_ray.errors import InvalidInput
 
     client, result, _ = trained
-    inp, out = _topics()
+    inp, out = new_topics()
     with pytest.raises(InvalidInput, match="must differ"):
         client.deploy_inference(result.id, inp, inp)
     with pytest.raises(InvalidInput, match="both min_replicas and max_replicas"):
@@ -306,7 +306,7 @@ def test_the_infer_commands(trained):
 
     client, result, x = trained
     settings = client.settings
-    inp, out = _topics()
+    inp, out = new_topics()
     env = {k: v for k, v in settings.env().items() if v is not None}
 
     def run(*args: str) -> str:
@@ -320,8 +320,8 @@ def test_the_infer_commands(trained):
         )
     )
     assert deployed["status"] == "running" and deployed["input_format"] == "RAW"
-    _send(settings, inp, x[:20])
-    assert len(_read_all(settings, out, 20)) == 20
+    send_inputs(settings, inp, x[:20])
+    assert len(read_all(settings, out, 20)) == 20
     listed = json.loads(run("infer", "list", "--json"))
     assert [i["id"] for i in listed if i["output_topic"] == out] == [deployed["id"]]
     tapped = run("infer", "tap", str(deployed["id"]), "-n", "3")
@@ -341,13 +341,12 @@ def test_a_result_is_served_with_the_code_it_trained_with(
     predicts unchanged: `predict` bit for bit, and its inference, which builds the model
     in its replicas after the edit."""
     from tests.conftest import running_listener
-    from tests.test_training import _regression
-    from tests.test_training import _send as send_stream
+    from tests.train.test_training import regression_data, send_stream
 
     code = example("regression_mlp_pytorch.py")
     m = client.add_model("edited-later", "pytorch", code)
     dep = client.deploy_training(client.create_configuration("c", [m.id]).id, kwargs="epochs=2")
-    x, y = _regression(300)
+    x, y = regression_data(300)
     with running_listener(settings):
         send_stream(settings, f"train-{uuid.uuid4().hex[:6]}", dep.id, x, y)
         r = client.wait_for_deployment(dep.id, timeout=600).results[0]
@@ -356,7 +355,7 @@ def test_a_result_is_served_with_the_code_it_trained_with(
 
     client.update_model(m.id, code=code.replace("nn.ReLU()", "nn.Tanh()"))
     np.testing.assert_array_equal(np.asarray(client.predict(r.id, x[:40])), before)
-    inp, out = _topics()
+    inp, out = new_topics()
     inf = client.deploy_inference(r.id, inp, out, input_config={"data_type": "float32"})
     try:
         p = InferenceProducer(settings.bootstrap_servers, inp, "RAW", {"data_type": "float32"})
@@ -364,8 +363,7 @@ def test_a_result_is_served_with_the_code_it_trained_with(
             p.send(xi, key=str(i).encode())
         p.close()
         got = {
-            int(msg.key()): json.loads(msg.value())["values"]
-            for msg in _read_all(settings, out, 40)
+            int(msg.key()): json.loads(msg.value())["values"] for msg in read_all(settings, out, 40)
         }
         assert len(got) == 40
         served = np.asarray([got[i] for i in range(40)], dtype=np.float32)

@@ -24,21 +24,21 @@ pytestmark = pytest.mark.integration
 EPOCHS = 10
 
 
-def _digits():
+def digits_data():
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
     return x.astype(np.float32).reshape(-1, 8, 8), y.astype(np.int64)
 
 
-def _regression(n=1000, seed=0):
+def regression_data(n=1000, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 26)).astype(np.float32)
     w = rng.normal(size=26).astype(np.float32)
     return x, (x @ w + 0.1 * rng.normal(size=n)).astype(np.float32)
 
 
-def _send(settings, topic, dep_id, x, y, **kw):
+def send_stream(settings, topic, dep_id, x, y, **kw):
     with RawSink(
         settings.bootstrap_servers,
         topic,
@@ -64,7 +64,7 @@ def test_digits_in_both_frameworks_side_by_side(broker, client, settings, topic,
     config = client.create_configuration("digits", list(digits_models.values()))
     dep = client.deploy_training(config.id, batch_size=32, kwargs=f"epochs={EPOCHS}")
     assert [r.status for r in dep.results] == ["waiting", "waiting"]
-    x, y = _digits()
+    x, y = digits_data()
     with running_listener(settings):
         send_like_kafka_ml(settings, topic, dep.id, x, y)
         dep = client.wait_for_deployment(dep.id, timeout=900)
@@ -136,7 +136,7 @@ def test_a_failure_after_training_keeps_the_weights(ray_cluster, broker, client,
     model = add_model_unvalidated(client, "cannot-predict", "pytorch", FAILS_AFTER_TRAINING)
     config = client.create_configuration("after", [model])
     dep = client.deploy_training(config.id, kwargs="epochs=2")
-    x, y = _digits()
+    x, y = digits_data()
     with running_listener(settings):
         with RawSink(
             settings.bootstrap_servers,
@@ -169,9 +169,9 @@ def test_regression_reports_mae_and_mse_and_the_stream_is_reused(
     config = client.create_configuration("regression", list(ids.values()))
     first = client.deploy_training(config.id, batch_size=32, kwargs="epochs=15")
     second = client.deploy_training(config.id, batch_size=64, kwargs="epochs=3")
-    x, y = _regression()
+    x, y = regression_data()
     with running_listener(settings):
-        _send(settings, topic, first.id, x, y)
+        send_stream(settings, topic, first.id, x, y)
         first = client.wait_for_deployment(first.id, timeout=900)
         end = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "x"})
         before = end.get_watermark_offsets(TopicPartition(topic, 0))[1]
@@ -217,9 +217,9 @@ def test_a_shape_mismatch_fails_that_model_and_the_other_goes_on(
     mlp = register_examples(client, ["regression-mlp-keras"])["regression-mlp-keras"]
     config = client.create_configuration("mixed", [digits_models["digits-cnn-pytorch"], mlp])
     dep = client.deploy_training(config.id, kwargs="epochs=2")
-    x, y = _digits()
+    x, y = digits_data()
     with running_listener(settings):
-        _send(settings, topic, dep.id, x[:500], y[:500])
+        send_stream(settings, topic, dep.id, x[:500], y[:500])
         dep = client.wait_for_deployment(dep.id, timeout=900)
     cnn, bad = dep.results
     assert cnn.status == "finished", cnn.error
@@ -247,9 +247,9 @@ def test_stop_in_mid_run_frees_ray_resources(
     )
     # What this run takes must come back (the session's trained model may be served).
     free, groups = cpus_free(workers), placement_groups()
-    x, y = _digits()
+    x, y = digits_data()
     with running_listener(settings):
-        _send(settings, topic, dep.id, x, y)
+        send_stream(settings, topic, dep.id, x, y)
         wait_until(lambda: client.get_deployment(dep.id).results[0].history, 300, "an epoch")
         task = running_task(f"train-result-{client.get_deployment(dep.id).results[0].id}")
         assert task[0].required_resources.get("CPU", 0) == (workers == 1)
@@ -274,9 +274,9 @@ def test_submit_as_a_ray_job(broker, client, settings, topic, digits_models):
     config = client.create_configuration("job", [digits_models["digits-cnn-pytorch"]])
     dep = client.deploy_training(config.id, kwargs="epochs=2", submit=True)
     assert dep.job_id and dep.job_id.startswith(f"kafkaml-training-{dep.id}-")
-    x, y = _digits()
+    x, y = digits_data()
     with running_listener(settings):
-        _send(settings, topic, dep.id, x[:400], y[:400])
+        send_stream(settings, topic, dep.id, x[:400], y[:400])
         dep = client.wait_for_deployment(dep.id, timeout=900)
     assert dep.results[0].status == "finished", dep.results[0].error
     status = wait_until(
@@ -300,9 +300,9 @@ def test_stopping_a_submitted_job_stops_its_training(
     config = client.create_configuration("slow-job", [digits_models["digits-cnn-pytorch"]])
     dep = client.deploy_training(config.id, batch_size=4, kwargs="epochs=500", submit=True)
     free = cpus_free(1)
-    x, y = _digits()
+    x, y = digits_data()
     with running_listener(settings):
-        _send(settings, topic, dep.id, x, y)
+        send_stream(settings, topic, dep.id, x, y)
         wait_until(lambda: client.get_deployment(dep.id).results[0].history, 300, "an epoch")
     dep = client.stop_training(dep.id)
     r = dep.results[0]
@@ -363,9 +363,9 @@ def test_a_model_that_changes_its_process_does_not_change_the_next_models_run(
     b = client.add_model("checks-its-process", "pytorch", _CHECKS_ITS_PROCESS)
     first = client.deploy_training(client.create_configuration("a", [a.id]).id, kwargs="epochs=1")
     second = client.deploy_training(client.create_configuration("b", [b.id]).id, kwargs="epochs=1")
-    x, y = _regression(200)
+    x, y = regression_data(200)
     with running_listener(settings):
-        _send(settings, topic, first.id, x, y)
+        send_stream(settings, topic, first.id, x, y)
         first = client.wait_for_deployment(first.id, timeout=600)
         assert first.results[0].status == "finished", first.results[0].error
         client.resend_datasource(first.datasource_id, second.id)
@@ -388,9 +388,9 @@ def test_a_keras_model_with_a_custom_layer_is_served(ray_cluster, broker, client
     from the classes its code defines, which the loader now gives it."""
     m = client.add_model("custom-layer", "tensorflow", _KERAS_CUSTOM_LAYER)
     dep = client.deploy_training(client.create_configuration("k", [m.id]).id, kwargs="epochs=1")
-    x, y = _regression(200)
+    x, y = regression_data(200)
     with running_listener(settings):
-        _send(settings, topic, dep.id, x, y)
+        send_stream(settings, topic, dep.id, x, y)
         r = client.wait_for_deployment(dep.id, timeout=600).results[0]
     assert r.status == "finished", r.error
     assert np.asarray(client.predict(r.id, x[:5])).shape == (5, 1)

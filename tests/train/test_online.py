@@ -12,7 +12,7 @@ import pytest
 from kafkaml_ray import artifacts
 from kafkaml_ray.errors import Conflict
 from tests.conftest import running_listener, send_like_kafka_ml_online, wait_until
-from tests.test_training import _digits, digits_models  # noqa: F401
+from tests.train.test_training import digits_data, digits_models  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def test_online_digits_in_both_frameworks(broker, client, settings, topic, digit
     labels) start one online run per model. Data sent before the run was up and after it are
     all trained on, each message in exactly one window; the stream time-out ends the runs as
     finished; the first window publishes version 1 and the model learns as it goes."""
-    x, y = _digits()
+    x, y = digits_data()
     x, y = x[:1200], y[:1200]
     config = client.create_configuration("online", list(digits_models.values()))
     dep = client.deploy_training(
@@ -168,7 +168,7 @@ def test_a_killed_online_run_resumes_at_its_offsets_and_stops_cleanly(
         on_malformed="skip",
         online={"window_messages": 100, "window_seconds": 2, "stream_timeout_s": -1},
     )
-    x, y = _digits()
+    x, y = digits_data()
     with running_listener(settings), _stopped_after(client, dep.id):
         sink.send_many(x[:300], y[:300])
         wait_until(lambda: len(_spans(client, rid, topic)) >= 2, 180, "two windows")
@@ -245,7 +245,7 @@ def test_a_followed_inference_swaps_to_each_new_version_without_losing_an_input(
     per partition never go down. A plain deploy of the same result pins its version."""
     import time
 
-    from tests.test_inference import _provenance, _read_all, _send, _topics
+    from tests.serve.test_inference import new_topics, provenance, read_all, send_inputs
 
     dep, rid, sink = _online_cnn(
         client,
@@ -263,8 +263,8 @@ def test_a_followed_inference_swaps_to_each_new_version_without_losing_an_input(
             "improvement": 0.0,
         },
     )
-    x, y = _digits()
-    inp, out = _topics()
+    x, y = digits_data()
+    inp, out = new_topics()
     with running_listener(settings), _stopped_after(client, dep.id):
         sink.send_many(x[:100], y[:100])
         wait_until(lambda: client.list_versions(rid), 180, "version 1")
@@ -274,18 +274,18 @@ def test_a_followed_inference_swaps_to_each_new_version_without_losing_an_input(
         assert (pinned.follow, pinned.version) == (False, 1)
         sent = 0
         for i in range(1, 12):  # inputs and training data, a little at a time
-            _send(settings, inp, x[i * 50 : (i + 1) * 50])
-            _send(settings, inp + "-p", x[i * 50 : (i + 1) * 50])
+            send_inputs(settings, inp, x[i * 50 : (i + 1) * 50])
+            send_inputs(settings, inp + "-p", x[i * 50 : (i + 1) * 50])
             sent += 50
             sink.send_many(x[i * 100 : (i + 1) * 100], y[i * 100 : (i + 1) * 100])
             time.sleep(1)
         sink.close()
-        got = _read_all(settings, out, sent, timeout=180, distinct=True)
-        got_pinned = _read_all(settings, out + "-p", sent, timeout=180)
+        got = read_all(settings, out, sent, timeout=180, distinct=True)
+        got_pinned = read_all(settings, out + "-p", sent, timeout=180)
         client.stop_training(dep.id)
     published = [v.version for v in client.list_versions(rid)]
     assert len(published) >= 2, published
-    offsets = {_provenance(m) for m in got}
+    offsets = {provenance(m) for m in got}
     assert len(offsets) == sent, f"{sent - len(offsets)} inputs without a prediction"
     seen: dict[bytes, list[int]] = {}
     for m in got:  # (a partition's outputs come in order)
@@ -319,7 +319,7 @@ def test_a_malformed_message_fails_an_online_run_with_on_malformed_fail(
         on_malformed="fail",
         online={"window_messages": 100, "window_seconds": 2, "stream_timeout_s": 30},
     )
-    x, y = _digits()
+    x, y = digits_data()
     with running_listener(settings), _stopped_after(client, dep.id):
         with sink:
             sink.send_many(x[:50], y[:50])

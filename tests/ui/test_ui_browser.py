@@ -13,9 +13,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_ui import produce_predictions, seed_inference, seed_training, seed_tune
 
 from kafkaml_ray.panel import serve_ui
+from tests.ui.pages import produce_predictions, seed_inference, seed_training, seed_tune
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -39,7 +39,7 @@ pytestmark = [
 @pytest.fixture
 def panel(ray_cluster, settings):
     """The control panel served on a free port, stopped after the test."""
-    from conftest import free_ports
+    from tests.conftest import free_ports
 
     settings = settings.model_copy(update={"ui_port": free_ports(1)})
     proc = serve_ui(settings, background=True, timeout=120)

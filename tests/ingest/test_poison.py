@@ -4,7 +4,7 @@ streams go on past the poison: the control listener stores a bad control message
 and commits past it, the ingress dead-letters a bad input and commits past it.
 
 Property-based with Hypothesis: CI runs the ``ci`` profile (bounded examples, see
-conftest.py); ``pytest tests/test_poison.py --hypothesis-profile=deep`` runs many more. The
+conftest.py); ``pytest tests/ingest/test_poison.py --hypothesis-profile=deep`` runs many more. The
 listener on the real broker is at the end (integration).
 """
 
@@ -33,8 +33,8 @@ from kafkaml_ray.ingest.listener import ControlListener
 from kafkaml_ray.store import Datasource, DatasourceStatus, Store
 from kafkaml_ray.train.kwargs import parse_kwargs
 from kafkaml_ray.train.tune import check_space
-from tests.test_ingress_unit import Consumer as FakeConsumer
-from tests.test_ingress_unit import Msg, Producer, ingress, raw
+from tests.serve.test_ingress_unit import Consumer as FakeConsumer
+from tests.serve.test_ingress_unit import Msg, Producer, ingress, raw
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

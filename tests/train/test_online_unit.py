@@ -96,7 +96,7 @@ def test_a_crash_before_the_window_was_recorded_keeps_its_version(tmp_path):
         TrainingResult,
         select,
     )
-    from kafkaml_ray.train.online import _Run
+    from kafkaml_ray.train.online import OnlineRecords
 
     spec = _spec(tmp_path)
     with Store(spec.settings.db_url).session() as s:
@@ -109,10 +109,10 @@ def test_a_crash_before_the_window_was_recorded_keeps_its_version(tmp_path):
         "window": 1, "messages": 64, "malformed": 0, "offsets": {"t:0": [0, 64]},
         "next": {"t:0": 64}, "prequential": {}, "train": {}, "val": {"accuracy": 0.5},
     }  # fmt: skip
-    _Run(spec).save_checkpoint(row, state, {"accuracy": 0.5, "monitored": 0.5})
+    OnlineRecords(spec).save_checkpoint(row, state, {"accuracy": 0.5, "monitored": 0.5})
     # (the process dies here)
     resumed = TorchLearner(PyTorch(), spec)
-    saved = _Run(spec).resume(resumed)
+    saved = OnlineRecords(spec).resume(resumed)
     assert saved["window"] == 1 and resumed.weights() == weights
     with Store(spec.settings.db_url).session() as s:
         assert [w.version for w in s.scalars(select(OnlineWindow))] == [1]
@@ -165,13 +165,13 @@ def test_a_torn_checkpoint_falls_back_to_the_one_before(tmp_path, torn):
     from kafkaml_ray import artifacts
     from kafkaml_ray.frameworks.torch import PyTorch, TorchLearner
     from kafkaml_ray.store import MLModel, ResultStatus, Store, TrainingResult
-    from kafkaml_ray.train.online import _Run
+    from kafkaml_ray.train.online import OnlineRecords
 
     spec = _spec(tmp_path)
     with Store(spec.settings.db_url).session() as s:
         model = MLModel(name="tiny", framework="pytorch", code=_ADAM)
         s.add(TrainingResult(model=model, status=ResultStatus.TRAINING))
-    learner, run = TorchLearner(PyTorch(), spec), _Run(spec)
+    learner, run = TorchLearner(PyTorch(), spec), OnlineRecords(spec)
     weights = {}
     for window in (1, 2):
         learner.fit(*_window(window), epochs=1)

@@ -48,7 +48,7 @@ HEAD = _head()
 
 
 def _load_fec8cbc():
-    path = Path(__file__).parent / "data" / "store_fec8cbc.py"
+    path = Path(__file__).parent.parent / "data" / "store_fec8cbc.py"
     spec = importlib.util.spec_from_file_location("store_fec8cbc", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # SQLAlchemy resolves the annotations in it

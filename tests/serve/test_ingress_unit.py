@@ -1,7 +1,7 @@
 """The ingress loop's bookkeeping with fakes for Kafka and the predictor (no broker, no Ray):
 predictions leave in input order with several chunks in flight, offsets are committed only
 behind acknowledged outputs, and a failed delivery rewinds to the first unacknowledged input.
-The real thing runs in tests/test_inference.py."""
+The real thing runs in tests/serve/test_inference.py."""
 
 from __future__ import annotations
 
