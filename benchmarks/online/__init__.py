@@ -61,9 +61,9 @@ from benchmarks._common import (
     settle,
     summary,
 )
-from benchmarks._online_plain import BATCH, EPOCHS, MODEL, WINDOW, fresh, plain_online, static_model
-from benchmarks._online_report import AIM_P99_S, AIM_RATIO, RECOVERED, markdown, plot
 from benchmarks._report import write_results
+from benchmarks.online.plain import BATCH, EPOCHS, MODEL, WINDOW, fresh, plain_online, static_model
+from benchmarks.online.report import AIM_P99_S, AIM_RATIO, RECOVERED, markdown, plot
 from benchmarks.train.ours import (
     PRODUCED_TOPIC,
     announce,
@@ -421,7 +421,3 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     write_results(args.out, "online", run(args.size), markdown, plot)
-
-
-if __name__ == "__main__":
-    main()
