@@ -117,7 +117,8 @@ class PyTorch(Framework):
     def predict(self, model: Any, x: np.ndarray) -> np.ndarray:
         import torch
 
-        device = next(model.parameters(), torch.zeros(0)).device
+        weights = next(model.parameters(), None)  # (where `load` put the model)
+        device = None if weights is None else weights.device
         with torch.no_grad():
             return model(torch.as_tensor(x, device=device)).cpu().numpy()
 

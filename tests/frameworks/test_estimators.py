@@ -12,31 +12,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import running_listener, send_like_kafka_ml, send_like_kafka_ml_online
+from tests.serve.test_inference import read_all
+from tests.train.test_training import digits_data
 
 pytestmark = pytest.mark.integration
-
-
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    return x.astype(np.float32).reshape(-1, 8, 8), y.astype(np.int64)
-
-
-def _read(settings, topic: str, n: int, timeout: float = 120) -> list:
-    import time
-
-    from confluent_kafka import Consumer
-
-    c = Consumer(
-        settings.kafka_config(**{"group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
-    )
-    c.subscribe([topic])
-    out, deadline = [], time.monotonic() + timeout
-    while len(out) < n and time.monotonic() < deadline:
-        out += [m for m in c.consume(num_messages=1000, timeout=0.5) if m.error() is None]
-    c.close()
-    return out
 
 
 #: (example model, the saved weights' name, the file's first bytes, a library recorded)
@@ -48,7 +27,7 @@ ESTIMATORS = {
 
 @pytest.mark.parametrize("framework", ESTIMATORS)
 def test_trains_from_a_raw_sink_serves_on_kafka_and_exports_to_mlflow(
-    broker, client, settings, topic, tmp_path, monkeypatch, framework
+    ray_cluster, broker, client, settings, topic, tmp_path, monkeypatch, framework
 ):
     from mlflow.tracking import MlflowClient
 
@@ -64,7 +43,7 @@ def test_trains_from_a_raw_sink_serves_on_kafka_and_exports_to_mlflow(
     # (XGBoost on two data-parallel workers: Ray Train's XGBoostTrainer)
     workers = 2 if framework == "xgboost" else 1
     dep = client.deploy_training(config.id, batch_size=32, kwargs=f"num_workers={workers}")
-    x, y = _digits()
+    x, y = digits_data()
     send_like_kafka_ml(settings, topic, dep.id, x, y)
     with running_listener(settings):
         dep = client.wait_for_deployment(dep.id, timeout=300)
@@ -89,7 +68,8 @@ def test_trains_from_a_raw_sink_serves_on_kafka_and_exports_to_mlflow(
         for i, xi in enumerate(x[:50]):
             producer.send(xi, key=f"k{i}".encode())
         producer.flush()
-        got = {m.key().decode(): json.loads(m.value())["values"] for m in _read(settings, out, 50)}
+        outputs = read_all(settings, out, 50)
+        got = {m.key().decode(): json.loads(m.value())["values"] for m in outputs}
         assert len(got) == 50
         direct = np.asarray(client.predict(r.id, x[:50]))
         assert direct.shape == (50, 10)
@@ -107,7 +87,7 @@ def test_trains_from_a_raw_sink_serves_on_kafka_and_exports_to_mlflow(
 
 
 @pytest.mark.parametrize("framework", ESTIMATORS)
-def test_trains_online_window_by_window(broker, client, settings, topic, framework):
+def test_trains_online_window_by_window(ray_cluster, broker, client, settings, topic, framework):
     """OnlineRawSink bytes: the model learns window after window (scikit-learn's
     partial_fit, XGBoost's boosting continued) and publishes versions."""
     from kafkaml_ray.demo import register_examples
@@ -126,7 +106,7 @@ def test_trains_online_window_by_window(broker, client, settings, topic, framewo
             "monitoring_metric": "accuracy",
         },
     )
-    x, y = _digits()
+    x, y = digits_data()
     send_like_kafka_ml_online(settings, topic, dep.id, x[:1200], y[:1200])
     with running_listener(settings):
         dep = client.wait_for_deployment(dep.id, timeout=300)
