@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from kafkaml_ray._private.procs import free_ports
 from kafkaml_ray.ingest import ControlMessage, RawSink
 from kafkaml_ray.settings import Settings
+from kafkaml_ray.stack import free_ports
 
 __all__ = [
     "free_ports",
@@ -60,9 +60,8 @@ def local_stack(num_cpus: int) -> Iterator[Settings]:
     stopped and removed on exit. Yields the settings (time to start is in ``startup_s``)."""
     import ray
 
-    from kafkaml_ray._private.rayutil import ensure_ray
     from kafkaml_ray.broker import EmbeddedKafka
-    from kafkaml_ray.stack import start_ray, stop_ray
+    from kafkaml_ray.stack import connect, start_ray, stop_ray
 
     # Short path: Ray's unix sockets live under it and have a length limit.
     home = Path(tempfile.mkdtemp(prefix="kmlb-"))
@@ -78,7 +77,7 @@ def local_stack(num_cpus: int) -> Iterator[Settings]:
     try:
         kafka.start()
         start_ray(settings, num_cpus=num_cpus)
-        ensure_ray(settings)
+        connect(settings)
         yield settings
     finally:
         ray.shutdown()

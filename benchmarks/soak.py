@@ -174,8 +174,8 @@ def _pids(settings: Any, inference_id: int) -> dict[str, list[int]]:
     import ray
     from ray.util.state import list_actors
 
-    from kafkaml_ray._private.procs import run_dir
     from kafkaml_ray.ingest.listener import LISTENER_NAME
+    from kafkaml_ray.stack import run_dir
 
     out: dict[str, list[int]] = {"ingress": [], "listener": [], "node": []}
     address = ray.get_runtime_context().gcs_address

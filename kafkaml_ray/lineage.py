@@ -1,13 +1,14 @@
 """Lineage: where a result came from, and what came of it.
 
-A result's record (``results.lineage``) is written when its run starts, from the rows it
-trains with, and kept as it was when those rows change later (`record`): the datasource
-(its Kafka ranges, format, counts), the split, the model code version, the parameters,
-the deployment or the Tune search. When the weights are saved, their sha256 and the
-library versions of the training process are added (`saved`). `tree` reads a result
-back with what it links to: datasource, deployment or search, published versions of an
-online run, the inferences that served it and its reproductions. `tree_text` draws it
-for the command line and `tree_dot` for the panel (Graphviz), from the same tree.
+A result's record (``results.lineage``, a `schemas.Lineage`) is written when its run
+starts, from the rows it trains with, and kept as it was when those rows change later
+(`record`): the datasource (its Kafka ranges, format, counts), the split, the model code
+version, the parameters, the deployment or the Tune search. When the weights are saved,
+their sha256 and the library versions of the training process are added (`saved`).
+`tree` reads a result back with what it links to: datasource, deployment or search,
+published versions of an online run, the inferences that served it and its
+reproductions. `tree_text` draws it for the command line and `tree_dot` for the panel
+(Graphviz), from the same tree.
 
 >>> params_for({"pytorch": {"train": {"epochs": 5}}}, "pytorch", 32)
 {'batch_size': 32, 'epochs': 5}
@@ -25,6 +26,16 @@ from typing import Any
 
 from kafkaml_ray import frameworks
 from kafkaml_ray.redaction import public_url
+from kafkaml_ray.schemas import (
+    CodeRef,
+    ControlRef,
+    DatasourceRef,
+    DeploymentRef,
+    Lineage,
+    SearchRef,
+    SplitRef,
+    WeightsRef,
+)
 from kafkaml_ray.store import (
     Datasource,
     Inference,
@@ -45,25 +56,25 @@ def params_for(kwargs: dict[str, Any], framework: str, batch_size: int) -> dict[
     return {"batch_size": batch_size, **kwargs.get(framework, {}).get("train", {})}
 
 
-def _datasource(ds: Datasource) -> dict[str, Any]:
-    return {
-        "id": ds.id,
-        "topic": ds.topic,
-        "format": ds.input_format,
-        "config": dict(ds.input_config or {}),
-        "messages": ds.total_msg,
-        "malformed": ds.malformed_count,
-        "validation_rate": ds.validation_rate,
-        "test_rate": ds.test_rate,
-        "incremental": ds.message.get("incremental") is True,
-        "description": ds.description,
-        "control": {
-            "topic": ds.source_topic,
-            "partition": ds.source_partition,
-            "offset": ds.source_offset,
-            "timestamp_ms": ds.source_timestamp,
-        },
-    }
+def _datasource(ds: Datasource) -> DatasourceRef:
+    return DatasourceRef(
+        id=ds.id,
+        topic=ds.topic,
+        format=ds.input_format,
+        config=dict(ds.input_config or {}),
+        messages=ds.total_msg,
+        malformed=ds.malformed_count,
+        validation_rate=ds.validation_rate,
+        test_rate=ds.test_rate,
+        incremental=ds.message.get("incremental") is True,
+        description=ds.description,
+        control=ControlRef(
+            topic=ds.source_topic,
+            partition=ds.source_partition,
+            offset=ds.source_offset,
+            timestamp_ms=ds.source_timestamp,
+        ),
+    )
 
 
 def record(
@@ -77,48 +88,48 @@ def record(
     deployment: TrainingDeployment | None = None,
     tune: TuneRun | None = None,
     reproduction_of: int | None = None,
-) -> dict[str, Any]:
+) -> Lineage:
     """The lineage of a result of ``model`` (its code ``version``) as its run starts on
     ``ds`` with ``params`` (training arguments and batch size, or a trial's
     hyper-parameters), split with ``shuffle_seed`` and reading malformed messages as
     ``on_malformed`` says. It holds the code itself, so it stays true if the model goes."""
     v, fw, dep = version, model.framework, deployment
-    return {
-        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "datasource": _datasource(ds),
-        "split": {"shuffle_seed": shuffle_seed, "on_malformed": on_malformed},
-        "code": {
-            "model_id": model.id,
-            "model": model.name,
-            "version": v.number if v else None,
-            "sha256": v.sha256 if v else None,
-            "imports": (v or model).imports,
-            "code": (v or model).code,
-        },
-        "framework": fw,
-        "params": dict(params),
-        "val_params": dict(dep.kwargs.get(fw, {}).get("val", {})) if dep else {},
-        "deployment": (
-            {
-                "id": dep.id,
-                "configuration": dep.configuration.name,
-                "gpu_fraction": dep.gpu_fraction,
-                "confusion_matrix": dep.confusion_matrix,
-                "online": dep.online,
-            }
+    return Lineage(
+        recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        datasource=_datasource(ds),
+        split=SplitRef(shuffle_seed=shuffle_seed, on_malformed=on_malformed),
+        code=CodeRef(
+            model_id=model.id,
+            model=model.name,
+            version=v.number if v else None,
+            sha256=v.sha256 if v else None,
+            imports=(v or model).imports,
+            code=(v or model).code,
+        ),
+        framework=fw,
+        params=dict(params),
+        val_params=dict(dep.kwargs.get(fw, {}).get("val", {})) if dep else {},
+        deployment=(
+            DeploymentRef(
+                id=dep.id,
+                configuration=dep.configuration.name,
+                gpu_fraction=dep.gpu_fraction,
+                confusion_matrix=dep.confusion_matrix,
+                online=dep.online,
+            )
             if dep
             else None
         ),
-        "tune": (
-            {"id": tune.id, "metric": tune.metric, "mode": tune.mode, "space": tune.space}
+        tune=(
+            SearchRef(id=tune.id, metric=tune.metric, mode=tune.mode, space=tune.space)
             if tune
             else None
         ),
-        "reproduction_of": reproduction_of,
-    }
+        reproduction_of=reproduction_of,
+    )
 
 
-def saved(lineage: dict[str, Any], uri: str, weights: bytes, framework: str) -> dict[str, Any]:
+def saved(lineage: Lineage, uri: str, weights: bytes, framework: str) -> Lineage:
     """``lineage`` completed when the weights are saved: their sha256 and the versions of
     the libraries in the process that trained them."""
     libraries = {"python": platform.python_version()}
@@ -127,12 +138,10 @@ def saved(lineage: dict[str, Any], uri: str, weights: bytes, framework: str) -> 
             libraries[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    weights_record = {
-        "uri": public_url(uri),
-        "sha256": hashlib.sha256(weights).hexdigest(),
-        "bytes": len(weights),
-    }
-    return {**lineage, "weights": weights_record, "libraries": libraries}
+    weights_ref = WeightsRef(
+        uri=public_url(uri), sha256=hashlib.sha256(weights).hexdigest(), bytes=len(weights)
+    )
+    return lineage.model_copy(update={"weights": weights_ref, "libraries": libraries})
 
 
 # -- reading it back ------------------------------------------------------------------------
@@ -146,11 +155,13 @@ def tree(s: Any, r: TrainingResult) -> dict[str, Any]:
     before lineage was recorded is traced through its deployment or search."""
     from sqlalchemy import select
 
-    lin = r.lineage or {}
+    lin = Lineage.of(r.lineage)
     tune = s.get(TuneRun, r.tune_id) if r.tune_id else None
     dep = r.deployment
-    ds_id = (lin.get("datasource") or {}).get("id") or (
-        tune.datasource_id if tune else dep.datasource_id if dep else None
+    ds_id = (
+        lin.datasource.id
+        if lin
+        else (tune.datasource_id if tune else dep.datasource_id if dep else None)
     )
     ds = s.get(Datasource, ds_id) if ds_id else None
     versions = s.scalars(
@@ -165,9 +176,11 @@ def tree(s: Any, r: TrainingResult) -> dict[str, Any]:
     v = r.model_version
     return {
         "datasource": (
-            {**_datasource(ds), "status": ds.status.value}
+            {**_datasource(ds).model_dump(), "status": ds.status.value}
             if ds
-            else lin.get("datasource")  # (the record outlives a deleted datasource)
+            else lin.datasource.model_dump()  # (the record outlives a deleted datasource)
+            if lin
+            else None
         ),
         "deployment": (
             {"id": dep.id, "configuration": dep.configuration.name, "status": _dep_status(dep)}
@@ -186,9 +199,9 @@ def tree(s: Any, r: TrainingResult) -> dict[str, Any]:
             "status": r.status.value,
             "code_version": v.number if v else None,
             "code_sha256": v.sha256 if v else None,
-            "params": lin.get("params") or dict(r.hyperparameters or {}),
+            "params": (lin.params if lin else None) or dict(r.hyperparameters or {}),
             "test_metrics": dict(r.test_metrics or {}),
-            "weights_sha256": (lin.get("weights") or {}).get("sha256"),
+            "weights_sha256": lin.weights.sha256 if lin and lin.weights else None,
             "best": r.best,
             "tags": list(r.tags or []),
         },

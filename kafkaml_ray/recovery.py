@@ -25,7 +25,8 @@ from kafkaml_ray.store import (
     TrainingResult,
     TuneRun,
     TuneStatus,
-    set_result_if,
+    move_result,
+    move_search,
 )
 
 if TYPE_CHECKING:
@@ -86,13 +87,13 @@ def _trainings(client: Client) -> list[str]:
             for r in dep.results:
                 if r.status == ResultStatus.TRAINING and online:
                     progress = {"phase": "resuming from its checkpoint"}
-                    set_result_if(s, r.id, [ResultStatus.TRAINING], status=ResultStatus.WAITING,
-                                  progress=progress)  # fmt: skip
+                    move_result(s, r.id, ResultStatus.WAITING,
+                                only_from=[ResultStatus.TRAINING], progress=progress)  # fmt: skip
                     resumed.append(r.id)
                 elif r.status == ResultStatus.TRAINING:
                     error = f"{GONE}: `kafkaml-ray result reproduce {r.id}` trains it again"
-                    set_result_if(s, r.id, [ResultStatus.TRAINING], status=ResultStatus.FAILED,
-                                  error=error)  # fmt: skip
+                    move_result(s, r.id, ResultStatus.FAILED,
+                                only_from=[ResultStatus.TRAINING], error=error)  # fmt: skip
                     failed.append(r.id)
             # (the UPDATEs above leave the loaded rows as they were read)
             waiting = bool(resumed) or any(r.status == ResultStatus.WAITING for r in dep.results)
@@ -111,13 +112,12 @@ def _searches(client: Client) -> list[str]:
 
     done = []
     with client.store.session() as s:
-        for run in s.scalars(select(TuneRun).where(TuneRun.status == TuneStatus.RUNNING)):
+        for run in s.scalars(select(TuneRun).where(TuneRun.status == TuneStatus.RUNNING)).all():
             if find_actor(client.settings, driver_name(client.settings, run.id)) is not None:
                 continue
-            run.status, run.error = TuneStatus.FAILED, GONE
+            move_search(s, run.id, TuneStatus.FAILED, GONE)
             for r in run.results:
-                if not r.status.done:
-                    r.status, r.error = ResultStatus.FAILED, GONE
+                move_result(s, r.id, ResultStatus.FAILED, error=GONE)
             done.append(f"tune run {run.id}: failed ({GONE})")
     return done
 

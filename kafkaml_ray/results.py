@@ -49,7 +49,7 @@ class ResultFilter(BaseModel):
     tune_id: int | None = None
 
     def matches(self, r: ResultInfo) -> bool:
-        ranges = str((r.lineage.get("datasource") or {}).get("topic") or "")
+        ranges = r.lineage.datasource.topic if r.lineage else ""
         checks = [
             self.deployment_id is None or r.deployment_id == self.deployment_id,
             self.datasource_id is None or r.datasource_id == self.datasource_id,

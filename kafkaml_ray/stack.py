@@ -6,8 +6,9 @@ Ports: Ray GCS ``KAFKAML_RAY_PORT`` (6380), its client server port+1, its dashbo
 port+2; dashboard and job server ``KAFKAML_DASHBOARD_PORT`` (8265). Logs and pid files:
 ``$KAFKAML_HOME/run`` (the broker's: ``$KAFKAML_HOME/kafka``).
 
-`Part` and `local_ray_running` live in ``_private/procs`` (so that the panel's launcher and
-``_private/rayutil`` need not import this module) and are re-exported here.
+`Part`, `local_ray_running`, `run_dir`, `free_ports` and `connect` live in ``_private``
+(so that the panel's launcher and ``_private/rayutil`` need not import this module) and are
+re-exported here for scripts that run a stack of their own (the benchmarks).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from kafkaml_ray._private.procs import (
     Part,
+    free_ports,
     local_ray_running,
     port_open,
     read_pid,
@@ -27,12 +29,24 @@ from kafkaml_ray._private.procs import (
     stop_pid,
     wait_ready,
 )
+from kafkaml_ray._private.rayutil import ensure_ray as connect
 from kafkaml_ray.broker import EmbeddedKafka
 from kafkaml_ray.errors import Unavailable
 from kafkaml_ray.panel import start_ui, stop_ui, ui_status
 from kafkaml_ray.settings import Settings
 
-__all__ = ["Part", "up", "down", "status", "start_ray", "stop_ray", "local_ray_running"]
+__all__ = [
+    "Part",
+    "up",
+    "down",
+    "status",
+    "start_ray",
+    "stop_ray",
+    "local_ray_running",
+    "connect",
+    "free_ports",
+    "run_dir",
+]
 
 logger = logging.getLogger(__name__)
 

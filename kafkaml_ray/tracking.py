@@ -54,6 +54,7 @@ from kafkaml_ray import artifacts
 from kafkaml_ray.errors import InvalidInput, KafkaMLError, NotFound, Unavailable
 from kafkaml_ray.redaction import public_url, redact
 from kafkaml_ray.results import topics
+from kafkaml_ray.schemas import CodeRef, Lineage
 
 if TYPE_CHECKING:
     from kafkaml_ray.client import Client
@@ -164,57 +165,49 @@ def _code_text(imports: str | None, code: str | None) -> str:
     return "\n\n".join(part for part in (imports, code) if part)
 
 
-def _section(lineage: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = lineage.get(name)
-    return dict(value) if isinstance(value, Mapping) else {}
-
-
 # -- one result --------------------------------------------------------------------------
-def _tags(result: ResultInfo, lineage: Mapping[str, Any]) -> dict[str, Any]:
-    deployment = _section(lineage, "deployment")
-    code = _section(lineage, "code")
+def _tags(result: ResultInfo, lin: Lineage | None) -> dict[str, Any]:
+    code = lin.code if lin else CodeRef()
     tags: dict[str, Any] = {
         "kafkaml.result_id": result.id,
         "kafkaml.model": result.model_name,
         "kafkaml.model_id": result.model_id,
         "kafkaml.framework": result.framework,
         "kafkaml.status": result.status,
-        "kafkaml.code_sha256": result.code_sha256 or code.get("sha256"),
-        "kafkaml.model_version": result.model_version or code.get("version"),
-        "kafkaml.deployment_id": result.deployment_id or deployment.get("id"),
+        "kafkaml.code_sha256": result.code_sha256 or code.sha256,
+        "kafkaml.model_version": result.model_version or code.version,
+        "kafkaml.deployment_id": result.deployment_id
+        or (lin.deployment.id if lin and lin.deployment else None),
         "kafkaml.datasource_id": result.datasource_id,
         "kafkaml.tune_id": result.tune_id,
         "kafkaml.best": str(bool(result.best)).lower() if result.tune_id is not None else None,
         "kafkaml.reproduction_of": result.reproduction_of,
         "kafkaml.error": result.error,
         "kafkaml.tags": ",".join(result.tags) or None,
-        "kafkaml.lineage_recorded_at": lineage.get("recorded_at"),
+        "kafkaml.lineage_recorded_at": lin.recorded_at if lin else None,
         "mlflow.note.content": result.notes or None,
     }
     return {k: v for k, v in tags.items() if v is not None}
 
 
-def _params(result: ResultInfo, lineage: Mapping[str, Any]) -> dict[str, Any]:
-    datasource = _section(lineage, "datasource")
-    split = _section(lineage, "split")
-    deployment = _section(lineage, "deployment")
-    code = _section(lineage, "code")
+def _params(result: ResultInfo, lin: Lineage | None) -> dict[str, Any]:
     params: dict[str, Any] = dict(result.params or result.hyperparameters or {})
-    params.update({f"val.{k}": v for k, v in _section(lineage, "val_params").items()})
-    for name in _DATASOURCE_PARAMS.split():
-        params[f"datasource.{name}"] = datasource.get(name)
-    if datasource.get("config"):
-        params["datasource.config"] = datasource["config"]
-    params["split.shuffle_seed"] = split.get("shuffle_seed")
-    params["split.on_malformed"] = split.get("on_malformed")
-    for name, size in (split.get("sizes") or {}).items():
-        params[f"split.{name}_size"] = size
-    for name in ("id", "gpu_fraction", "confusion_matrix"):
-        params[f"deployment.{name}"] = deployment.get(name)
-    params["framework"] = lineage.get("framework") or result.framework
-    params["model"] = code.get("model") or result.model_name
-    params["model_version"] = result.model_version or code.get("version")
-    params.update({f"lib.{k}": v for k, v in _section(lineage, "libraries").items()})
+    params["framework"] = lin.framework if lin else result.framework
+    params["model"] = (lin.code.model if lin else None) or result.model_name
+    params["model_version"] = result.model_version or (lin.code.version if lin else None)
+    if lin:
+        params.update({f"val.{k}": v for k, v in lin.val_params.items()})
+        for name in _DATASOURCE_PARAMS.split():
+            params[f"datasource.{name}"] = getattr(lin.datasource, name)
+        if lin.datasource.config:
+            params["datasource.config"] = lin.datasource.config
+        params["split.shuffle_seed"] = lin.split.shuffle_seed
+        params["split.on_malformed"] = lin.split.on_malformed
+        for name, size in lin.split.sizes.items():
+            params[f"split.{name}_size"] = size
+        for name in ("id", "gpu_fraction", "confusion_matrix"):
+            params[f"deployment.{name}"] = getattr(lin.deployment, name, None)
+        params.update({f"lib.{k}": v for k, v in lin.libraries.items()})
     return {k: v for k, v in redact(params).items() if v is not None}
 
 
@@ -266,9 +259,7 @@ def _write(path: Path, data: bytes | str) -> None:
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
 
 
-def _stage(
-    client: Client, result: ResultInfo, lineage: Mapping[str, Any], folder: Path
-) -> dict[str, Any]:
+def _stage(client: Client, result: ResultInfo, lin: Lineage | None, folder: Path) -> dict[str, Any]:
     """Write the artifacts of ``result`` under ``folder``; return the tags they add."""
     tags: dict[str, Any] = {}
     missing: list[str] = []
@@ -282,7 +273,7 @@ def _stage(
             _write(folder / "weights" / name, data)
             digest = hashlib.sha256(data).hexdigest()
             tags["kafkaml.weights_sha256"] = digest
-            recorded = _section(lineage, "weights").get("sha256")
+            recorded = lin.weights.sha256 if lin and lin.weights else None
             if recorded and recorded != digest:  # kept, and said: the file changed since
                 logger.warning("result %d: its weights differ from the recorded", result.id)
                 tags["kafkaml.weights_sha256_recorded"] = recorded
@@ -294,33 +285,32 @@ def _stage(
             _write(folder / "confusion_matrix.png", data)
     if result.confusion_matrix is not None:
         _write(folder / "confusion_matrix.json", json.dumps(result.confusion_matrix))
-    code = _section(lineage, "code")
-    text = _code_text(code.get("imports"), code.get("code")) if code.get("code") else ""
+    code = lin.code if lin else CodeRef()
+    text = _code_text(code.imports, code.code) if code.code else ""
     if not text and result.model_version is not None:  # not the model's: it may have changed
         with contextlib.suppress(NotFound):
             version = client.get_model_version(result.model_id, result.model_version)
             text = _code_text(version.imports, version.code)
     if text:
         _write(folder / "code" / "model.py", text)
-    if lineage:
-        _write(folder / "lineage.json", json.dumps(redact(lineage), indent=2, default=str))
+    if lin:
+        _write(folder / "lineage.json", json.dumps(redact(lin.as_json()), indent=2))
     return {**tags, "kafkaml.missing_artifacts": ",".join(missing) or None}
 
 
-def _dataset_input(lineage: Mapping[str, Any]) -> Any | None:
+def _dataset_input(lin: Lineage | None) -> Any | None:
     """The datasource as an MLflow dataset input, if its lineage records one."""
-    datasource = _section(lineage, "datasource")
-    ranges = datasource.get("topic")
-    entities = _mlflow().entities
-    if not ranges:
+    if lin is None or not lin.datasource.topic:
         return None
-    schema = {"format": datasource.get("format"), "config": datasource.get("config") or {}}
+    datasource, ranges = lin.datasource, lin.datasource.topic
+    entities = _mlflow().entities
+    schema = {"format": datasource.format, "config": datasource.config}
     profile = {
-        name: datasource.get(name)
+        name: getattr(datasource, name)
         for name in ("messages", "malformed", "validation_rate", "test_rate", "incremental")
-        if datasource.get(name) is not None
+        if getattr(datasource, name) is not None
     }
-    if sizes := _section(lineage, "split").get("sizes"):
+    if sizes := lin.split.sizes:
         profile["sizes"] = sizes
     dataset = entities.Dataset(
         name=",".join(topics(ranges))[:500] or "kafka",
@@ -381,18 +371,18 @@ def _result_run(
     ml: Any, experiment_id: str, client: Client, result: ResultInfo, parent_run_id: str | None
 ) -> str:
     status = _run_status(f"result {result.id}", result.status)
-    lineage = result.lineage
+    lin = result.lineage
     start, end = _ms(result.created_at), _ms(result.updated_at)
-    tags = {**_tags(result, lineage), "mlflow.parentRunId": parent_run_id}
+    tags = {**_tags(result, lin), "mlflow.parentRunId": parent_run_id}
     run_id = _create_run(ml, experiment_id, f"result-{result.id} {result.model_name}", start, tags)
     try:
         with tempfile.TemporaryDirectory(prefix="kafkaml-mlflow-") as tmp:
-            more_tags = _stage(client, result, lineage, Path(tmp))
-            params, metrics = _params(result, lineage), _metrics(result)
+            more_tags = _stage(client, result, lin, Path(tmp))
+            params, metrics = _params(result, lin), _metrics(result)
             _log_batch(ml, run_id, end or start or 0, params, metrics, more_tags)
             if any(Path(tmp).iterdir()):
                 ml.log_artifacts(run_id, tmp)
-        if (dataset := _dataset_input(lineage)) is not None:
+        if (dataset := _dataset_input(lin)) is not None:
             ml.log_inputs(run_id, datasets=[dataset])
         ml.set_terminated(run_id, status, end_time=end)
     except BaseException:

@@ -34,7 +34,10 @@ def _info(**fields) -> ResultInfo:
 
 def test_a_filter_matches_on_every_field_it_names():
     r = _info(
-        lineage={"datasource": {"id": 3, "topic": "digits:0:0:900,more:1:0:5"}},
+        lineage={
+            "recorded_at": "2026-12-05T00:00:00+00:00", "framework": "pytorch",
+            "datasource": {"id": 3, "topic": "digits:0:0:900,more:1:0:5"},
+        },
         datasource_id=3, params={"lr": 0.01, "epochs": 5}, tags=["candidate"],
         notes="the one we ship", model_version=2,
     )  # fmt: skip
@@ -122,23 +125,24 @@ def test_a_tuned_then_served_result_has_its_whole_lineage_and_is_found_by_it(
 
     # What the trial recorded when it ran.
     lin = best.lineage
-    source = lin["datasource"]
-    assert (source["id"], source["messages"], source["format"]) == (dep.datasource_id, 400, "RAW")
-    assert source["topic"].startswith(f"{topic}:") and source["test_rate"] == 0.1
-    assert lin["split"]["sizes"] == {"train": 320, "val": 40, "test": 40}
-    assert lin["code"]["sha256"] == code_sha256(code) == best.code_sha256
-    assert lin["code"]["code"] == code and lin["code"]["version"] == 1
-    assert lin["params"] == {"batch_size": 32, **best.hyperparameters}
-    assert lin["tune"] == {"id": t.id, "metric": "val_loss", "mode": "min", "space": space}
+    source = lin.datasource
+    assert (source.id, source.messages, source.format) == (dep.datasource_id, 400, "RAW")
+    assert source.topic.startswith(f"{topic}:") and source.test_rate == 0.1
+    assert lin.split.sizes == {"train": 320, "val": 40, "test": 40}
+    assert lin.code.sha256 == code_sha256(code) == best.code_sha256
+    assert lin.code.code == code and lin.code.version == 1
+    assert lin.params == {"batch_size": 32, **best.hyperparameters}
+    assert (lin.tune.id, lin.tune.metric, lin.tune.mode) == (t.id, "val_loss", "min")
+    assert lin.tune.space == space
     weights = artifacts.get(best.weights_uri)
-    assert lin["weights"]["sha256"] == hashlib.sha256(weights).hexdigest()
-    assert {"python", "ray", "torch", "numpy"} <= set(lin["libraries"])
+    assert lin.weights.sha256 == hashlib.sha256(weights).hexdigest()
+    assert {"python", "ray", "torch", "numpy"} <= set(lin.libraries)
 
     # The tree: datasource → search → result → inference, from when to when.
     tree = client.lineage(best.id)
     assert tree.datasource["id"] == dep.datasource_id and tree.deployment is None
-    assert tree.tune["id"] == t.id and tree.result["params"] == lin["params"]
-    assert tree.result["weights_sha256"] == lin["weights"]["sha256"] and tree.result["best"]
+    assert tree.tune["id"] == t.id and tree.result["params"] == lin.params
+    assert tree.result["weights_sha256"] == lin.weights.sha256 and tree.result["best"]
     [served] = tree.inferences
     assert (served["id"], served["status"], served["input_topic"]) == (inf.id, "stopped", inp)
     assert served["from"] and served["to"] and served["from"] <= served["to"]
@@ -168,7 +172,7 @@ def test_a_tuned_then_served_result_has_its_whole_lineage_and_is_found_by_it(
     client.set_result_notes(best.id, "Served on the lineage topics")
     assert ids(tag="candidate") == [best.id] and ids(text="lineage topics") == [best.id]
     shown = run("result", "show", str(best.id))
-    assert f"data: datasource {dep.datasource_id} ({source['topic']}); params: " in shown
+    assert f"data: datasource {dep.datasource_id} ({source.topic}); params: " in shown
     assert "tags: candidate, served; notes: Served on the lineage topics" in shown
     listed = json.loads(run("result", "list", "--param", "lr=0.001", "--topic", topic, "--json"))
     assert [r["id"] for r in listed] == [trials[0.001]]
@@ -215,7 +219,7 @@ def test_a_tuned_then_served_result_has_its_whole_lineage_and_is_found_by_it(
         again = client.reproduce(best.id)
         again = client.wait_for_deployment(again.id, timeout=300)
     [copy] = again.results
-    assert (copy.status, copy.reproduction_of, copy.params) == ("finished", best.id, lin["params"])
+    assert (copy.status, copy.reproduction_of, copy.params) == ("finished", best.id, lin.params)
     assert copy.test_metrics == pytest.approx(best.test_metrics, rel=0.05)
     assert client.lineage(best.id).reproductions == [copy.id]
 
@@ -243,9 +247,9 @@ def test_a_reproduction_trains_the_same_code_and_reaches_the_same_accuracy(
         again = client.wait_for_deployment(again.id, timeout=600).results[0]
     assert again.status == "finished", again.error
     assert (again.model_version, again.code_sha256) == (1, first.code_sha256)
-    assert again.lineage["code"]["code"] == code and again.params == first.params
-    assert again.lineage["datasource"]["topic"] == first.lineage["datasource"]["topic"]
-    assert again.lineage["reproduction_of"] == first.id
+    assert again.lineage.code.code == code and again.params == first.params
+    assert again.lineage.datasource.topic == first.lineage.datasource.topic
+    assert again.lineage.reproduction_of == first.id
     accuracy = first.test_metrics["accuracy"], again.test_metrics["accuracy"]
     print(f"test accuracy: first {accuracy[0]:.4f}, reproduction {accuracy[1]:.4f}")
     assert abs(accuracy[0] - accuracy[1]) <= 0.05, accuracy  # the same, within noise

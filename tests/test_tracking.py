@@ -348,11 +348,12 @@ def test_credentials_in_an_artifact_uri_reach_no_record_show_or_export(
     and from there into `result show`, the lineage record and the MLflow export: it is
     taken out by value wherever a URI is shown or recorded."""
     from kafkaml_ray.lineage import saved
+    from kafkaml_ray.schemas import Lineage
 
     secret_uri = "s3://AKIAKEY:s3cret-value@bucket/kml/results/9/model.safetensors"
-    record = saved(lineage({"epochs": 3}), secret_uri, WEIGHTS, "pytorch")
-    assert record["weights"]["uri"] == "s3://AKIAKEY:***@bucket/kml/results/9/model.safetensors"
-    result_id = rows(weights=secret_uri, row_lineage=record)
+    record = saved(Lineage.of(lineage({"epochs": 3})), secret_uri, WEIGHTS, "pytorch")
+    assert record.weights.uri == "s3://AKIAKEY:***@bucket/kml/results/9/model.safetensors"
+    result_id = rows(weights=secret_uri, row_lineage=record.as_json())
     shown = client.get_result(result_id)
     assert "s3cret-value" not in shown.model_dump_json()
     run_id = export_result(client, result_id, uri)  # (its weights cannot be read: left out)

@@ -22,7 +22,7 @@ from kafkaml_ray.store import (
     ResultStatus,
     TrainingDeployment,
     TrainingResult,
-    set_result_if,
+    move_result,
 )
 
 __all__ = ["Training"]
@@ -123,10 +123,7 @@ class Training(Service):
         # Stopped first: a run being stopped writes nothing more.
         with self.store.session() as s:
             for r in s.get_one(TrainingDeployment, deployment_id).results:
-                running = [ResultStatus.WAITING, ResultStatus.TRAINING]
-                set_result_if(
-                    s, r.id, running, status=ResultStatus.STOPPED, error="stopped by the user"
-                )
+                move_result(s, r.id, ResultStatus.STOPPED, error="stopped by the user")
         stop_runner(self.settings, deployment_id, dep.job_id)
         return self.get(deployment_id)
 
@@ -158,10 +155,11 @@ class Training(Service):
                 f"(kafkaml-ray train stop {dep_id}), then resume its results"
             )
         with self.store.session() as s:
-            resumable = [ResultStatus.FAILED, ResultStatus.STOPPED]
-            progress = {"phase": "resuming from its checkpoint"}
-            set_result_if(s, result_id, resumable, status=ResultStatus.WAITING, error=None,
-                          progress=progress)  # fmt: skip
+            move_result(
+                s, result_id, ResultStatus.WAITING,
+                only_from=[ResultStatus.FAILED, ResultStatus.STOPPED], error=None,
+                progress={"phase": "resuming from its checkpoint"},
+            )  # fmt: skip
         start_runner(self.settings, dep_id, ds_id)
         return self.client.results.get(result_id)
 
@@ -172,34 +170,33 @@ class Training(Service):
         when the control listener hands it the stream (`wait_for_deployment`)."""
         self._check_cluster()
         lin = self.client.results.get(result_id).lineage
-        if not lin.get("datasource"):
+        if lin is None:
             raise InvalidInput(
                 f"result {result_id} has no lineage record (its run never started, or it "
                 "was stored before lineage was recorded): nothing to reproduce from"
             )
-        if lin["datasource"].get("incremental"):
+        if lin.datasource.incremental:
             raise InvalidInput(
                 f"result {result_id} was trained online: an online run is not reproduced "
                 "(its stream has no end); deploy it again on its topic instead"
             )
-        ds = self.client.datasources.resendable(lin["datasource"]["id"])
+        ds = self.client.datasources.resendable(lin.datasource.id)
         with self.store.session() as s:
             r = get_row(s, TrainingResult, result_id, "training result")
-            params, fw = dict(lin.get("params") or {}), r.model.framework
+            params, fw = dict(lin.params), r.model.framework
             batch_size = int(params.pop("batch_size", 32))
             old = r.deployment
             config = old.configuration if old else _configuration_of(s, r.model)
             kwargs = {f: {"train": {}, "val": {}} for f in frameworks.names()}
-            kwargs[fw] = {"train": params, "val": dict(lin.get("val_params") or {})}
-            split = lin.get("split") or {}
+            kwargs[fw] = {"train": params, "val": dict(lin.val_params)}
             dep = TrainingDeployment(
                 configuration=config,
                 batch_size=batch_size,
                 kwargs=kwargs,
                 gpu_fraction=old.gpu_fraction if old else 0.0,
                 confusion_matrix=old.confusion_matrix if old else True,
-                shuffle_seed=split.get("shuffle_seed"),
-                on_malformed=split.get("on_malformed") or "fail",
+                shuffle_seed=lin.split.shuffle_seed,
+                on_malformed=lin.split.on_malformed,
             )
             s.add(dep)
             s.add(

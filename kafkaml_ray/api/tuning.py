@@ -18,6 +18,8 @@ from kafkaml_ray.store import (
     ResultStatus,
     TuneRun,
     TuneStatus,
+    move_result,
+    move_search,
 )
 
 __all__ = ["Tuning"]
@@ -110,11 +112,9 @@ class Tuning(Service):
             return run
         # Stopped first: the trials being stopped write nothing more.
         with self.store.session() as s:
-            run = s.get_one(TuneRun, tune_id)
-            run.status, run.error = TuneStatus.STOPPED, "stopped by the user"
-            for r in run.results:
-                if not r.status.done:
-                    r.status, r.error = ResultStatus.STOPPED, "stopped by the user"
+            move_search(s, tune_id, TuneStatus.STOPPED, "stopped by the user")
+            for r in s.get_one(TuneRun, tune_id).results:
+                move_result(s, r.id, ResultStatus.STOPPED, error="stopped by the user")
         stop_tune(self.settings, tune_id)
         return self.get(tune_id)
 

@@ -185,10 +185,9 @@ def result_show(result_id: int, as_json: bool) -> None:
                 f"kafkaml-ray model versions {r.model_id})"
             )
         if r.lineage:
-            source = r.lineage.get("datasource") or {}
             params = ", ".join(f"{k}={v}" for k, v in r.params.items())
             extra += (
-                f"\ndata: datasource {r.datasource_id} ({source.get('topic')}); params: "
+                f"\ndata: datasource {r.datasource_id} ({r.lineage.datasource.topic}); params: "
                 f"{params or 'none'} (kafkaml-ray result lineage {r.id})"
             )
         if r.tags or r.notes:

@@ -1,6 +1,6 @@
 """The metadata store: its tables and statuses (`models`), the migrations that make them
-(`migrations`), and the `Store` that opens them at run time (`runtime`). Everything a
-caller uses is here."""
+(`migrations`), the `Store` that opens them at run time (`runtime`), and every status
+change of a result or a search (`transitions`). Everything a caller uses is here."""
 
 from kafkaml_ray.store.models import (
     Base,
@@ -20,7 +20,8 @@ from kafkaml_ray.store.models import (
     TuneRun,
     TuneStatus,
 )
-from kafkaml_ray.store.runtime import Store, select, set_result_if
+from kafkaml_ray.store.runtime import Store, select
+from kafkaml_ray.store.transitions import move_result, move_search, update_training
 
 __all__ = [
     "Base",
@@ -41,5 +42,7 @@ __all__ = [
     "InferenceStatus",
     "TuneStatus",
     "select",
-    "set_result_if",
+    "move_result",
+    "update_training",
+    "move_search",
 ]

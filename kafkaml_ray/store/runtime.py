@@ -1,6 +1,6 @@
 """The metadata store at run time: one `Store` per database URL and process, which brings
 its schema up to date when it opens (`kafkaml_ray.store.migrations`), on SQLite by default
-or PostgreSQL by URL; and the one guarded write of a result's fields (`set_result_if`).
+or PostgreSQL by URL. Status changes are written by `kafkaml_ray.store.transitions`.
 
 >>> from kafkaml_ray.store.models import MLModel
 >>> store = Store("sqlite://")
@@ -19,7 +19,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,7 +27,6 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
-    update,
 )
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import (
@@ -36,11 +35,10 @@ from sqlalchemy.orm import (
 )
 
 from kafkaml_ray.errors import Unavailable
-from kafkaml_ray.statuses import ResultStatus
 from kafkaml_ray.store.migrations import migrate
-from kafkaml_ray.store.models import Base, TrainingResult
+from kafkaml_ray.store.models import Base
 
-__all__ = ["Store", "set_result_if", "select"]
+__all__ = ["Store", "select"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,21 +78,6 @@ def _json_dumps(obj: Any) -> str:
     '{"loss": null, "history": [1.5, null]}'
     """
     return json.dumps(_finite(obj))
-
-
-def set_result_if(
-    s: Session, result_id: int, expect: Iterable[ResultStatus], **fields: Any
-) -> bool:
-    """Write ``fields`` on a training result only while its status is one of ``expect``, in
-    one UPDATE: a stop and a run's last write cannot both win (a read, then a write, could
-    turn a stopped run FINISHED). True if it wrote."""
-    stmt = (
-        update(TrainingResult)
-        .where(TrainingResult.id == result_id, TrainingResult.status.in_(list(expect)))
-        .values(**fields)
-        .execution_options(synchronize_session=False)
-    )
-    return s.execute(stmt).rowcount == 1
 
 
 _STORES: dict[str, Store] = {}

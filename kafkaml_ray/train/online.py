@@ -175,10 +175,10 @@ class OnlineRecords:
             return r is not None and r.status == ResultStatus.TRAINING
 
     def update(self, **fields: Any) -> bool:
-        from kafkaml_ray.store import ResultStatus, set_result_if
+        from kafkaml_ray.store import update_training
 
         with self.store.session() as s:
-            return set_result_if(s, self.spec.result_id, [ResultStatus.TRAINING], **fields)
+            return update_training(s, self.spec.result_id, **fields)
 
     def record(
         self, row: dict[str, Any], publish: tuple[bytes, str, dict] | None, progress: bool = False
@@ -189,13 +189,7 @@ class OnlineRecords:
         whether the result still trains."""
         from sqlalchemy import func, select
 
-        from kafkaml_ray.store import (
-            OnlineWindow,
-            ResultStatus,
-            ResultVersion,
-            TrainingResult,
-            set_result_if,
-        )
+        from kafkaml_ray.store import OnlineWindow, ResultVersion, TrainingResult, update_training
 
         version = None
         with self.store.session() as s:
@@ -244,10 +238,9 @@ class OnlineRecords:
                     version=version,
                 )
             )
-            going = not progress or set_result_if(
+            going = not progress or update_training(
                 s,
                 self.spec.result_id,
-                [ResultStatus.TRAINING],
                 progress={"phase": "training", "window": row["window"], "version": version},
                 train_metrics=row["train"],
                 val_metrics=row["val"] or row["prequential"],
@@ -444,7 +437,7 @@ def online_task(
 ) -> None:
     """`online_run` as a Ray task: records how the run ended on its result."""
     from kafkaml_ray._private.rayutil import cancellable
-    from kafkaml_ray.store import ResultStatus, Store, set_result_if
+    from kafkaml_ray.store import ResultStatus, Store, move_result
 
     store = Store.for_url(spec.settings.db_url)
     try:
@@ -456,4 +449,5 @@ def online_task(
     else:
         fields = {"status": ResultStatus.FINISHED, "error": None, "progress": {"ended": why}}
     with store.session() as s:  # (stopped meanwhile: nothing is written)
-        set_result_if(s, spec.result_id, [ResultStatus.TRAINING], **fields)
+        move_result(s, spec.result_id, fields.pop("status"), only_from=[ResultStatus.TRAINING],
+                    **fields)  # fmt: skip

@@ -17,6 +17,7 @@ from kafkaml_ray import artifacts, frameworks
 from kafkaml_ray.errors import KafkaMLError, RunStopped
 from kafkaml_ray.frameworks.base import Fitted
 from kafkaml_ray.frameworks.data import floats
+from kafkaml_ray.schemas import Lineage
 from kafkaml_ray.settings import Settings
 
 __all__ = [
@@ -49,7 +50,7 @@ class RunSpec:
     #: when each phase of the run began so far (`kafkaml_ray.schemas.PHASES`)
     marks: dict[str, float] = field(default_factory=dict)
     #: the result's lineage as recorded when the run started (`kafkaml_ray.lineage`)
-    lineage: dict[str, Any] = field(default_factory=dict)
+    lineage: Lineage | None = None
 
     @property
     def epochs(self) -> int:
@@ -86,12 +87,12 @@ class Reporter:
         self.marks[phase] = time.time()
 
     def _update(self, **fields: Any) -> None:
-        from kafkaml_ray.store import ResultStatus, set_result_if
+        from kafkaml_ray.store import update_training
 
         if not self.enabled:
             return
         with self.store.session() as s:
-            if not set_result_if(s, self.spec.result_id, [ResultStatus.TRAINING], **fields):
+            if not update_training(s, self.spec.result_id, **fields):
                 raise RunStopped(f"result {self.spec.result_id} is no longer training")
 
     def _check(self) -> None:
@@ -157,7 +158,7 @@ class Reporter:
         self._check()  # (a stopped run's weights are not written)
         uri = artifacts.put(base, f"{prefix}/{weights_name}", weights)
         self.mark("saved")
-        lineage = saved(self.spec.lineage, uri, weights, self.spec.framework)
+        lineage = self.spec.lineage and saved(self.spec.lineage, uri, weights, self.spec.framework)
         try:
             self._update(
                 phases=dict(self.marks),
@@ -165,7 +166,7 @@ class Reporter:
                 val_metrics=floats(val),
                 training_time_s=seconds,
                 weights_uri=uri,
-                **({"lineage": lineage} if self.spec.lineage else {}),
+                **({"lineage": lineage.as_json()} if lineage else {}),
             )
         except RunStopped:  # stopped while the weights were written: they go too
             artifacts.delete(uri)

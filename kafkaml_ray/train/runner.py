@@ -24,6 +24,7 @@ from kafkaml_ray.ingest.control import parse_ranges, parse_sources
 from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset, split_sizes
 from kafkaml_ray.lineage import params_for, record
 from kafkaml_ray.options import OnlineOptions
+from kafkaml_ray.schemas import Lineage
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import (
     Datasource,
@@ -32,7 +33,7 @@ from kafkaml_ray.store import (
     Store,
     TrainingDeployment,
     TrainingResult,
-    set_result_if,
+    move_result,
 )
 from kafkaml_ray.train import pool
 from kafkaml_ray.train.reporter import RunSpec, error_text
@@ -72,8 +73,7 @@ def fail_results(
     with store.session() as s:
         dep = s.get(TrainingDeployment, deployment_id)
         for r in dep.results if dep else []:
-            running = [ResultStatus.WAITING, ResultStatus.TRAINING]
-            set_result_if(s, r.id, running, status=status, error=error)
+            move_result(s, r.id, status, error=error)
 
 
 def wait_for_datasource(store: Store, deployment_id: int, poll_s: float = 1.0) -> int:
@@ -159,18 +159,21 @@ def _claim(store: Store, settings: Settings, deployment_id: int, datasource_id: 
     with store.session() as s:
         dep = s.get_one(TrainingDeployment, deployment_id)
         ds = s.get_one(Datasource, datasource_id)
-        waiting = [r for r in dep.results if r.status == ResultStatus.WAITING]
-        for r in waiting:
-            r.status, r.error = ResultStatus.TRAINING, None
-            r.progress = {"phase": "reading the data stream"}
+        specs = []
+        for r in dep.results:
             params = params_for(dep.kwargs, r.model.framework, dep.batch_size)
-            r.lineage = r.lineage or record(
+            lineage = Lineage.of(r.lineage) or record(
                 ds, model=r.model, version=r.model_version, params=params,
                 on_malformed=dep.on_malformed, shuffle_seed=dep.shuffle_seed, deployment=dep,
                 reproduction_of=r.reproduction_of,
             )  # fmt: skip
+            if move_result(
+                s, r.id, ResultStatus.TRAINING, error=None, lineage=lineage.as_json(),
+                progress={"phase": "reading the data stream"},
+            ):  # fmt: skip
+                specs.append(_spec(settings, dep, r, lineage))
         claim = _Claim(
-            specs=[_spec(settings, dep, r) for r in waiting],
+            specs=specs,
             announced=(
                 ds.source_timestamp / 1000
                 if ds.source_timestamp
@@ -196,7 +199,9 @@ def _claim(store: Store, settings: Settings, deployment_id: int, datasource_id: 
         return claim
 
 
-def _spec(settings: Settings, dep: TrainingDeployment, r: TrainingResult) -> RunSpec:
+def _spec(
+    settings: Settings, dep: TrainingDeployment, r: TrainingResult, lineage: Lineage
+) -> RunSpec:
     """A waiting result's run: the code version it was deployed with, its framework's kwargs."""
     trained = TrainedModel.of(r)
     kwargs = dep.kwargs.get(r.model.framework, {})
@@ -213,7 +218,7 @@ def _spec(settings: Settings, dep: TrainingDeployment, r: TrainingResult) -> Run
         confusion_matrix=dep.confusion_matrix,
         gpu_fraction=dep.gpu_fraction,
         input_shape=trained.input_shape,
-        lineage=r.lineage,
+        lineage=lineage,
     )
 
 
@@ -259,10 +264,10 @@ def _split(store: Store, deployment_id: int, claim: _Claim, data: Any) -> dict[s
         for r in s.get_one(TrainingDeployment, deployment_id).results:
             if r.status == ResultStatus.TRAINING:
                 r.progress = {"phase": "starting"}
-                lin = dict(r.lineage or {})
-                lin["datasource"] = {**lin.get("datasource", {}), "malformed": data.malformed}
-                lin["split"] = {**lin.get("split", {}), "sizes": sizes}
-                r.lineage = lin
+                if (lin := Lineage.of(r.lineage)) is None:
+                    continue
+                lin = lin.with_split(sizes=sizes, malformed=data.malformed)
+                r.lineage = lin.as_json()
                 if r.id in by_result:
                     by_result[r.id].lineage = lin
     return {"train": train, "val": val, "test": test}
@@ -316,8 +321,8 @@ def _await(store: Store, specs: list[RunSpec], refs: list[Any]) -> None:
         except ray.exceptions.RayError as e:  # its process died: say so on its result
             logger.error("result %d: %s", spec.result_id, e)
             with store.session() as s:
-                set_result_if(
-                    s, spec.result_id, [ResultStatus.TRAINING], status=ResultStatus.FAILED,
+                move_result(
+                    s, spec.result_id, ResultStatus.FAILED, only_from=[ResultStatus.TRAINING],
                     error=f"the training process died: {error_text(e)}",
                 )  # fmt: skip
 

@@ -13,7 +13,7 @@ from sqlalchemy import func
 from kafkaml_ray import frameworks
 from kafkaml_ray.errors import RunStopped
 from kafkaml_ray.model_code import code_sha256
-from kafkaml_ray.store import ResultStatus, Store, TrainingResult, set_result_if
+from kafkaml_ray.store import ResultStatus, Store, TrainingResult, move_result
 from kafkaml_ray.train import pool
 from kafkaml_ray.train.reporter import RunSpec, error_text
 
@@ -130,5 +130,6 @@ def train_one(spec: RunSpec, datasets: dict[str, Any], num_workers: int) -> None
         row = s.get(TrainingResult, spec.result_id)
         if row is not None and row.phases:
             fields["phases"] = {**row.phases, "ended": time.time()}
-        set_result_if(s, spec.result_id, [ResultStatus.TRAINING], **fields)
+        move_result(s, spec.result_id, fields.pop("status"), only_from=[ResultStatus.TRAINING],
+                    **fields)  # fmt: skip
     store.dispose()

@@ -48,6 +48,8 @@ from kafkaml_ray.store import (
     TrainingResult,
     TuneRun,
     TuneStatus,
+    move_result,
+    move_search,
 )
 from kafkaml_ray.train.kwargs import ALIASES, TRAIN_ARGS, parse_kwargs
 from kafkaml_ray.train.reporter import RunSpec
@@ -224,7 +226,9 @@ def _trial(
     params = {k: _plain(v) for k, v in config.items()}
     batch_size = params.get("batch_size", template.batch_size)
     train_args = {k: v for k, v in params.items() if k != "batch_size"}
-    lineage = {**template.lineage, "params": {"batch_size": batch_size, **train_args}}
+    lineage = template.lineage and template.lineage.with_params(
+        {"batch_size": batch_size, **train_args}
+    )
     store = Store.for_url(template.settings.db_url)
     with store.session() as s:
         row = TrainingResult(
@@ -234,7 +238,7 @@ def _trial(
             status=ResultStatus.TRAINING,
             hyperparameters=params,
             progress={"phase": "starting"},
-            lineage=lineage,
+            lineage=lineage and lineage.as_json(),
         )
         s.add(row)
         s.flush()
@@ -256,9 +260,9 @@ def _trial(
     finally:
         with store.session() as s:
             row = s.get(TrainingResult, result_id)
-            if row is not None and row.status == ResultStatus.TRAINING:
-                row.status = status
-                row.error = error or row.error  # a step after training may have failed
+            if row is not None:  # (a step after training may have written its error)
+                move_result(s, result_id, status, only_from=[ResultStatus.TRAINING],
+                            error=error or row.error)  # fmt: skip
         store.dispose()
 
 
@@ -291,35 +295,35 @@ def finish_search(store: Store, tune_id: int, errors: dict[str, str], failure: s
     """Close unfinished trials, mark the best, and record the search's status."""
     with store.session() as s:
         run = s.get_one(TuneRun, tune_id)
-        stopped = run.status == TuneStatus.STOPPED
+        training = [ResultStatus.TRAINING]
         for r in run.results:
-            if r.status == ResultStatus.TRAINING and stopped:
-                r.status, r.error = ResultStatus.STOPPED, "stopped by the user"
-            elif r.status == ResultStatus.TRAINING:
-                key = repr(sorted(r.hyperparameters.items()))
-                r.status = ResultStatus.FAILED
-                r.error = errors.get(key) or failure or "the trial ended without a result"
+            if run.status == TuneStatus.STOPPED:
+                move_result(s, r.id, ResultStatus.STOPPED, only_from=training,
+                            error="stopped by the user")  # fmt: skip
+            else:
+                error = errors.get(repr(sorted(r.hyperparameters.items())))
+                error = error or failure or "the trial ended without a result"
+                move_result(s, r.id, ResultStatus.FAILED, only_from=training, error=error)
+        s.expire_all()  # (read the moves back)
         best = best_of(run.results, run.metric, run.mode)
         for r in run.results:
             r.best = r is best
-        if stopped:
-            pass  # stays stopped (by `stop_tune`), with its best finished trial marked
-        elif failure:
-            run.status, run.error = TuneStatus.FAILED, failure
+        # A stopped search stays stopped (by `stop_tune`), with its best finished trial marked.
+        if failure:
+            move_search(s, tune_id, TuneStatus.FAILED, failure)
         elif best is not None:
-            run.status, run.error = TuneStatus.FINISHED, None
+            move_search(s, tune_id, TuneStatus.FINISHED)
         elif not run.results or all(r.status == ResultStatus.FAILED for r in run.results):
             first = next((r.error for r in run.results if r.error), "no trial ran")
-            run.status, run.error = TuneStatus.FAILED, f"every trial failed; the first: {first}"
+            move_search(s, tune_id, TuneStatus.FAILED, f"every trial failed; the first: {first}")
         else:
             seen = sorted(
                 {*(f"val_{k}" for r in run.results for k in r.val_metrics or {})}
                 | {k for r in run.results for k in r.train_metrics or {}}
             )
-            run.status = TuneStatus.FAILED
-            run.error = (
-                f"no trial reported metric {run.metric!r}; reported: {', '.join(seen) or 'none'}"
-            )
+            reported = ", ".join(seen) or "none"
+            error = f"no trial reported metric {run.metric!r}; reported: {reported}"
+            move_search(s, tune_id, TuneStatus.FAILED, error)
 
 
 def run_tune(
@@ -360,7 +364,7 @@ def run_tune(
     try:
         shards = _read(settings, ds)
         sizes = {k: len(v.data) for k, v in shards.items()}
-        template.lineage["split"] = {**template.lineage["split"], "sizes": sizes}
+        template.lineage = template.lineage.with_split(sizes=sizes)
         trainable = tune.with_resources(
             tune.with_parameters(
                 _trial,

@@ -53,8 +53,8 @@ def test_trains_from_a_raw_sink_serves_on_kafka_and_exports_to_mlflow(
     assert set(r.test_metrics) == {"accuracy", "loss"}
     assert np.asarray(r.confusion_matrix).shape == (10, 10)
     lineage = client.get_result(r.id).lineage
-    assert lineage["weights"]["uri"].endswith(weights_name)
-    assert {"scikit-learn", library} <= set(lineage["libraries"])
+    assert lineage.weights.uri.endswith(weights_name)
+    assert {"scikit-learn", library} <= set(lineage.libraries)
     name, blob = client.download_weights(r.id)
     assert name == weights_name and blob.startswith(magic)
 

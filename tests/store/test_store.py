@@ -165,7 +165,7 @@ def test_large_counters_offsets_and_a_nan_metric_are_stored(store):
 def test_a_stop_and_a_runs_last_write_cannot_both_win(store):
     """The status is compared and set in one UPDATE: once stopped, a run's last write (here
     FINISHED) does nothing, and a run that finished first stays finished."""
-    from kafkaml_ray.store import set_result_if
+    from kafkaml_ray.store import move_result
 
     with store.session() as s:
         dep = TrainingDeployment(configuration=Configuration(name="c", models=[_model()]))
@@ -174,14 +174,44 @@ def test_a_stop_and_a_runs_last_write_cannot_both_win(store):
         s.add(r)
         s.flush()
         result_id = r.id
-    running = [ResultStatus.WAITING, ResultStatus.TRAINING]
     with store.session() as s:
-        assert set_result_if(s, result_id, running, status=ResultStatus.STOPPED, error="user")
+        assert move_result(s, result_id, ResultStatus.STOPPED, error="user")
     with store.session() as s:
-        training = [ResultStatus.TRAINING]
-        assert not set_result_if(s, result_id, training, status=ResultStatus.FINISHED)
+        assert not move_result(s, result_id, ResultStatus.FINISHED)
     with store.session() as s:
         assert s.get(TrainingResult, result_id).status == ResultStatus.STOPPED
+
+
+def test_a_result_moves_only_along_its_edges_and_a_search_ends_once(store):
+    """A finished result is never stopped, failed or claimed again; a stopped one resumes
+    (waiting); a search that ended keeps how it ended."""
+    from kafkaml_ray.store import TuneRun, TuneStatus, move_result, move_search
+
+    with store.session() as s:
+        model = _model()
+        ds = Datasource(
+            source_topic="ctl", source_partition=0, source_offset=1, topic="t:0:0:1",
+            status=DatasourceStatus.ACCEPTED,
+        )  # fmt: skip
+        s.add(ds)
+        s.flush()
+        r = TrainingResult(model=model, status=ResultStatus.TRAINING)
+        run = TuneRun(model=model, datasource_id=ds.id, metric="val_loss")
+        s.add_all([r, run])
+        s.flush()
+        result_id, tune_id = r.id, run.id
+    with store.session() as s:
+        assert move_result(s, result_id, ResultStatus.FINISHED)
+        for to in (ResultStatus.STOPPED, ResultStatus.FAILED, ResultStatus.TRAINING):
+            assert not move_result(s, result_id, to)
+        assert not move_result(s, result_id, ResultStatus.WAITING)  # (not from finished)
+        assert move_search(s, tune_id, TuneStatus.STOPPED, "stopped by the user")
+        assert not move_search(s, tune_id, TuneStatus.FINISHED)
+    with store.session() as s:
+        assert s.get(TrainingResult, result_id).status == ResultStatus.FINISHED
+        assert s.get(TuneRun, tune_id).status == TuneStatus.STOPPED
+        with pytest.raises(ValueError, match="cannot move from finished to stopped"):
+            move_result(s, result_id, ResultStatus.STOPPED, only_from=[ResultStatus.FINISHED])
 
 
 def test_ids_are_never_reused(store):

@@ -126,7 +126,7 @@ def test_online_digits_in_both_frameworks(broker, client, settings, topic, digit
         monitored = [round(v.metrics["monitored"], 3) for v in versions]
         assert r.weights_uri == versions[-1].weights_uri  # the newest version is served
         # The lineage: the online datasource, and each version with the offsets behind it.
-        assert r.lineage["datasource"]["incremental"] and r.datasource_id == dep.datasource_id
+        assert r.lineage.datasource.incremental and r.datasource_id == dep.datasource_id
         tree = client.lineage(r.id)
         assert [(v["version"], v["offsets"]) for v in tree.versions] == [
             (v.version, v.offsets) for v in versions

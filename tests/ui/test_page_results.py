@@ -66,7 +66,7 @@ def test_results_are_filtered_by_lineage_drawn_as_a_graph_and_tagged(client, ope
             r.lineage = record(
                 ds, model=r.model, version=r.model_version, params={"batch_size": 32, "lr": lr},
                 on_malformed="fail", deployment=r.deployment,
-            )  # fmt: skip
+            ).as_json()  # fmt: skip
     at = open_page("results")
     at.text_input(key="results_f_param").input("lr=0.001").run()
     assert [r["result"] for r in table(at, "test accuracy")] == [second]

@@ -188,7 +188,7 @@ def _seed_showcase(client, settings, example) -> None:
             )  # fmt: skip
             r.lineage = saved(
                 lineage, r.weights_uri, b"weights of result %d" % rid, r.model.framework
-            )
+            ).as_json()
     seed_tune(client, on=done)
     topic = f"digits-predictions-{uuid.uuid4().hex[:4]}"
     seed_inference(client, done["results"][0], topic)

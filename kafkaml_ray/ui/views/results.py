@@ -156,12 +156,10 @@ def _lineage(r: ResultInfo) -> None:
         "Lineage: where it came from, what came of it", icon=":material/account_tree:"
     ):
         st.graphviz_chart(tree_dot(common.client().lineage(r.id).model_dump(), links))
-        code = r.lineage.get("code") or {}
-        if r.lineage:
-            libraries = r.lineage.get("libraries") or {}
+        if lin := r.lineage:
             st.caption(
-                f"Code version {code.get('version')} (sha256 {str(code.get('sha256'))[:12]}); "
-                + ", ".join(f"{k} {v}" for k, v in libraries.items())
+                f"Code version {lin.code.version} (sha256 {str(lin.code.sha256)[:12]}); "
+                + ", ".join(f"{k} {v}" for k, v in lin.libraries.items())
             )
         tags = st.text_input(
             "Tags (comma-separated)", ", ".join(r.tags), key=f"results_tags_{r.id}"
