@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from kafkaml_ray import frameworks
 from kafkaml_ray.api.base import Ref, Service, find, get_row, refuse_if_served, wait_done
 from kafkaml_ray.errors import Conflict, InvalidInput
 from kafkaml_ray.schemas import TuneInfo
@@ -67,6 +68,14 @@ class Tuning(Service):
         self._check_cluster()
         with self.store.session() as s:
             m = find(s, MLModel, model, "model")
+            if not frameworks.get(m.framework).model_params and (
+                named := [k for k in checked if k.startswith("model.")]
+            ):
+                raise InvalidInput(
+                    f"search space {named[0]!r}: a {frameworks.get(m.framework).label} model's "
+                    "own parameters are set in its code; model.<parameter> is for scikit-learn "
+                    "and XGBoost models"
+                )
             ds = get_row(s, Datasource, datasource_id, "datasource")
             if ds.status == DatasourceStatus.REFUSED or not ds.topic:
                 raise InvalidInput(f"datasource {ds.id} was refused: it names no data to tune on")
@@ -89,8 +98,7 @@ class Tuning(Service):
             start_tune(self.settings, tune_id, max_concurrent_trials)
         except Exception as e:
             with self.store.session() as s:
-                row = s.get_one(TuneRun, tune_id)
-                row.status, row.error = "failed", f"the search did not start: {e}"
+                move_search(s, tune_id, TuneStatus.FAILED, f"the search did not start: {e}")
             raise
         return self.get(tune_id)
 

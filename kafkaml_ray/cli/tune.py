@@ -108,7 +108,8 @@ def _follow(client, tune_id: int, interval: float = 1.0):
     required=True,
     help='Search space as JSON or @FILE, e.g. \'{"lr": {"loguniform": [1e-4, 1e-1]}, '
     '"batch_size": {"choice": [16, 32]}, "epochs": 2}\' (choice, grid, uniform, loguniform, '
-    "randint, or a fixed value).",
+    "randint, or a fixed value); a scikit-learn or XGBoost model's own parameters as "
+    'model.<parameter>, e.g. \'{"model.alpha": {"loguniform": [1e-5, 1e-1]}}\'.',
 )
 @click.option("--metric", required=True, help="Metric to optimise, e.g. val_accuracy, val_loss.")
 @click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True)

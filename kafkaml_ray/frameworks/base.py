@@ -101,6 +101,9 @@ class Framework(ABC):
     max_workers: int | None = 1
     #: whether a batch training makes ``epochs`` passes (False: it fits once)
     batch_epochs: bool = True
+    #: whether the model's own parameters can be set by name (``model.<name>`` in a Tune
+    #: search space or a training's arguments: scikit-learn's ``set_params``)
+    model_params: bool = False
     #: an example of model code, for the panel and ``--help``
     example: str = ""
 

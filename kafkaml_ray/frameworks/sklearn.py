@@ -46,6 +46,7 @@ class ScikitLearn(Framework):
     weights_name = "model.skops"
     max_workers = 1
     batch_epochs = False  # (one `fit`; an online window's epochs are partial_fit passes)
+    model_params = True  # (``model.alpha``: set_params before it fits)
 
     def build(self, code: str, imports: str = "") -> Any:
         return self.built(code, imports)[0]
@@ -209,7 +210,20 @@ def _classifier(model: Any) -> bool:
 
 
 def _configure(model: Any, train_args: dict[str, Any]) -> None:
-    """Every ``random_state`` the code left unset, set to the run's ``seed`` (reproducible)."""
+    """The model's own parameters the run names (``model.alpha``, ``model.sgd__alpha`` in a
+    pipeline, as `set_params` takes them), then every ``random_state`` the code left unset
+    set to the run's ``seed`` (reproducible)."""
+    named = {k[6:]: v for k, v in train_args.items() if k.startswith("model.")}
+    known = model.get_params()
+    if unknown := sorted(set(named) - set(known)):
+        raise InvalidInput(
+            f"{type(model).__name__} has no parameter {', '.join(map(repr, unknown))}; "
+            f"it has: {', '.join(sorted(known))}"
+        )
+    try:
+        model.set_params(**named)
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(f"{type(model).__name__}: {e}") from None
     seed = train_args.get("seed", 0)
     unset = {
         k: seed for k, v in model.get_params().items() if k.endswith("random_state") and v is None

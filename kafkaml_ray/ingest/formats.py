@@ -541,13 +541,19 @@ class JsonFormat(_TypedFormat):
                 out.append(None)
                 continue
             try:
-                a = np.asarray(r, dtype=dtype)
+                with np.errstate(over="raise"):  # (1e39 as float32 is refused, not inf)
+                    a = np.asarray(r, dtype=dtype)
                 if a.dtype == object:
                     raise ValueError("ragged or mixed values")
                 if shape is not None:
                     a = a.reshape(shape)
                 elif fld == "label" and a.size == 1:
                     a = a.reshape(())  # a one-element label is a scalar
+            except FloatingPointError:
+                what = f"message {i}: a value is out of range for {np.dtype(dtype).name}"
+                errors[i] = DecodeError("JSON", fld, what, i)
+                out.append(None)
+                continue
             except (ValueError, TypeError, OverflowError, RecursionError) as e:
                 errors[i] = DecodeError("JSON", fld, f"message {i}: {e}", i)
                 out.append(None)

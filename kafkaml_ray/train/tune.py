@@ -1,7 +1,10 @@
 """Hyper-parameter search with Ray Tune over one registered model on a stored datasource.
 
 A search space is a JSON object: each key a training argument (``lr``, ``epochs``,
-``batch_size``, ``seed``, ``shuffle``), each value a sampler or a fixed value:
+``batch_size``, ``seed``, ``shuffle``) or, for a framework that sets its model's own
+parameters by name (scikit-learn, XGBoost), ``model.<parameter>`` (``model.alpha``,
+``model.max_depth``, ``model.sgdclassifier__alpha`` in a pipeline); each value a sampler or
+a fixed value:
 
 - ``{"choice": [16, 32]}``: one of the values, at random
 - ``{"grid": [1, 2, 3]}``: every value (multiplies the number of trials)
@@ -29,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -70,10 +74,18 @@ logger = logging.getLogger(__name__)
 
 SAMPLERS = ("choice", "grid", "uniform", "loguniform", "randint")
 _TUNABLE = sorted({*TRAIN_ARGS, "batch_size"} - {"num_workers"})
+_MODEL_PARAM = re.compile(r"model\.[A-Za-z_][A-Za-z0-9_]{0,199}")
 
 
 # -- the search space ---------------------------------------------------------------------
 def _check_value(key: str, name: str, value: Any) -> None:
+    if name.startswith("model."):
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not (value is None or isinstance(value, str | int | float | bool)) or not finite:
+            raise InvalidInput(
+                f"search space {key!r}: {value!r} is not a number, a string, true, false or null"
+            )
+        return
     if name == "batch_size":
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidInput(
@@ -116,10 +128,11 @@ def check_space(space: Any) -> dict[str, Any]:
         )
     out: dict[str, Any] = {}
     for key, spec in space.items():
-        name = ALIASES.get(key, key)
-        if name not in _TUNABLE:
+        name = ALIASES.get(key, key) if isinstance(key, str) else key
+        if not (name in _TUNABLE or _MODEL_PARAM.fullmatch(str(name))):
             raise InvalidInput(
-                f"search space {key!r}: not a tunable argument; tunable: {', '.join(_TUNABLE)}"
+                f"search space {key!r}: not a tunable argument; tunable: {', '.join(_TUNABLE)}, "
+                "and model.<parameter> for scikit-learn and XGBoost models"
             )
         if name in out:
             raise InvalidInput(f"search space {key!r}: {name} is given twice")

@@ -170,6 +170,8 @@ MALFORMED = [
     ("JSON", b"[1, 2, 3]", None, "data", "cannot reshape"),
     ("JSON", b'[1, "a", 3, 4]', None, "data", "could not convert"),
     ("JSON", None, b"{bad", "label", "message"),
+    ("JSON", b"[1, 2, 1e39, 4]", None, "data", "a value is out of range for float32"),
+    ("JSON", None, b"1e20", "label", "too large"),
     ("AVRO", b"\x02", None, "data", "message"),
     ("AVRO", None, b"", "label", "message"),
 ]

@@ -51,11 +51,24 @@ def test_the_search_space_is_checked_and_each_error_names_its_key():
         ({"batch_size": {"choice": [0, 8]}}, "'batch_size': batch_size=0 is not a whole"),
         ({"batch_size": [16, 32]}, "'batch_size': a list needs a sampler"),
         ({"lr": 0.1, "learning_rate": 0.2}, "'learning_rate': lr is given twice"),
+        ({"model.": 0.1}, "'model.': not a tunable argument"),
+        ({"model.alpha-x": 0.1}, "'model.alpha-x': not a tunable argument"),
+        ({"model.alpha": {"choice": [[1], 2]}}, r"'model.alpha': \[1\] is not a number"),
+        ({"model.alpha": {"a": 1}}, "'model.alpha': .* is not one sampler"),
         ({}, "a search space is a non-empty JSON object"),
         ([1, 2], "a search space is a non-empty JSON object"),
     ]:
         with pytest.raises(InvalidInput, match=error):
             check_space(space)
+    # A model's own parameters (scikit-learn, XGBoost), as set_params names them.
+    model_space = {
+        "model.sgdregressor__alpha": {"loguniform": [1e-5, 1e-1]},
+        "model.max_depth": {"randint": [2, 8]},
+        "model.loss": {"choice": ["squared_error", "huber"]},
+        "model.fit_intercept": False,
+        "model.class_weight": None,
+    }
+    assert check_space(model_space) == model_space
 
 
 def test_the_best_finished_trial_is_marked():
@@ -98,6 +111,7 @@ def test_the_client_refuses_a_bad_search_and_stores_nothing(client):
         (dict(metric="val loss"), "metric 'val loss' is not a metric name"),
         (dict(num_samples=0), "num_samples must be a whole number"),
         (dict(max_concurrent_trials=1.5), "max_concurrent_trials must be a whole number"),
+        (dict(space={"model.alpha": 0.1}), "a PyTorch model's own parameters are set in its code"),
     ]:
         args = dict(space=SPACE, metric="val_loss") | kwargs
         with pytest.raises(InvalidInput, match=error):
@@ -278,3 +292,33 @@ def test_stop_a_search_then_delete_it_from_the_cli(client, settings, stored):
     assert not {r.id for r in client.list_results()} & set(ids)
     with pytest.raises(NotFound, match=f"no tune run with id {t.id}"):
         client.get_tune(t.id)
+
+
+@pytest.mark.integration
+def test_a_search_varies_a_scikit_learn_models_own_parameters(client, stored):
+    """``model.<parameter>`` reaches the estimator through set_params: each trial's saved
+    model has the value its trial was given; a name the estimator lacks fails the trial
+    with the name and the estimator's parameters."""
+    from kafkaml_ray import artifacts, frameworks
+
+    _, datasource_id, x = stored
+    code = (EXAMPLES / "regression_sgd_sklearn.py").read_text()
+    add_model_unvalidated(client, "sgd", "sklearn", code)
+    space = {"model.sgdregressor__alpha": {"grid": [1e-4, 0.5]}, "seed": 3}
+    t = client.tune("sgd", datasource_id, space, "val_mae", "min", num_samples=1)
+    t = client.wait_for_tune(t.id, 300)
+    assert (t.status, len(t.trials)) == ("finished", 2), [r.error for r in t.trials]
+    sklearn = frameworks.get("sklearn")
+    for r in t.trials:
+        assert r.status == "finished" and r.lineage.params == {"batch_size": 32, **space} | {
+            "model.sgdregressor__alpha": r.hyperparameters["model.sgdregressor__alpha"]
+        }
+        trained = sklearn.load(code, "", artifacts.get(r.weights_uri))
+        alpha = trained.get_params()["sgdregressor__alpha"]
+        assert alpha == r.hyperparameters["model.sgdregressor__alpha"]
+    assert len({r.val_metrics["mae"] for r in t.trials}) == 2  # (it changed what was learnt)
+
+    bad = client.tune("sgd", datasource_id, {"model.alfa": 0.1}, "val_mae", "min", num_samples=1)
+    bad = client.wait_for_tune(bad.id, 300)
+    assert bad.status == "failed" and "Pipeline has no parameter 'alfa'" in bad.error
+    assert "sgdregressor__alpha" in bad.trials[0].error

@@ -22,7 +22,9 @@ EXAMPLE_SPACE = {
 SPACE_HELP = (
     "A JSON object: each key a training argument (lr, epochs, batch_size, seed, shuffle), "
     f'each value a sampler ({", ".join(SAMPLERS)}: e.g. {{"choice": [16, 32]}}, '
-    '{"loguniform": [1e-4, 1e-1]}) or a fixed value.'
+    '{"loguniform": [1e-4, 1e-1]}) or a fixed value. A scikit-learn or XGBoost model\'s '
+    'own parameters are keys "model.<parameter>", as set_params names them '
+    '("model.alpha", "model.max_depth", "model.sgdclassifier__alpha" in a pipeline).'
 )
 
 
