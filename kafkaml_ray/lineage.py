@@ -1,6 +1,6 @@
 """Lineage: where a result came from, and what came of it.
 
-A result's record (``results.lineage``, a `schemas.Lineage`) is written when its run
+A result's record (``results.lineage``, a `lineage_record.Lineage`) is written when its run
 starts, from the rows it trains with, and kept as it was when those rows change later
 (`record`): the datasource (its Kafka ranges, format, counts), the split, the model code
 version, the parameters, the deployment or the Tune search. When the weights are saved,
@@ -25,8 +25,7 @@ from importlib import metadata
 from typing import Any
 
 from kafkaml_ray import frameworks
-from kafkaml_ray.redaction import public_url
-from kafkaml_ray.schemas import (
+from kafkaml_ray.lineage_record import (
     CodeRef,
     ControlRef,
     DatasourceRef,
@@ -36,6 +35,7 @@ from kafkaml_ray.schemas import (
     SplitRef,
     WeightsRef,
 )
+from kafkaml_ray.redaction import public_url
 from kafkaml_ray.store import (
     Datasource,
     Inference,

@@ -52,9 +52,9 @@ from typing import TYPE_CHECKING, Any
 
 from kafkaml_ray import artifacts
 from kafkaml_ray.errors import InvalidInput, KafkaMLError, NotFound, Unavailable
+from kafkaml_ray.lineage_record import CodeRef, Lineage
 from kafkaml_ray.redaction import public_url, redact
 from kafkaml_ray.results import topics
-from kafkaml_ray.schemas import CodeRef, Lineage
 
 if TYPE_CHECKING:
     from kafkaml_ray.client import Client

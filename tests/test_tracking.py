@@ -348,7 +348,7 @@ def test_credentials_in_an_artifact_uri_reach_no_record_show_or_export(
     and from there into `result show`, the lineage record and the MLflow export: it is
     taken out by value wherever a URI is shown or recorded."""
     from kafkaml_ray.lineage import saved
-    from kafkaml_ray.schemas import Lineage
+    from kafkaml_ray.lineage_record import Lineage
 
     secret_uri = "s3://AKIAKEY:s3cret-value@bucket/kml/results/9/model.safetensors"
     record = saved(Lineage.of(lineage({"epochs": 3})), secret_uri, WEIGHTS, "pytorch")

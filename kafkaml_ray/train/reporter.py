@@ -17,7 +17,7 @@ from kafkaml_ray import artifacts, frameworks
 from kafkaml_ray.errors import KafkaMLError, RunStopped
 from kafkaml_ray.frameworks.base import Fitted
 from kafkaml_ray.frameworks.data import floats
-from kafkaml_ray.schemas import Lineage
+from kafkaml_ray.lineage_record import Lineage
 from kafkaml_ray.settings import Settings
 
 __all__ = [

@@ -23,8 +23,8 @@ from kafkaml_ray.frameworks import TrainedModel
 from kafkaml_ray.ingest.control import parse_ranges, parse_sources
 from kafkaml_ray.ingest.dataset import ReadError, read_ranges, split_dataset, split_sizes
 from kafkaml_ray.lineage import params_for, record
+from kafkaml_ray.lineage_record import Lineage
 from kafkaml_ray.options import OnlineOptions
-from kafkaml_ray.schemas import Lineage
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import (
     Datasource,
