@@ -5,6 +5,7 @@ reads it back, and `kafkaml_ray.schemas.ResultInfo.lineage` carries it."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -136,3 +137,18 @@ class Lineage(_Part):
 
     def with_params(self, params: dict[str, Any]) -> Lineage:
         return self.model_copy(update={"params": dict(params)})
+
+    # Scripts written when the record was a dict (``r.lineage["datasource"]["topic"]``) still
+    # run: reading it by key gives the stored JSON's part, with a warning to read attributes.
+    def __getitem__(self, key: str) -> Any:
+        warnings.warn(
+            f"result.lineage[{key!r}] is deprecated: the record is typed, read "
+            f"result.lineage.{key}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.as_json()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """As ``dict.get`` on the stored JSON (deprecated: read the attributes)."""
+        return self[key] if key in type(self).model_fields else default

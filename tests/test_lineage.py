@@ -55,6 +55,43 @@ def test_a_filter_matches_on_every_field_it_names():
         assert not ResultFilter(**miss).matches(r), miss
 
 
+def test_the_lineage_record_is_frozen_typed_and_round_trips_its_json():
+    """What the store keeps reads back equal; nothing assigns to it; a script that read
+    the old dict by key still runs, warned."""
+    from pydantic import ValidationError
+
+    from kafkaml_ray.lineage_record import Lineage
+
+    stored = {
+        "recorded_at": "2026-12-07T10:00:00+00:00", "framework": "sklearn",
+        "datasource": {"id": 3, "topic": "digits:0:0:900", "messages": 900},
+        "split": {"shuffle_seed": 7, "on_malformed": "skip", "sizes": {"train": 720}},
+        "code": {"model": "sgd", "version": 2, "sha256": "ab" * 32, "code": "model = ..."},
+        "params": {"batch_size": 32, "model.alpha": 0.001},
+        "weights": {"uri": "file:///w/model.skops", "sha256": "cd" * 32, "bytes": 10},
+        "libraries": {"scikit-learn": "1.9.0"},
+    }  # fmt: skip
+    lin = Lineage.of(stored)
+    assert Lineage.of(lin.as_json()) == lin and Lineage.of(None) is None and Lineage.of({}) is None
+    assert (lin.datasource.topic, lin.split.sizes, lin.weights.bytes) == (
+        "digits:0:0:900",
+        {"train": 720},
+        10,
+    )
+    with pytest.raises(ValidationError):
+        lin.framework = "pytorch"
+    split = lin.with_split(sizes={"train": 1}, malformed=2)
+    assert (split.split.sizes, split.datasource.malformed, lin.split.sizes) == (
+        {"train": 1},
+        2,
+        {"train": 720},
+    )
+    with pytest.warns(DeprecationWarning, match=r"read result.lineage.datasource"):
+        assert lin["datasource"]["topic"] == "digits:0:0:900"
+    with pytest.warns(DeprecationWarning):
+        assert lin.get("params") == stored["params"] and lin.get("nothing", 1) == 1
+
+
 @given(
     st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.floats(), st.text())),
     st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.floats(), st.text())),
