@@ -57,6 +57,8 @@ def test_a_fresh_machine_up_train_serve_and_down(tmp_path):
     home = Path(env["HOME"])
     assert not (home / ".ray").exists()  # no Ray token beforehand
 
+    began = time.monotonic()
+
     def cli(*args: str, json_out: bool = True):
         out = subprocess.run(
             [sys.executable, "-m", "kafkaml_ray", *args, *(["--json"] if json_out else [])],
@@ -67,6 +69,7 @@ def test_a_fresh_machine_up_train_serve_and_down(tmp_path):
             cwd=tmp_path,
         )
         assert out.returncode == 0, f"{args}: {out.stderr[-3000:]}"
+        print(f"{time.monotonic() - began:7.1f}s  kafkaml-ray {' '.join(args)}")  # (the time)
         return json.loads(out.stdout) if json_out else out.stdout
 
     def parts(listed) -> dict[str, dict]:
