@@ -160,7 +160,7 @@ def _claim(store: Store, settings: Settings, deployment_id: int, datasource_id: 
         dep = s.get_one(TrainingDeployment, deployment_id)
         ds = s.get_one(Datasource, datasource_id)
         specs = []
-        for r in dep.results:
+        for r in (r for r in dep.results if r.status == ResultStatus.WAITING):
             params = params_for(dep.kwargs, r.model.framework, dep.batch_size)
             lineage = Lineage.of(r.lineage) or record(
                 ds, model=r.model, version=r.model_version, params=params,
