@@ -4,6 +4,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from kafkaml_ray.train.online_stream import OnlineStream
+from tests.frameworks.test_conformance import MODELS
 
 
 class _Producing:
@@ -32,20 +33,7 @@ def test_an_online_run_starts_at_the_end_read_before_the_time_lookup():
     assert starts == {"t:0": 110}  # (read after the time look-up, it was 120: 10 skipped)
 
 
-_ADAM = """
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 2)
-    def forward(self, x):
-        return self.fc(x)
-    def loss_fn(self):
-        return nn.CrossEntropyLoss()
-    def optimizer(self):
-        return torch.optim.Adam(self.parameters(), lr=0.01)
-    def metrics(self):
-        return {"accuracy": Accuracy(), "loss": Loss(self.loss_fn())}
-"""
+_ADAM = MODELS["pytorch"]  # (a small classifier with Adam: its state is checkpointed)
 
 
 def _spec(tmp_path):
