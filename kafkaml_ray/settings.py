@@ -57,6 +57,9 @@ class Settings(BaseModel, frozen=True):
     """Time limit for validating model code (``KAFKAML_VALIDATION_TIMEOUT``)."""
     validation_memory_mb: int = Field(4096, ge=256)
     """Memory limit (MiB) for validating model code (``KAFKAML_VALIDATION_MEMORY_MB``)."""
+    validator_idle_s: float = Field(600.0, gt=0)
+    """Seconds a framework's model-code validator stays warm without work before it exits
+    and frees its memory (``KAFKAML_VALIDATOR_IDLE_S``)."""
     kafka: dict[str, str] = Field(default_factory=dict)
     """Extra librdkafka settings, e.g. SASL/SSL: ``KAFKAML_KAFKA_SECURITY_PROTOCOL=SASL_SSL``
     becomes ``security.protocol``."""
@@ -88,6 +91,7 @@ class Settings(BaseModel, frozen=True):
             "control_topic": "KAFKAML_CONTROL_TOPIC",
             "validation_timeout_s": "KAFKAML_VALIDATION_TIMEOUT",
             "validation_memory_mb": "KAFKAML_VALIDATION_MEMORY_MB",
+            "validator_idle_s": "KAFKAML_VALIDATOR_IDLE_S",
         }
         values: dict[str, object] = {k: env[v] for k, v in names.items() if env.get(v)}
         values["kafka"] = {
@@ -140,6 +144,7 @@ class Settings(BaseModel, frozen=True):
             "KAFKAML_CONTROL_TOPIC": self.control_topic,
             "KAFKAML_VALIDATION_TIMEOUT": str(self.validation_timeout_s),
             "KAFKAML_VALIDATION_MEMORY_MB": str(self.validation_memory_mb),
+            "KAFKAML_VALIDATOR_IDLE_S": str(self.validator_idle_s),
         }
         if self.bootstrap:
             out["KAFKAML_BOOTSTRAP"] = self.bootstrap

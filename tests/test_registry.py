@@ -3,6 +3,7 @@
 import pytest
 
 from kafkaml_ray.errors import Conflict, InvalidInput, ModelCodeError, NotFound
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -162,6 +163,12 @@ BAD = [
         "blocks = []\nwhile True:\n    blocks.append(bytearray(10**8))\n",
         r"line 3: MemoryError",
     ),
+    (
+        "kills its process",
+        "xgboost",
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
+        r"the model code crashed its process: killed by signal 9",
+    ),
 ]
 
 
@@ -177,11 +184,44 @@ def test_bad_model_code_is_refused_and_nothing_stored(
 def test_code_that_never_returns_hits_the_time_limit(ray_cluster, settings):
     from kafkaml_ray import Client
 
-    # (Code that never returns hits any limit: a short one, the worker's start included.)
+    # (Code that never returns hits any limit: a short one; the validator's start is apart.)
     client = Client(settings.model_copy(update={"validation_timeout_s": 5}))
     with pytest.raises(ModelCodeError, match="did not finish within 5s"):
         client.add_model("loop", "pytorch", "while True:\n    pass\n")
     assert client.list_models() == []
+    client.add_model("ok", "pytorch", TORCH_OK)  # (the validator goes on)
+    assert [m.name for m in client.list_models()] == ["ok"]
+
+
+def test_a_validator_exits_when_idle_and_the_next_validation_starts_one(
+    ray_cluster, settings, example
+):
+    """A framework's validator keeps its memory only while it has work: after
+    ``validator_idle_s`` without any it exits, and the next validation starts a new one."""
+    import ray
+
+    from kafkaml_ray._private.rayutil import NAMESPACE, package_fingerprint
+    from kafkaml_ray.model_code import validate_model
+
+    name = f"validator-xgboost-{package_fingerprint()}"
+
+    def running() -> bool:
+        try:
+            ray.get_actor(name, namespace=NAMESPACE)
+            return True
+        except ValueError:
+            return False
+
+    if running():  # (one of an earlier test, with the default idle time)
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+        wait_until(lambda: not running(), 30, "the old validator to go")
+    quick = settings.model_copy(update={"validator_idle_s": 1.0})
+    code = example("digits_trees_xgboost.py")
+    assert validate_model("xgboost", code, settings=quick)["output_shape"] == [10]
+    assert running()
+    wait_until(lambda: not running(), 30, "the idle validator to exit")
+    again = validate_model("xgboost", code + "\n# edited\n", settings=quick)
+    assert again["output_shape"] == [10]
 
 
 def test_duplicates_unknown_ids_and_bad_arguments(ray_cluster, client, example):

@@ -52,6 +52,16 @@ def _fresh_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _until(what: str, check, timeout: float = 300):
+    """``check()``'s first true answer, asked every 2 s; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def test_a_fresh_machine_up_train_serve_and_down(tmp_path):
     env = _fresh_env(tmp_path)
     home = Path(env["HOME"])
@@ -143,45 +153,65 @@ def test_a_fresh_machine_up_train_serve_and_down(tmp_path):
         assert second["results"][0]["status"] == "finished", second["results"][0]
         assert [i["status"] for i in cli("infer", "list")] == ["running", "running"]
 
-        # More replicas than Ray can place (7 x 0.25 CPU, 1.5 free): the inference says so.
+        # A long training holds one CPU and the two inferences half of the other: an
+        # inference of three replicas (0.25 CPU each) places two and says what the third
+        # waits for, naming who holds the CPUs.
+        ds = str(first["datasource_id"])
+        hold = cli("train", "deploy", "digits", "--kwargs", "epochs=100000")
+        cli("datasource", "resend", ds, "-d", str(hold["id"]), json_out=False)
+        holder = hold["results"][0]["id"]
+        _until(
+            "the long training to train",
+            lambda: cli("train", "show", str(hold["id"]))["results"][0]["progress"].get("epoch"),
+        )
         deploying = subprocess.Popen(
             [sys.executable, "-m", "kafkaml_ray", "infer", "deploy", str(result["id"])]
-            + ["--input-topic", "in-wide", "--output-topic", "out-wide", "--replicas", "7"],
+            + ["--input-topic", "in-wide", "--output-topic", "out-wide", "--replicas", "3"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=tmp_path,
         )
         try:
-            # Six replicas fit: once they run, the seventh is the one that waits.
-            settled = r"KafkaIngress wants 7 replicas, 6 run; "
-            deadline, waiting = time.monotonic() + 150, None
-            while not (waiting and re.match(settled, waiting)) and time.monotonic() < deadline:
-                time.sleep(2)
+            # Two replicas fit: once they run, the third is the one that waits.
+            settled = r"KafkaIngress wants 3 replicas, 2 run; "
+
+            def wide_waits() -> str | None:
                 listed = [i for i in cli("infer", "list") if i["input_topic"] == "in-wide"]
-                if listed:
-                    waiting = cli("infer", "show", str(listed[0]["id"]))["waiting"]
-            assert waiting and re.match(settled, waiting), waiting
+                shown = listed and cli("infer", "show", str(listed[0]["id"]))["waiting"]
+                return shown if shown and re.match(settled, shown) else None
+
+            waiting = _until("the third replica to wait", wide_waits, timeout=150)
             assert "waiting for Ray resources: needs 0.25 CPU; free 0 CPU of 2 CPU" in waiting
-            assert "held by ServeReplica:inference-3:KafkaIngress x6 (1.5 CPU)" in waiting
+            assert f"task train-result-{holder} (1 CPU)" in waiting, waiting
+            assert "ServeReplica:inference-3:KafkaIngress x2 (0.5 CPU)" in waiting, waiting
 
             # A training with no CPU left says what it waits for, and runs once there is one.
             third = cli("train", "deploy", "digits", "--kwargs", "epochs=1")
-            resend = ("datasource", "resend", str(first["datasource_id"]), "-d", str(third["id"]))
-            cli(*resend, json_out=False)
-            deadline, shown = time.monotonic() + 120, ""
-            while "waiting for Ray resources" not in shown and time.monotonic() < deadline:
-                time.sleep(2)
-                shown = cli("train", "show", str(third["id"]), json_out=False)
+            cli("datasource", "resend", ds, "-d", str(third["id"]), json_out=False)
+            shown = _until(
+                "the training to wait",
+                lambda: (
+                    (s := cli("train", "show", str(third["id"]), json_out=False))
+                    and "waiting for Ray resources" in s
+                    and s
+                ),
+                timeout=120,
+            )
             assert "waiting for Ray resources: needs 1 CPU; free 0 CPU of 2 CPU; held by " in shown
-            # Six replicas, or seven if another inference's replica was restarted meanwhile
-            # (a health check missed on 2 busy cores) and the seventh took its place.
+            assert f"task train-result-{holder} (1 CPU)" in shown, shown
+            # Two replicas, or three if another inference's replica was restarted meanwhile
+            # (a health check missed on 2 busy cores) and the third took its place.
             held = re.search(r"ServeReplica:inference-3:KafkaIngress x(\d) \(([\d.]+) CPU\)", shown)
-            assert held and int(held[1]) in (6, 7), shown
+            assert held and int(held[1]) in (2, 3), shown
             assert float(held[2]) == 0.25 * int(held[1]), shown
         finally:
             deploying.kill()
-        cli("infer", "delete", str(listed[0]["id"]), json_out=False)
+        wide = [i for i in cli("infer", "list") if i["input_topic"] == "in-wide"][0]
+        cli("infer", "delete", str(wide["id"]), json_out=False)
+        # Still short of a CPU (0.5 free); stopping the long training frees the one it held.
+        cli("train", "stop", str(hold["id"]), json_out=False)
+        assert cli("train", "show", str(hold["id"]))["results"][0]["status"] == "stopped"
         third = trained(third["id"], timeout=300)
         assert third["results"][0]["status"] == "finished", third["results"][0]
         assert "waiting" not in third["results"][0]["progress"]
@@ -219,14 +249,6 @@ def test_up_after_a_ray_head_crash_resumes_online_runs_and_inferences(tmp_path):
     def windows(result_id: int) -> list[dict]:
         return cli("result", "windows", str(result_id))
 
-    def until(what: str, check, timeout: float = 300):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if found := check():
-                return found
-            time.sleep(2)
-        raise AssertionError(f"timed out waiting for {what}")
-
     x, y = load_digits(return_X_y=True)
     x = x.astype(np.float32).reshape(-1, 8, 8)
     bootstrap = f"127.0.0.1:{env['KAFKAML_BROKER_PORT']}"
@@ -251,7 +273,7 @@ def test_up_after_a_ray_head_crash_resumes_online_runs_and_inferences(tmp_path):
         sink = RawSink(bootstrap, topic, dep["id"], online=True, validation_rate=0.1)
         sink.send_many(x[:300], y[:300])
         sink._producer.flush(30)
-        until("two windows", lambda: len(windows(rid)) >= 2)
+        _until("two windows", lambda: len(windows(rid)) >= 2)
         cli("infer", "deploy", str(rid), "--input-topic", inp, "--output-topic", out)
         inputs = InferenceProducer(
             bootstrap, inp, "RAW", {"data_type": "float32", "data_reshape": "8 8"}
@@ -273,7 +295,7 @@ def test_up_after_a_ray_head_crash_resumes_online_runs_and_inferences(tmp_path):
         cli("up", "--no-ui", stderr=said)
         assert f"result {rid}: resumed from its checkpoint (online)" in said[0], said
         assert "inference 1: deployed again" in said[0], said
-        covered = until(
+        covered = _until(
             "every message in a window",
             lambda: (w := windows(rid)) and w[-1]["offsets"][f"{topic}:0"][1] == 600 and w,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ __all__ = [
     "stop_detached",
     "cancellable",
     "NAMESPACE",
+    "package_fingerprint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,20 @@ def token_auth(create: bool = False) -> None:
         )
 
         ensure_token_if_auth_enabled(create_token_if_missing=True)
+
+
+@functools.cache
+def package_fingerprint() -> str:
+    """A hash of this installed kafkaml-ray's code (its ``.py`` files): it changes with
+    any upgrade or edit, where the version number may not."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def actor_name(kind: str, settings: Settings, number: int) -> str:

@@ -111,6 +111,13 @@ class Framework(ABC):
         """What model code defines, executed after this framework's imports."""
         return execute(self.imports, code, imports)
 
+    def preload(self) -> None:
+        """Import what `describe` needs, running nothing: the model-code validator does
+        this once, then builds each model in a process forked from it (a framework that
+        ran an operation before the fork may hang in the child: its thread pools do not
+        survive a fork)."""
+        execute(self.imports, "")
+
     @abstractmethod
     def build(self, code: str, imports: str = "") -> Any:
         """Execute model code and return the untrained model it defines."""

@@ -48,6 +48,10 @@ class ScikitLearn(Framework):
     batch_epochs = False  # (one `fit`; an online window's epochs are partial_fit passes)
     model_params = True  # (``model.alpha``: set_params before it fits)
 
+    def preload(self) -> None:
+        super().preload()
+        import skops.io  # noqa: F401 - (the saved-types check; it imports much)
+
     def build(self, code: str, imports: str = "") -> Any:
         return self.built(code, imports)[0]
 

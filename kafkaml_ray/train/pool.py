@@ -29,29 +29,15 @@ The pool reserves no CPU; each task reserves its own (`task.task_options`).
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
+from kafkaml_ray._private.rayutil import package_fingerprint
 from kafkaml_ray.settings import Settings
 
 __all__ = ["submit", "cancel", "runner_name", "warm_key", "package_fingerprint", "pool_name"]
 
 logger = logging.getLogger(__name__)
-
-
-@functools.cache
-def package_fingerprint() -> str:
-    """A hash of this installed kafkaml-ray's code (its ``.py`` files): it changes with
-    any upgrade or edit, where the version number may not."""
-    import hashlib
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
 
 
 def pool_name() -> str:
