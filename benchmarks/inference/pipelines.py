@@ -24,6 +24,7 @@ __all__ = [
     "MODELS",
     "HEADLINE",
     "VARIANTS",
+    "GPU_VARIANT",
     "Trained",
     "train_models",
     "Pipeline",
@@ -190,6 +191,8 @@ VARIANTS = (
     ("ours_exactly_once", "ours", {"exactly_once": True}, True),
     ("baseline_no_flush", "baseline", {"flush_each": False}, True),
 )
+#: Ours with its Predictor on a whole GPU (``python -m benchmarks.gpu``; needs one).
+GPU_VARIANT = ("ours_gpu", "ours", {"gpu_fraction": 1.0}, True)
 
 
 # -- starting and stopping a pipeline ------------------------------------------------------
@@ -241,6 +244,7 @@ def start_pipeline(
     max_wait_ms: float | None = None,
     flush_each: bool = True,
     exactly_once: bool = False,
+    gpu_fraction: float = 0.0,
 ) -> Pipeline:
     """New input/output topics (``replicas`` partitions each), a collector on the output,
     an `InferenceProducer` on the input, then the pipeline itself: ours deployed with
@@ -270,7 +274,7 @@ def start_pipeline(
 
         from kafkaml_ray.serve.options import app_name
 
-        kw: dict[str, Any] = {"exactly_once": exactly_once}
+        kw: dict[str, Any] = {"exactly_once": exactly_once, "gpu_fraction": gpu_fraction}
         if max_wait_ms is not None:
             kw["max_wait_ms"] = max_wait_ms
         inf = client.deploy_inference(

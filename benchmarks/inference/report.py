@@ -12,6 +12,7 @@ import numpy as np
 
 from benchmarks._report import figure, load, median_range, met, num, table, versions
 from benchmarks.inference.pipelines import (
+    GPU_VARIANT,
     HEADLINE,
     PAPER_CLIENTS,
     PAPER_REPLICAS,
@@ -222,7 +223,7 @@ def markdown(r: dict[str, Any]) -> str:
                 o["loads"][light],
             )
         ]
-        for name, side, options, _ in VARIANTS:
+        for name, side, options, _ in (*VARIANTS, GPU_VARIANT):
             d = v.get(name)
             if d is None:
                 continue

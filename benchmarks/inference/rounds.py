@@ -22,6 +22,7 @@ from benchmarks.inference.measure import (
     warm_up,
 )
 from benchmarks.inference.pipelines import (
+    GPU_VARIANT,
     HEADLINE,
     MODELS,
     SIDES,
@@ -66,6 +67,7 @@ def measure_model(
     plan: Plan,
     variants: bool,
     grid: dict[str, dict[str, Any]],
+    gpu: bool = False,
 ) -> dict[str, Any]:
     """Start ours, the baseline and echo (and, for the headline model, the variants) at
     once, each on its own topics, then take every measurement round in turn over them,
@@ -76,6 +78,8 @@ def measure_model(
     specs = [(s, s, {}, True) for s in SIDES]
     if case.name == HEADLINE and variants:
         specs += list(VARIANTS)
+    if case.name == HEADLINE and gpu:
+        specs.append(GPU_VARIANT)
     pipes: dict[str, Pipeline] = {}
     res: dict[str, dict[str, Any]] = {}
     try:
@@ -167,7 +171,8 @@ def request_grid_at(
             p.stop()
 
 
-def run(plan: Plan, variants: bool = True) -> dict[str, Any]:
+def run(plan: Plan, variants: bool = True, gpu: bool = False) -> dict[str, Any]:
+    """The whole benchmark; ``gpu`` adds ours with a GPU predictor (`GPU_VARIANT`)."""
     facts = machine_facts()
     started = time.perf_counter()
     per: dict[str, dict[str, Any]] = {}
@@ -180,7 +185,9 @@ def run(plan: Plan, variants: bool = True) -> dict[str, Any]:
         client, trained = train_models(settings, plan.epochs)
         log(f"trained: { {k: v.test_metrics for k, v in trained.items()} }")
         for name, case in MODELS.items():
-            per[name] = measure_model(settings, client, case, trained[name], plan, variants, grid)
+            per[name] = measure_model(
+                settings, client, case, trained[name], plan, variants, grid, gpu
+            )
         for r in plan.replicas[1:]:
             request_grid_at(settings, client, trained[HEADLINE], plan, r, grid)
     facts["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)

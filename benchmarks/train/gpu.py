@@ -13,7 +13,7 @@ from benchmarks._common import digits, local_stack, machine_facts, produce_digit
 from benchmarks.train.models import RATES, VGG16_KERAS, VGG16_PYTORCH
 from benchmarks.train.ours import PRODUCED_TOPIC, client_with_listener, ray_worker_threads, run_ours
 
-__all__ = ["run_gpu"]
+__all__ = ["run_gpu", "nvidia_gpus"]
 
 
 def _upsampled(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,7 +22,7 @@ def _upsampled(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.kron(x, np.ones((8, 8), dtype=np.float32)), y
 
 
-def _nvidia_gpus() -> list[str]:
+def nvidia_gpus() -> list[str]:
     """The GPUs as ``nvidia-smi`` names them (name, memory), or [] without it."""
     import subprocess
 
@@ -45,7 +45,7 @@ def run_gpu(samples: int, epochs: int, batch_size: int) -> dict[str, Any]:
     from kafkaml_ray.ingest.listener import stop_listener
 
     facts = machine_facts()
-    facts["gpus"] = _nvidia_gpus()
+    facts["gpus"] = nvidia_gpus()
     x, y = _upsampled(samples)
     with local_stack(num_cpus=4) as settings:
         gpus = ray.cluster_resources().get("GPU", 0)
