@@ -80,9 +80,21 @@ class Predictor:
 
     def __init__(self, spec: InferenceSpec):
         self.spec = spec
-        self.model = ServedModel(spec)
+        # A CPU inference predicts in its ingress replicas, and this replica only answers
+        # HTTP requests: it loads the model at the first one (most never get one; each
+        # inference so starts one framework import fewer and holds 0.4-0.5 GiB less).
+        self._model = None if spec.predict_in_ingress else ServedModel(spec)
+        self._loading = threading.Lock()
         self.predict.set_max_batch_size(max(1, spec.batch_size))
         self.predict.set_batch_wait_timeout_s(spec.max_wait_ms / 1000)
+
+    @property
+    def model(self) -> ServedModel:
+        if self._model is None:
+            with self._loading:
+                if self._model is None:
+                    self._model = ServedModel(self.spec)
+        return self._model
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def predict(self, chunks: list[np.ndarray]) -> list[Any]:
