@@ -72,6 +72,7 @@ def _kind(cmdline: str, comm: str) -> str:
             ("_AutoscalingCoordinatorActor", "Ray Data's actors (from the first read)"),
             ("_StatsActor", "Ray Data's actors (from the first read)"),
             ("_Pool", "training pool: its actor"),
+            ("_Validator", "model-code validator (exits after 10 min idle)"),
         ):
             if part in name:
                 return kind
@@ -189,7 +190,10 @@ def markdown(res: dict[str, Any]) -> str:
             f"- Per inference replica ({res['model']}, 1 replica): " + "; ".join(per_replica) + ".",
             "- After a training, the warm Ray workers hold the training pool's process of that "
             "model code (PyTorch and the model imported: `kafkaml_ray.train.pool`) and the read "
-            "task's; Ray Data's two actors stay from the first read.",
+            "task's; Ray Data's two actors stay from the first read. The framework's model-code "
+            "validator stays from the registration until `KAFKAML_VALIDATOR_IDLE_S` (600 s) "
+            "pass without one. A CPU inference's Predictor replica loads its model only at "
+            "its first HTTP request.",
             f"- Machine: {res['machine'].get('cores')} cores; whole run "
             f"{res['seconds'] / 60:.1f} min.",
             "",

@@ -118,13 +118,23 @@ class _Validator:
 
 
 def _validator(settings: Settings, framework: str) -> Any:
-    from kafkaml_ray._private.rayutil import package_fingerprint, start_detached
+    """The framework's validator, started when none runs. It reserves no CPU (it idles
+    between validations, each of which lasts a fraction of a second) and writes nothing
+    shared, so any cluster may run it (no `check_shared_state`)."""
+    import ray
 
-    name = f"validator-{framework}-{package_fingerprint()}"
-    return start_detached(
-        settings, _Validator, name, framework, settings.validator_idle_s,
-        get_if_exists=True, max_restarts=0, max_concurrency=4,
-    )  # fmt: skip
+    from kafkaml_ray._private.rayutil import NAMESPACE, package_fingerprint
+
+    named = ray.remote(_Validator).options(
+        name=f"validator-{framework}-{package_fingerprint()}",
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=0,
+        max_concurrency=4,
+    )
+    return named.remote(framework, settings.validator_idle_s)
 
 
 def _describe(framework: str, code: str, imports: str, memory_mb: int) -> str:
