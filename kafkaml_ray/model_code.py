@@ -190,12 +190,16 @@ def validate_model(
             # Its first call waits for the validator to start (the framework's import).
             out = json.loads(ray.get(call, timeout=limit + _START_S))
             break
-        except ray.exceptions.RayActorError:
+        except ray.exceptions.RayActorError as e:
             if attempt == 2:
-                raise
+                raise ModelCodeError(
+                    f"the {framework} validator died while it built the model code: "
+                    f"{type(e).__name__}"
+                ) from None
         except ray.exceptions.GetTimeoutError:
             raise ModelCodeError(
-                f"the {framework} validator did not start within {_START_S:.0f}s"
+                f"the {framework} validator did not answer within {limit + _START_S:.0f}s "
+                "(it was starting, or busy with other validations)"
             ) from None
     if out.get("timeout"):
         raise ModelCodeError(

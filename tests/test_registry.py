@@ -169,6 +169,12 @@ BAD = [
         "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
         r"the model code crashed its process: killed by signal 9",
     ),
+    (
+        "kills its validator",
+        "xgboost",
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+        r"the xgboost validator died while it built the model code",
+    ),
 ]
 
 
