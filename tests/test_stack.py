@@ -189,15 +189,12 @@ def test_a_fresh_machine_up_train_serve_and_down(tmp_path):
             # A training with no CPU left says what it waits for, and runs once there is one.
             third = cli("train", "deploy", "digits", "--kwargs", "epochs=1")
             cli("datasource", "resend", ds, "-d", str(third["id"]), json_out=False)
-            shown = _until(
-                "the training to wait",
-                lambda: (
-                    (s := cli("train", "show", str(third["id"]), json_out=False))
-                    and "waiting for Ray resources" in s
-                    and s
-                ),
-                timeout=120,
-            )
+
+            def training_waits() -> str | None:
+                shown = cli("train", "show", str(third["id"]), json_out=False)
+                return shown if "waiting for Ray resources" in shown else None
+
+            shown = _until("the training to wait", training_waits, timeout=120)
             assert "waiting for Ray resources: needs 1 CPU; free 0 CPU of 2 CPU; held by " in shown
             assert f"task train-result-{holder} (1 CPU)" in shown, shown
             # Two replicas, or three if another inference's replica was restarted meanwhile
