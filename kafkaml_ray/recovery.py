@@ -60,7 +60,7 @@ def _job_running(client: Client, job_id: str) -> bool:
 
 
 def _trainings(client: Client) -> list[str]:
-    from kafkaml_ray._private.rayutil import find_actor
+    from kafkaml_ray.train import pool
     from kafkaml_ray.train.launch import runner_name, start_runner
 
     unfinished = [ResultStatus.WAITING, ResultStatus.TRAINING]
@@ -77,7 +77,7 @@ def _trainings(client: Client) -> list[str]:
             cut.append((dep.id, dep.datasource_id, dep.job_id, online))
     done = []
     for dep_id, ds_id, job_id, online in cut:
-        if find_actor(client.settings, runner_name(client.settings, dep_id)) is not None:
+        if pool.running(client.settings, runner_name(client.settings, dep_id)):
             continue  # its runner runs
         if job_id and _job_running(client, job_id):
             continue

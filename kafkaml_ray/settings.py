@@ -60,6 +60,10 @@ class Settings(BaseModel, frozen=True):
     validator_idle_s: float = Field(600.0, gt=0)
     """Seconds a framework's model-code validator stays warm without work before it exits
     and frees its memory (``KAFKAML_VALIDATOR_IDLE_S``)."""
+    worker_idle_s: float = Field(60.0, gt=0)
+    """Seconds the local Ray head keeps an idle worker process for the next task once it
+    has more processes than CPUs (``KAFKAML_WORKER_IDLE_S``): a run's runner and read tasks
+    then land on warm processes; Ray's own default is 1 s."""
     kafka: dict[str, str] = Field(default_factory=dict)
     """Extra librdkafka settings, e.g. SASL/SSL: ``KAFKAML_KAFKA_SECURITY_PROTOCOL=SASL_SSL``
     becomes ``security.protocol``."""
@@ -92,6 +96,7 @@ class Settings(BaseModel, frozen=True):
             "validation_timeout_s": "KAFKAML_VALIDATION_TIMEOUT",
             "validation_memory_mb": "KAFKAML_VALIDATION_MEMORY_MB",
             "validator_idle_s": "KAFKAML_VALIDATOR_IDLE_S",
+            "worker_idle_s": "KAFKAML_WORKER_IDLE_S",
         }
         values: dict[str, object] = {k: env[v] for k, v in names.items() if env.get(v)}
         values["kafka"] = {
@@ -145,6 +150,7 @@ class Settings(BaseModel, frozen=True):
             "KAFKAML_VALIDATION_TIMEOUT": str(self.validation_timeout_s),
             "KAFKAML_VALIDATION_MEMORY_MB": str(self.validation_memory_mb),
             "KAFKAML_VALIDATOR_IDLE_S": str(self.validator_idle_s),
+            "KAFKAML_WORKER_IDLE_S": str(self.worker_idle_s),
         }
         if self.bootstrap:
             out["KAFKAML_BOOTSTRAP"] = self.bootstrap

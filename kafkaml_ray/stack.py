@@ -63,6 +63,9 @@ def ray_env(settings: Settings) -> dict[str, str]:
         # One local node: nothing to drain on `down`; stop at once.
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
+        # Idle worker processes beyond one per CPU live this long (Ray's default: 1 s), so
+        # that a run's runner and read tasks find warm ones (`Settings.worker_idle_s`).
+        "RAY_idle_worker_killing_time_threshold_ms": str(int(settings.worker_idle_s * 1000)),
     }
     # The head's own address, never the caller's RAY_ADDRESS: Ray code inside the cluster
     # that resolves "auto" (Ray Train's placement-group cleaner asking the state API whether

@@ -18,7 +18,7 @@ __all__ = ["results", "markdown", "plot", "markdown_gpu", "LABELS"]
 
 LABELS = {"pytorch": "PyTorch", "tensorflow": "TensorFlow/Keras"}
 AIM_RATIO = 1.1
-AIM_WALL = 2.0
+AIM_WALL = 1.3
 AIM_SEARCH = 1.5
 NO_GPU = (
     "no GPU was lent to the session that made these results (the device tool said 'not "

@@ -130,7 +130,7 @@ class Training(Service):
     def resume(self, result_id: int) -> ResultInfo:
         """Train a failed or stopped online result again, from its last checkpoint (weights,
         optimizer and offsets): no window is lost or trained twice."""
-        from kafkaml_ray._private.rayutil import find_actor
+        from kafkaml_ray.train import pool
         from kafkaml_ray.train.launch import runner_name, start_runner
 
         self._check_cluster()
@@ -149,7 +149,7 @@ class Training(Service):
                     "result resumes"
                 )
             dep_id, ds_id = dep.id, ds.id
-        if find_actor(self.settings, runner_name(self.settings, dep_id)) is not None:
+        if pool.running(self.settings, runner_name(self.settings, dep_id)):
             raise Conflict(
                 f"deployment {dep_id} still trains other models online: stop it first "
                 f"(kafkaml-ray train stop {dep_id}), then resume its results"

@@ -4,7 +4,8 @@
 - `_loops`: the per-worker training loops (PyTorch through Ignite, Keras through ``fit``);
 - `reporter`: what a run records (progress, learning curve, weights, test metrics);
 - `kwargs`: the ``epochs=5, lr=0.001`` training arguments;
-- `launch`: the detached actor that runs a deployment when its stream is announced;
+- `launch`: a deployment's runner task, started in the training pool (`pool`) when its
+  stream is announced;
 - `submit`: the same as a Ray job (``train deploy --submit``); ``python -m kafkaml_ray.train``
   (`__main__`) is that job's entrypoint, and a KubeRay RayJob's;
 - `tune`: hyper-parameter searches; `cli`: the ``train`` and ``tune`` commands.

@@ -1,10 +1,11 @@
 """Starting training runs: the control listener's handler, and stopping them.
 
 Without ``--submit`` a deployment's run starts when its data stream is announced: the
-listener calls `on_datasource`, which starts a detached Ray actor
-(``training-<store tag>-<id>``) that runs `~kafkaml_ray.train.runner.run_deployment`. With
-``--submit`` a Ray job was submitted at deploy time; it waits for the datasource, so
-`on_datasource` only records it.
+listener calls `on_datasource`, which has the training pool (`kafkaml_ray.train.pool`) run
+the deployment's runner task (``training-<store tag>-<id>``), which runs
+`~kafkaml_ray.train.runner.run_deployment`. The pool owns it, so it outlives the listener,
+and it lands on a warm process, as do the tasks it submits. With ``--submit`` a Ray job was
+submitted at deploy time; it waits for the datasource, so `on_datasource` only records it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from kafkaml_ray._private.rayutil import OneShot
 from kafkaml_ray.errors import Conflict, NotFound
 from kafkaml_ray.settings import Settings
 from kafkaml_ray.store import Datasource, ResultStatus, Store, TrainingDeployment
+from kafkaml_ray.train import pool
 from kafkaml_ray.train.pool import runner_name
 
 __all__ = ["on_datasource", "start_runner", "stop_runner", "runner_name"]
@@ -23,26 +24,21 @@ __all__ = ["on_datasource", "start_runner", "stop_runner", "runner_name"]
 logger = logging.getLogger(__name__)
 
 
-class _Runner(OneShot):
-    """A deployment's training, in a detached actor: it outlives the listener that started it."""
+def _run(settings: Settings, deployment_id: int, datasource_id: int) -> None:
+    """A deployment's runner task (`start_runner`): its training, its failure recorded on
+    its results. A stop cancels it (`stop_runner`); it then stops the runs it started."""
+    from kafkaml_ray._private.rayutil import cancellable
+    from kafkaml_ray.train.runner import cancel_runs, fail_results, run_deployment
 
-    def run(self, settings: Settings, deployment_id: int, datasource_id: int) -> None:
-        import ray
-
-        from kafkaml_ray.train.runner import fail_results, run_deployment
-
-        self.began()
-        try:
+    try:
+        with cancellable():  # (a stop's ray.cancel interrupts it)
             run_deployment(settings, deployment_id, datasource_id)
-        except Exception as e:  # noqa: BLE001 - recorded on the results
-            logger.exception("deployment %d failed", deployment_id)
-            fail_results(Store.for_url(settings.db_url), deployment_id, f"{type(e).__name__}: {e}")
-        ray.actor.exit_actor()
-
-    def stop(self, timeout: float) -> None:
-        from kafkaml_ray.train.runner import cancel_runs
-
-        cancel_runs(timeout)
+    except KeyboardInterrupt:
+        logger.info("deployment %d: stopped", deployment_id)
+        cancel_runs()
+    except Exception as e:  # noqa: BLE001 - recorded on the results
+        logger.exception("deployment %d failed", deployment_id)
+        fail_results(Store.for_url(settings.db_url), deployment_id, f"{type(e).__name__}: {e}")
 
 
 def on_datasource(settings: Settings, datasource_id: int) -> None:
@@ -74,32 +70,24 @@ def on_datasource(settings: Settings, datasource_id: int) -> None:
 
 def start_runner(settings: Settings, deployment_id: int, datasource_id: int) -> None:
     """Start the deployment's runner, unless it runs already (a hand-over made again)."""
-    from kafkaml_ray._private.rayutil import find_actor, run_detached
-
     name = runner_name(settings, deployment_id)
-    if find_actor(settings, name) is not None:
+    if not pool.start(settings, name, _run, settings, deployment_id, datasource_id):
         logger.info("deployment %d: its runner is running already", deployment_id)
         return
-    run_detached(settings, _Runner, name, settings, deployment_id, datasource_id)
     logger.info("deployment %d: training started on datasource %d", deployment_id, datasource_id)
 
 
 def stop_runner(
     settings: Settings, deployment_id: int, job_id: str | None, timeout: float = 60.0
 ) -> bool:
-    """Kill the deployment's runner actor or Ray job, then cancel the training tasks the
-    pool still runs for it (a job's driver, once killed, cancels nothing); True if something
-    was running. The runner first aborts its Ray Train runs, which frees their placement
-    groups."""
-    from kafkaml_ray._private.rayutil import stop_detached
-    from kafkaml_ray.train import pool
-
+    """Stop the deployment's Ray job, then cancel its runner task and the training tasks the
+    pool runs for it (a job's driver, once killed, cancels nothing); True if something was
+    running. A cancelled training task aborts its Ray Train run, which frees its placement
+    group."""
     stopped = False
     if job_id:
         from kafkaml_ray.train.submit import job_client
 
         with contextlib.suppress(Exception):
             stopped = job_client(settings).stop_job(job_id)
-    name = runner_name(settings, deployment_id)
-    stopped = stop_detached(settings, name, "stop", timeout, grace=timeout + 30) or stopped
-    return pool.cancel(settings, name, timeout) > 0 or stopped
+    return pool.cancel(settings, runner_name(settings, deployment_id), timeout) > 0 or stopped

@@ -4,7 +4,7 @@ A run of one worker (the default) trains in that task, which holds its CPU and G
 (Ray Train's local mode); a PyTorch run of several workers is a Ray Train worker group
 with a torch process group, started by that task.
 
-`run_deployment` is the one entry point, called by the deployment's runner actor (started by
+`run_deployment` is the one entry point, called by the deployment's runner task (started by
 the control listener through `kafkaml_ray.train.launch`) or by a Ray job
 (``python -m kafkaml_ray.train``; what ``train deploy --submit`` and a KubeRay RayJob run).
 """
@@ -12,7 +12,6 @@ the control listener through `kafkaml_ray.train.launch`) or by a Ray job
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC
@@ -43,13 +42,13 @@ __all__ = ["run_deployment", "wait_for_datasource", "fail_results", "cancel_runs
 
 logger = logging.getLogger(__name__)
 
-# The Ray Train tasks `run_deployment` started in this process, for `cancel_runs`.
+# The training tasks of the `run_deployment` running in this process, for `cancel_runs`.
 _running: list[Any] = []
-_stopping = threading.Event()
 
 
 def cancel_runs(timeout: float = 60.0) -> None:
-    """Stop the Ray Train runs this process started, as Ctrl-C would.
+    """Stop the training runs this process started (the runner task, when a stop cancels
+    it), as Ctrl-C would, and wait up to ``timeout`` s for them to end.
 
     ``ray.cancel`` interrupts each training task; Ray Train's interrupt handler aborts its
     run, which removes the run's workers and placement group. Killing the task's process
@@ -58,7 +57,6 @@ def cancel_runs(timeout: float = 60.0) -> None:
     """
     import ray
 
-    _stopping.set()
     refs = list(_running)
     for ref in refs:
         ray.cancel(ref)
@@ -115,6 +113,7 @@ def run_deployment(
     named steps: claim (one session), read, split, launch, await."""
     import ray
 
+    _running.clear()  # (a warm process ran other deployments before)
     store = Store.for_url(settings.db_url)
     if datasource_id is None:
         datasource_id = wait_for_datasource(store, deployment_id)
@@ -276,15 +275,12 @@ def _split(store: Store, deployment_id: int, claim: _Claim, data: Any) -> dict[s
 def _launch(
     settings: Settings, deployment_id: int, specs: list[RunSpec], datasets: dict[str, Any]
 ) -> list[Any]:
-    """One training task per model, submitted to the training pool (none after a stop)."""
-    import ray
-
+    """One training task per model, submitted to the training pool (none after a stop: the
+    pool refuses them)."""
     _mark(specs, "start")
     owner = pool.runner_name(settings, deployment_id)
     refs: list[Any] = []
     for spec in specs:
-        if _stopping.is_set():  # (a stop while submitting: the rest are not started)
-            break
         ref = pool.submit(
             settings,
             owner,
@@ -295,11 +291,10 @@ def _launch(
             datasets,
             spec.train_args.get("num_workers", 1),
         )
+        if ref is None:  # (stopped while submitting: the rest are not started)
+            break
         refs.append(ref)
         _running.append(ref)
-    if _stopping.is_set():  # (cancel_runs may have run before the last one was listed)
-        for ref in refs:
-            ray.cancel(ref)
     return refs
 
 
