@@ -112,6 +112,7 @@ class _Pool:
 
         with self._lock:
             self._stopped.add(owner)
+            self._pending(owner)  # (the finished ones are not counted)
             refs = self._tasks.pop(owner, [])
         for ref in refs:
             ray.cancel(ref)
