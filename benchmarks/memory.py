@@ -189,8 +189,10 @@ def markdown(res: dict[str, Any]) -> str:
             f"- Idle stack: **{idle:.0f} MiB** PSS; aim under {AIM_IDLE_MIB} MiB: {met}.",
             f"- Per inference replica ({res['model']}, 1 replica): " + "; ".join(per_replica) + ".",
             "- After a training, the warm Ray workers hold the training pool's process of that "
-            "model code (PyTorch and the model imported: `kafkaml_ray.train.pool`) and the read "
-            "task's; Ray Data's two actors stay from the first read. The framework's model-code "
+            "model code (PyTorch and the model imported: `kafkaml_ray.train.pool`) and those of "
+            "the run's runner and read tasks, which the Ray head keeps without work for "
+            "`KAFKAML_WORKER_IDLE_S` (60 s) once it has more processes than CPUs; Ray Data's "
+            "two actors stay from the first read. The framework's model-code "
             "validator stays from the registration until `KAFKAML_VALIDATOR_IDLE_S` (600 s) "
             "pass without one. A CPU inference's Predictor replica loads its model only at "
             "its first HTTP request.",
