@@ -25,7 +25,8 @@ A process is reused only for the same model code and the same kafkaml-ray code
 worker): model code may change a process for good (``torch.set_default_dtype``, thread
 counts, ``sys.path``, monkeypatching), and no reset finds all of it. The pool is named for
 the kafkaml-ray code it runs (`package_fingerprint`): after an upgrade on a running cluster
-a new pool starts, and no run trains in a process of the old code.
+a new pool starts, and no run trains in a process of the old code. `running` and `cancel`
+ask every pool, so the runs an old pool still runs are seen and stopped.
 
 The pool reserves no CPU; each task reserves its own (`task.task_options`).
 """
@@ -53,9 +54,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+_PREFIX = "training-pool-"
+
+
 def pool_name() -> str:
     """The training pool of this kafkaml-ray code."""
-    return f"training-pool-{package_fingerprint()}"
+    return f"{_PREFIX}{package_fingerprint()}"
 
 
 def warm_key(code_sha256: str) -> dict[str, str]:
@@ -151,10 +155,12 @@ def _pool(settings: Settings) -> Any:
 def start(settings: Settings, owner: str, fn: Any, *args: Any) -> bool:
     """Run ``fn(*args)`` as the runner task ``owner`` (`runner_name`) in the cluster's
     training pool (started here when it is not running), unless a runner or training task
-    of ``owner`` runs there already; whether it started. The task reserves no CPU (what it
-    submits reserves its own) and is not retried."""
+    of ``owner`` runs already (`running`); whether it started. The task reserves no CPU (what
+    it submits reserves its own) and is not retried."""
     import ray
 
+    if running(settings, owner):
+        return False
     options = dict(num_cpus=0, max_retries=0, name=owner)
     return ray.get(_pool(settings).start.remote(owner, fn, options, *args))
 
@@ -172,25 +178,34 @@ def submit(
     return refs[0] if refs else None
 
 
+def _pools(settings: Settings) -> list[Any]:
+    """Every training pool on the cluster: this code's, and those of other kafkaml-ray code
+    (an upgrade on a running cluster leaves the old pool running its runs to their end)."""
+    from ray.util import list_named_actors
+
+    from kafkaml_ray._private.rayutil import NAMESPACE, ensure_ray, find_actor
+
+    ensure_ray(settings)
+    names = [
+        a["name"]
+        for a in list_named_actors(all_namespaces=True)
+        if a["namespace"] == NAMESPACE and a["name"].startswith(_PREFIX)
+    ]
+    return [found for name in names if (found := find_actor(settings, name)) is not None]
+
+
 def running(settings: Settings, owner: str) -> bool:
-    """Whether the pool runs a runner or training task of ``owner``. Starts no pool."""
+    """Whether a training pool runs a runner or training task of ``owner``. Starts no pool."""
     import ray
 
-    from kafkaml_ray._private.rayutil import find_actor
-
-    found = find_actor(settings, pool_name())
-    return found is not None and ray.get(found.running.remote(owner), timeout=60)
+    return any(ray.get([p.running.remote(owner) for p in _pools(settings)], timeout=60))
 
 
 def cancel(settings: Settings, owner: str, timeout: float = 30.0) -> int:
-    """Cancel the runner and training tasks the pool runs for ``owner`` and wait for them to
-    end (up to ``timeout`` s); how many there were. ``owner``'s later submissions are
-    refused until its runner starts again. Starts no pool where none runs."""
+    """Cancel the runner and training tasks the training pools run for ``owner`` and wait for
+    them to end (up to ``timeout`` s); how many there were. ``owner``'s later submissions
+    are refused until its runner starts again. Starts no pool where none runs."""
     import ray
 
-    from kafkaml_ray._private.rayutil import find_actor
-
-    found = find_actor(settings, pool_name())
-    if found is None:
-        return 0
-    return ray.get(found.cancel.remote(owner, timeout), timeout=timeout + 30)
+    calls = [p.cancel.remote(owner, timeout) for p in _pools(settings)]
+    return sum(ray.get(calls, timeout=timeout + 30))
