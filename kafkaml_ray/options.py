@@ -86,6 +86,13 @@ class OnlineOptions(BaseModel, frozen=True, extra="forbid"):
     improvement: float = Field(0.05, ge=0, description="The smallest gain that publishes.")
     max_windows: int | None = Field(None, ge=1, description="End after this many windows.")
     max_duration_s: float | None = Field(None, gt=0, description="End after this long.")
+    checkpoint_s: float = Field(
+        1.0,
+        ge=0,
+        description="Checkpoint and record the windows trained at most this often (seconds; "
+        "0: after each), and when the data pauses: a crash trains those since the last "
+        "checkpoint again, and a version is published at the checkpoint after its window.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -17,7 +17,7 @@ __all__ = ["markdown", "plot", "AIM_P99_S", "AIM_RATIO", "RECOVERED"]
 #: a window at this prequential accuracy counts as recovered from the drift
 RECOVERED = 0.9
 #: ours / plain trained throughput aimed at, and the publish-to-serve p99 aimed under
-AIM_RATIO = 0.8
+AIM_RATIO = 0.9
 AIM_P99_S = 5.0
 
 
@@ -93,14 +93,16 @@ window, model `{r["model"]}`; {r["repeat"]} rounds ({order}); medians (min-max).
 {table("measure | ours | baseline | ratio / count | aim", "lrrrl", rows)}
 
 - **Throughput**: ours is an online deployment (started by an incremental control message \
-read by the control listener; a Ray task of 1 CPU; per window: score, fit, then checkpoint \
-weights + offsets, record the window, publish on an accuracy gain of 0.01 ({t["ours_versions"]} \
-versions) and commit in a writer thread while the next window trains); plain is one fresh \
+read by the control listener; a Ray task of 1 CPU; per window: score, fit, score the \
+published version on it, publish on an accuracy gain of 0.01 ({t["ours_versions"]} versions); \
+every second (`checkpoint_s` 1): checkpoint the state + offsets and record the windows and \
+versions trained since the last); plain is one fresh \
 process with a confluent-kafka consumer, \
 `np.frombuffer`, and the same `TorchLearner` `score` then `fit` per window \
 (torch threads: plain {t["plain_threads"]}, a 1-CPU Ray worker \
 {r["ray_worker_threads"]["torch_threads"]}). Windows 2..N: from the end of window 1 \
-(ours: the windows' `created_at`) to the end of the last. Seconds per window, ours \
+(ours: the windows' `created_at`, when each was trained) to the end of the last. \
+Seconds per window, ours \
 {median_range(t["rounds"]["ours"][0]["window_s"], 3)}, plain \
 {median_range(t["rounds"]["plain"][0]["window_s"], 3)} (first round). From the start: \
 ours {median_range(t["ours"]["from_start_s"], 1)} s from the control message (hand-over, \
@@ -118,7 +120,9 @@ shuffles with a generator of its own): their curves differ by at most \
 inference's first output, {s["versions_served"]} of them seen in an output \
 ({s["versions_superseded_unserved"]} superseded before a replica looked; first output of \
 that version or a newer one: p50 {secs(ge["p50"])}, p99 {secs(ge["p99"])} s); \
-{s["inputs_sent"]:,} inputs, {s["outputs"]:,} outputs. Delay: `ResultVersion.created_at` \
+{s["inputs_sent"]:,} inputs, {s["outputs"]:,} outputs. Delay: from when its window was \
+trained (`OnlineWindow.created_at`; the version is recorded at the checkpoint after it: \
+here right after it, the windows coming 2 s apart, more than `checkpoint_s`) \
 to the Kafka timestamp of the first output naming it; replicas look for a new version \
 every second. With this few versions p99 is close to the largest ({secs(delay["max"])} s).
 - Noise: the {shared_machine(m)}; cluster start {r["cluster_start_s"]:.0f} s. \

@@ -250,7 +250,8 @@ class Datasource(_Stamped, Base):
 
 class OnlineWindow(Base):
     """One window of an online run: scored before it was trained on (prequential), then
-    trained on; ``offsets`` are the ``[first, next)`` offsets it covers per ``"topic:p"``."""
+    trained on; ``offsets`` are the ``[first, next)`` offsets it covers per ``"topic:p"``;
+    ``created_at``: when it was trained (it is recorded at the next checkpoint)."""
 
     __tablename__ = "online_windows"
     __table_args__ = (UniqueConstraint("result_id", "window", name="uq_online_windows"),)

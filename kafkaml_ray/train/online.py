@@ -11,19 +11,22 @@ first ``send()``) names topics rather than ranges. Each model of the deployment 
 3. scores the model on the window before training on it (prequential, "test then train"),
    then trains on it (its last ``validation_rate`` share held out for validation),
    continuing from the current weights: PyTorch through Ignite, Keras through ``fit``;
-4. saves a checkpoint (the weights and the next offset of every partition) in the artifact
-   store, then records the window in the store (``OnlineWindow``);
-5. publishes a new version of the result (``ResultVersion``; the result's ``weights_uri``
-   points at the newest) on the first window, and then whenever the model beats the newest
-   published version by ``improvement`` in ``monitoring_metric``, both scored on the same
-   unseen data: the window's validation share (the whole window, before training on it,
-   when it has none). So after a concept drift, when the published version falls too, a
-   model that recovers is published again.
+4. decides whether the window publishes a new version of the result: on the first window,
+   and then whenever the model beats the newest published version by ``improvement`` in
+   ``monitoring_metric``, both scored on the same unseen data: the window's validation
+   share (the whole window, before training on it, when it has none). So after a concept
+   drift, when the published version falls too, a model that recovers is published again;
+5. every ``checkpoint_s`` (and when the data pauses) saves a checkpoint of the windows
+   trained since the last one (the learner's state, the next offset of every partition, the
+   weights each window publishes) in the artifact store, then records those windows
+   (``OnlineWindow``) and versions (``ResultVersion``; the result's ``weights_uri`` points
+   at the newest) in the store, in one transaction.
 
 It ends as finished after ``stream_timeout_s`` without data, ``max_windows`` or
 ``max_duration_s``; as stopped when stopped (Ray cancels the task). A run whose process dies
 is started again by Ray and resumes from its checkpoint: the next window starts at the
-checkpoint's offsets, so no window is skipped and none is trained twice.
+checkpoint's offsets, so no window is skipped and none is recorded twice; the windows trained
+since that checkpoint (at most ``checkpoint_s`` of training) are trained again.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -91,6 +94,10 @@ def _retrying(
 
 
 # -- the run ------------------------------------------------------------------------------
+#: A trained window: its row, and what it publishes (weights, their file name, metrics) or None.
+Window = tuple[dict[str, Any], tuple[bytes, str, dict] | None]
+
+
 class OnlineRecords:
     """One online run's state in the store and the artifact store."""
 
@@ -116,32 +123,45 @@ class OnlineRecords:
                 logger.warning("result %d: %s cannot be read: %s", self.spec.result_id, name, e)
         return found
 
-    def save_checkpoint(
-        self, row: dict[str, Any], state: bytes, publish: dict[str, Any] | None
-    ) -> None:
-        """The learner's state (weights and optimizer) first, then the record that points
-        at it: a crash between the two leaves the previous checkpoint whole. The record
-        holds the window's row and the metrics of the version it publishes (None: none),
-        for a crash before they reached the store."""
-        window = row["window"]
-        uri = artifacts.replace(self.base, f"{self.prefix}/window-{window}-state", state)
+    def put_version(self, window: int, name: str, weights: bytes) -> str:
+        """Write the weights that ``window`` publishes; their URI."""
+        path = f"results/{self.spec.result_id}/versions/window-{window}/{name}"
+        return artifacts.replace(self.base, path, weights)
+
+    def save_checkpoint(self, windows: list[Window], state: bytes) -> list[dict[str, Any]]:
+        """Checkpoint ``windows`` (those trained since the last checkpoint, oldest first)
+        with the learner's state after the last (weights and optimizer). The weights each
+        window publishes, and the state, are written first, then the record that points at
+        them: a crash before that leaves the previous checkpoint whole. The record holds
+        the windows' rows and what they publish, for a crash before they reached the store.
+        Returns those entries (what `record` takes)."""
+        entries = []
+        for row, publish in windows:
+            if publish is not None:
+                weights, name, metrics = publish
+                uri = self.put_version(row["window"], name, weights)
+                publish = {"metrics": metrics, "weights_uri": uri}
+            entries.append({"row": row, "publish": publish})
+        last = windows[-1][0]
+        uri = artifacts.replace(self.base, f"{self.prefix}/window-{last['window']}-state", state)
         record = {
-            "window": window, "state_uri": uri, "positions": row["next"], "row": row,
-            "publish": publish,
+            "window": last["window"], "state_uri": uri, "positions": last["next"],
+            "windows": entries,
         }  # fmt: skip
-        last = self.checkpoints()
-        if last:  # (the one to fall back on)
-            data = json.dumps(last[0]).encode()
+        kept = self.checkpoints()
+        if kept:  # (the one to fall back on)
+            data = json.dumps(kept[0]).encode()
             artifacts.replace(self.base, f"{self.prefix}/checkpoint.previous.json", data)
         data = json.dumps(record).encode()  # replaced whole: a kill never leaves it torn
         artifacts.replace(self.base, f"{self.prefix}/checkpoint.json", data)
-        if window > 2:  # (the previous checkpoint's state is kept)
-            old = f"{self.prefix}/window-{window - 2}-state"
-            artifacts.delete(artifacts.join(self.base, old))
+        dropped = kept[1].get("state_uri") if len(kept) > 1 else None
+        if dropped and dropped not in (uri, kept[0].get("state_uri")):
+            artifacts.delete(dropped)  # (no longer one to fall back on)
+        return entries
 
     def resume(self, learner: Learner) -> dict[str, Any] | None:
         """Continue ``learner`` from the last checkpoint (None: there is none), and store
-        that window and the version it published if the crash came before they were."""
+        its windows and the versions they published if the crash came before they were."""
         for saved in self.checkpoints():
             try:
                 if "state_uri" in saved:
@@ -160,10 +180,14 @@ class OnlineRecords:
                 )  # fmt: skip
         else:
             return None
-        metrics = saved.get("publish")
-        name = frameworks.get(self.spec.framework).weights_name
-        publish = (learner.weights(), name, metrics) if metrics else None
-        self.record(saved["row"], publish)
+        entries = saved.get("windows")
+        if entries is None:  # (written when a checkpoint held one window: its state's weights)
+            entries = [{"row": saved["row"], "publish": None}]
+            if saved.get("publish"):
+                name = frameworks.get(self.spec.framework).weights_name
+                uri = self.put_version(saved["row"]["window"], name, learner.weights())
+                entries[0]["publish"] = {"metrics": saved["publish"], "weights_uri": uri}
+        self.record(entries)
         return saved
 
     def training(self) -> bool:
@@ -180,72 +204,81 @@ class OnlineRecords:
         with self.store.session() as s:
             return update_training(s, self.spec.result_id, **fields)
 
-    def record(
-        self, row: dict[str, Any], publish: tuple[bytes, str, dict] | None, progress: bool = False
-    ) -> tuple[int | None, bool]:
-        """The window, and a new version when ``publish`` holds (weights, name, metrics);
-        nothing if the window is stored already. With ``progress``, the result's progress
-        and metrics too, in the same transaction. Returns the version published, and
-        whether the result still trains."""
+    def record(self, entries: list[dict[str, Any]], progress: bool = False) -> tuple[list, bool]:
+        """Checkpointed windows (`save_checkpoint`'s entries), and a new version for each
+        that publishes, in one transaction; those stored already are left as they are. With
+        ``progress``, the result's progress and metrics too. Returns ``(window, version)``
+        of the versions published, and whether the result still trains."""
         from sqlalchemy import func, select
 
         from kafkaml_ray.store import OnlineWindow, ResultVersion, TrainingResult, update_training
 
-        version = None
+        published: list[tuple[int, int]] = []
+        rid = self.spec.result_id
         with self.store.session() as s:
-            stored = s.scalar(
-                select(OnlineWindow.id).where(
-                    OnlineWindow.result_id == self.spec.result_id,
-                    OnlineWindow.window == row["window"],
-                )
-            )
-            if stored is not None:
-                return None, True
-            if publish is not None:
-                weights, name, metrics = publish
-                last = s.scalar(
-                    select(func.max(ResultVersion.version)).where(
-                        ResultVersion.result_id == self.spec.result_id
+            stored = set(
+                s.scalars(
+                    select(OnlineWindow.window).where(
+                        OnlineWindow.result_id == rid,
+                        OnlineWindow.window.in_([e["row"]["window"] for e in entries]),
                     )
                 )
-                version = (last or 0) + 1
-                uri = artifacts.put(
-                    self.base, f"results/{self.spec.result_id}/versions/{version}/{name}", weights
-                )
+            )
+            newest = select(func.max(ResultVersion.version))
+            last = s.scalar(newest.where(ResultVersion.result_id == rid))
+            for entry in entries:
+                row, publish, version = entry["row"], entry["publish"], None
+                if row["window"] in stored:
+                    continue
+                if publish is not None:
+                    version = last = (last or 0) + 1
+                    uri = publish["weights_uri"]
+                    s.add(
+                        ResultVersion(
+                            result_id=rid,
+                            version=version,
+                            window=row["window"],
+                            metrics=publish["metrics"],
+                            offsets=row["next"],
+                            weights_uri=uri,
+                        )
+                    )
+                    result = s.get(TrainingResult, rid)
+                    if result is not None:
+                        result.weights_uri = uri
+                    published.append((row["window"], version))
                 s.add(
-                    ResultVersion(
-                        result_id=self.spec.result_id,
-                        version=version,
+                    OnlineWindow(
+                        result_id=rid,
                         window=row["window"],
-                        metrics=metrics,
-                        offsets=row["next"],
-                        weights_uri=uri,
+                        messages=row["messages"],
+                        malformed=row["malformed"],
+                        prequential=row["prequential"],
+                        train=row["train"],
+                        val=row["val"],
+                        offsets=row["offsets"],
+                        version=version,
+                        created_at=_utc(row.get("trained_at", time.time())),
                     )
                 )
-                result = s.get(TrainingResult, self.spec.result_id)
-                if result is not None:
-                    result.weights_uri = uri
-            s.add(
-                OnlineWindow(
-                    result_id=self.spec.result_id,
-                    window=row["window"],
-                    messages=row["messages"],
-                    malformed=row["malformed"],
-                    prequential=row["prequential"],
-                    train=row["train"],
-                    val=row["val"],
-                    offsets=row["offsets"],
-                    version=version,
-                )
-            )
+            row = entries[-1]["row"]
             going = not progress or update_training(
                 s,
-                self.spec.result_id,
-                progress={"phase": "training", "window": row["window"], "version": version},
+                rid,
+                progress={
+                    "phase": "training",
+                    "window": row["window"],
+                    "version": published[-1][1] if published else None,
+                },
                 train_metrics=row["train"],
                 val_metrics=row["val"] or row["prequential"],
             )
-        return version, going
+        return published, going
+
+
+def _utc(epoch_s: float) -> datetime:
+    """Seconds since the epoch as the store keeps time (naive UTC)."""
+    return datetime.fromtimestamp(epoch_s, UTC).replace(tzinfo=None)
 
 
 def _better(value: float | None, published: float | None, options: OnlineOptions) -> bool:
@@ -302,41 +335,48 @@ def online_run(
         published = new_learner()
         published.load(_retrying(run, "reading the newest version", lambda: artifacts.get(newest)))
     stream = OnlineStream(spec, source, saved["positions"] if saved else None)
-    # Each window's checkpoint and store writes run in a writer thread while the next window
-    # is read and trained; one window's at a time, in order: a crash loses at most the
-    # windows not yet checkpointed, which are read and trained again from the checkpoint.
-    writer = ThreadPoolExecutor(1, thread_name_prefix=f"online-{spec.result_id}-writer")
-    pending: tuple[Future[bool], dict[str, int]] | None = None
+    # Windows are checkpointed and recorded together, at most every checkpoint_s, in this
+    # thread: a writer thread beside the training would contend with it for the GIL. A
+    # crash trains again the windows since the last checkpoint, from its offsets.
+    unsaved: list[Window] = []
+    saved_at = time.monotonic()
 
-    def flush() -> bool:
-        """Wait for the window in the writer; whether the result still trains."""
-        nonlocal pending
-        if pending is None:
+    def checkpoint() -> bool:
+        """Checkpoint and record the windows trained since the last checkpoint; whether
+        the result still trains."""
+        nonlocal unsaved, saved_at
+        if not unsaved:
             return True
-        (done, positions), pending = pending, None
-        going = done.result()
-        stream.commit(positions)  # (the group's offsets: for lag tools)
-        return going
-
-    def write(row: dict[str, Any], state: bytes, publish: tuple | None) -> bool:
-        metrics = publish[2] if publish else None
-        _retrying(run, "writing the checkpoint", lambda: run.save_checkpoint(row, state, metrics))
-        version, going = _retrying(
-            run, "recording the window", lambda: run.record(row, publish, progress=True)
+        windows, unsaved = unsaved, []
+        state = learner.snapshot()[1]
+        entries = _retrying(
+            run, "writing the checkpoint", lambda: run.save_checkpoint(windows, state)
         )
-        if version is not None:
-            logger.info("result %d: version %d, window %d", spec.result_id, version, row["window"])
+        published, going = _retrying(
+            run, "recording the windows", lambda: run.record(entries, progress=True)
+        )
+        for at, version in published:
+            logger.info("result %d: version %d, window %d", spec.result_id, version, at)
+        stream.commit(windows[-1][0]["next"])  # (the group's offsets: for lag tools)
+        saved_at = time.monotonic()
         return going
 
     def waiting() -> bool:  # asked while no data comes: says so, and whether still training
+        if unsaved:
+            return checkpoint()
         progress = {"phase": "waiting for data", "window": window}
         return _retrying(run, "recording progress", lambda: run.update(progress=progress))
 
     started, why = time.monotonic(), "the stream ended"
+    between = True  # (the learner holds whole windows only: its state may be saved)
     try:
         if not waiting():
             return "stopped"  # (its status says so already)
         while True:
+            due = unsaved and time.monotonic() - saved_at >= options.checkpoint_s
+            if due and not checkpoint():
+                why = "stopped"
+                break
             if options.max_windows is not None and window >= options.max_windows:
                 why = f"{options.max_windows} windows trained"
                 break
@@ -351,6 +391,7 @@ def online_run(
                 options.window_seconds,
                 options.stream_timeout_s,
                 waiting,
+                ask_after=0.5 if unsaved else 5.0,  # (a pause: what was trained is saved)
             )
             if not msgs and not _retrying(run, "reading the status", run.training):
                 why = "stopped"
@@ -384,6 +425,7 @@ def online_run(
                 "train": {},
                 "val": {},
             }
+            between = False
             if len(x):
                 row["prequential"] = floats(learner.score(x, y))
                 n_val = int(len(x) * val_rate)
@@ -395,7 +437,6 @@ def online_run(
                 elif published is not None:  # on what the model is judged on (unseen data)
                     held = (x[cut:], y[cut:]) if n_val else (x, y)
                     row["published"] = floats(published.score(*held))
-            weights, state = learner.snapshot()  # (copies: the next window trains on)
             watched = row["val"] or row["prequential"]
             if watched and options.monitoring_metric not in watched:
                 raise InvalidInput(
@@ -407,22 +448,21 @@ def online_run(
             before = row.get("published", {}).get(options.monitoring_metric)
             publish = None
             if len(x) and _better(value, before, options):
+                weights = learner.weights()
                 metrics = {**watched, "monitored": value, "previous": before}
                 publish = (weights, adapter.weights_name, metrics)
                 if published is None:
                     published = new_learner()
                 published.load(weights)
                 published_at = window
-            going = flush()  # (written while this window trained)
-            pending = writer.submit(write, row, state, publish), row["next"]
-            if not going:
-                why = "stopped"
-                break
+            row["trained_at"] = time.time()  # (recorded later: when it was trained)
+            unsaved.append((row, publish))
+            between = True
     finally:
         try:
-            flush()  # the last window's checkpoint, also when the run fails
+            if between:  # the windows since the last checkpoint, also when the run fails
+                checkpoint()
         finally:
-            writer.shutdown(wait=True)
             stream.close()
     return why
 

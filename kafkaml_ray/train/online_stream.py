@@ -90,13 +90,19 @@ class OnlineStream:
         )
 
     def window(
-        self, most: int, seconds: float, idle_s: float, going: Callable[[], bool]
+        self,
+        most: int,
+        seconds: float,
+        idle_s: float,
+        going: Callable[[], bool],
+        ask_after: float = 5.0,
     ) -> list[Any]:
         """Up to ``most`` messages, or what came within ``seconds`` of the first; [] after
-        ``idle_s`` without any (-1: wait on), or when ``going()`` (asked every few seconds
-        while nothing comes) turns false."""
+        ``idle_s`` without any (-1: wait on), or when ``going()`` (asked after ``ask_after``
+        seconds without any, then every 5 s) turns false."""
         msgs: list[Any] = []
-        started = idle_since = asked = time.monotonic()
+        started = idle_since = time.monotonic()
+        asked = started - 5.0 + ask_after
         while len(msgs) < most:
             now = time.monotonic()
             if msgs and now - started >= seconds:
@@ -118,12 +124,15 @@ class OnlineStream:
 
     def advance(self, msgs: list[Any]) -> dict[str, list[int]]:
         """Move the positions past ``msgs``; the ``[first, next)`` offsets they cover."""
-        covered: dict[str, list[int]] = {}
-        for m in msgs:
-            k = _key(m.topic(), m.partition())
-            first = covered.get(k, [m.offset()])[0]
-            covered[k] = [first, m.offset() + 1]
-            self.positions[k] = m.offset() + 1
+        spans: dict[tuple[str, int], list[int]] = {}
+        for m in msgs:  # (a partition's messages come in offset order)
+            tp, offset = (m.topic(), m.partition()), m.offset()
+            if tp in spans:
+                spans[tp][1] = offset + 1
+            else:
+                spans[tp] = [offset, offset + 1]
+        covered = {_key(*tp): span for tp, span in spans.items()}
+        self.positions.update({k: span[1] for k, span in covered.items()})
         return covered
 
     def commit(self, positions: dict[str, int]) -> None:

@@ -97,7 +97,8 @@ def test_a_crash_before_the_window_was_recorded_keeps_its_version(tmp_path):
         "window": 1, "messages": 64, "malformed": 0, "offsets": {"t:0": [0, 64]},
         "next": {"t:0": 64}, "prequential": {}, "train": {}, "val": {"accuracy": 0.5},
     }  # fmt: skip
-    OnlineRecords(spec).save_checkpoint(row, state, {"accuracy": 0.5, "monitored": 0.5})
+    publish = (weights, "model.safetensors", {"accuracy": 0.5, "monitored": 0.5})
+    OnlineRecords(spec).save_checkpoint([(row, publish)], state)
     # (the process dies here)
     resumed = TorchLearner(PyTorch(), spec)
     saved = OnlineRecords(spec).resume(resumed)
@@ -106,6 +107,80 @@ def test_a_crash_before_the_window_was_recorded_keeps_its_version(tmp_path):
         assert [w.version for w in s.scalars(select(OnlineWindow))] == [1]
         (v,) = s.scalars(select(ResultVersion)).all()
         assert (v.version, v.window, v.metrics["monitored"]) == (1, 1, 0.5)
+
+
+def _row(window):
+    return {
+        "window": window, "messages": 64, "malformed": 0,
+        "offsets": {"t:0": [64 * window - 64, 64 * window]}, "next": {"t:0": 64 * window},
+        "prequential": {}, "train": {}, "val": {"accuracy": window / 10},
+    }  # fmt: skip
+
+
+def test_windows_checkpointed_together_keep_each_versions_own_weights(tmp_path):
+    """Three windows trained between two checkpoints, the first and the third publishing:
+    one checkpoint holds them, and the store gets the three windows and two versions, each
+    version with the weights of its own window (not the checkpoint's), also when the process
+    died before they were recorded. A checkpoint written when each held one window still
+    resumes (a run that goes on after an upgrade)."""
+    import json
+
+    from kafkaml_ray import artifacts
+    from kafkaml_ray.frameworks.torch import PyTorch, TorchLearner
+    from kafkaml_ray.store import (
+        MLModel,
+        OnlineWindow,
+        ResultStatus,
+        ResultVersion,
+        Store,
+        TrainingResult,
+        select,
+    )
+    from kafkaml_ray.train.online import OnlineRecords
+
+    spec = _spec(tmp_path)
+    with Store(spec.settings.db_url).session() as s:
+        model = MLModel(name="tiny", framework="pytorch", code=_ADAM)
+        s.add(TrainingResult(model=model, status=ResultStatus.TRAINING))
+    learner, run = TorchLearner(PyTorch(), spec), OnlineRecords(spec)
+    windows, weights = [], {}
+    for w in (1, 2, 3):
+        learner.fit(*_window(w), epochs=1)
+        weights[w] = learner.weights()
+        publish = (weights[w], "model.safetensors", {"accuracy": w / 10}) if w != 2 else None
+        windows.append((_row(w), publish))
+    run.save_checkpoint(windows, learner.snapshot()[1])
+    # (the process dies here: nothing reached the store)
+    resumed = TorchLearner(PyTorch(), spec)
+    saved = run.resume(resumed)
+    assert (saved["window"], saved["positions"]) == (3, {"t:0": 192})
+    assert resumed.weights() == weights[3]
+    with Store(spec.settings.db_url).session() as s:
+        stored = s.scalars(select(OnlineWindow).order_by(OnlineWindow.window)).all()
+        assert [(w.window, w.version) for w in stored] == [(1, 1), (2, None), (3, 2)]
+        versions = s.scalars(select(ResultVersion).order_by(ResultVersion.version)).all()
+        assert [(v.window, artifacts.get(v.weights_uri)) for v in versions] == [
+            (1, weights[1]),
+            (3, weights[3]),
+        ]
+        assert s.get(TrainingResult, 1).weights_uri == versions[-1].weights_uri
+    run.resume(TorchLearner(PyTorch(), spec))  # again: nothing is recorded twice
+    with Store(spec.settings.db_url).session() as s:
+        assert len(s.scalars(select(OnlineWindow)).all()) == 3
+
+    # A checkpoint of the earlier form: one window, the published metrics, no weights URI.
+    learner.fit(*_window(4), epochs=1)
+    state = learner.snapshot()[1]
+    uri = artifacts.replace(spec.settings.artifacts_uri, f"{run.prefix}/window-4-state", state)
+    old = {"window": 4, "state_uri": uri, "positions": {"t:0": 256}, "row": _row(4),
+           "publish": {"accuracy": 0.4, "monitored": 0.4}}  # fmt: skip
+    artifacts.replace(spec.settings.artifacts_uri, f"{run.prefix}/checkpoint.json",
+                      json.dumps(old).encode())  # fmt: skip
+    resumed = TorchLearner(PyTorch(), spec)
+    assert run.resume(resumed)["window"] == 4
+    with Store(spec.settings.db_url).session() as s:
+        v = s.scalars(select(ResultVersion).where(ResultVersion.version == 3)).one()
+        assert (v.window, artifacts.get(v.weights_uri)) == (4, resumed.weights())
 
 
 def test_a_transient_store_or_artifact_error_is_retried_and_said(monkeypatch):
@@ -169,7 +244,7 @@ def test_a_torn_checkpoint_falls_back_to_the_one_before(tmp_path, torn):
             "offsets": {"t:0": [64 * window - 64, 64 * window]}, "next": {"t:0": 64 * window},
             "prequential": {}, "train": {}, "val": {},
         }  # fmt: skip
-        run.save_checkpoint(row, state, None)
+        run.save_checkpoint([(row, None)], state)
     base = f"{spec.settings.artifacts_uri}/{run.prefix}"
     if torn == "state":
         artifacts.put(base, "window-2-state", b"")  # (empty: written, never flushed)
