@@ -97,6 +97,9 @@ class ClusterSpec(BaseModel, frozen=True, extra="forbid"):
     gpu_worker_memory: str = "32Gi"
     idle_timeout_s: int = Field(60, ge=0)
     """Seconds an idle worker waits before the autoscaler removes it."""
+    worker_idle_s: float = Field(60.0, gt=0)
+    """Seconds a Ray node keeps an idle worker process beyond one per CPU, for the next
+    task to start on warm (``KAFKAML_WORKER_IDLE_S`` of the local stack; Ray's own is 1)."""
 
     @model_validator(mode="after")
     def _ranges(self) -> ClusterSpec:
@@ -146,6 +149,12 @@ def _pod(
                 "image": image,
                 "imagePullPolicy": "IfNotPresent",
                 "envFrom": [{"secretRef": {"name": cluster.env_secret}}],
+                "env": [
+                    {
+                        "name": "RAY_idle_worker_killing_time_threshold_ms",
+                        "value": str(int(cluster.worker_idle_s * 1000)),
+                    }
+                ],
                 "resources": {"requests": dict(resources), "limits": limits},
                 "volumeMounts": mounts,
                 **({"ports": ports} if ports else {}),

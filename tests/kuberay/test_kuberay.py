@@ -176,7 +176,17 @@ def test_raycluster_shape():
     assert "nvidia.com/gpu" not in groups["cpu"]["template"]["spec"]["containers"][0]["resources"]
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["envFrom"] == [{"secretRef": {"name": "kafkaml-ray-env"}}]
-    assert "env" not in head  # no setting, and so no secret, is written into a manifest
+    # No setting, and so no secret, is written into a manifest: only Ray's own knob for how
+    # long a node keeps idle worker processes warm, on every Ray container.
+    idle = [{"name": "RAY_idle_worker_killing_time_threshold_ms", "value": "60000"}]
+    assert head["env"] == idle
+    assert all(g["template"]["spec"]["containers"][0]["env"] == idle for g in groups.values())
+    assert (
+        render_raycluster("x", ClusterSpec(worker_idle_s=5))["spec"]["headGroupSpec"]["template"][
+            "spec"
+        ]["containers"][0]["env"][0]["value"]
+        == "5000"
+    )
     assert {"name": "artifacts", "mountPath": "/artifacts"} in head["volumeMounts"]
     small = render_raycluster("small", ClusterSpec(gpu_max_workers=0, artifacts_claim=None))
     assert set(_groups(small["spec"])) == {"cpu"}
