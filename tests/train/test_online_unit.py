@@ -55,6 +55,26 @@ def _window(seed):
     return x, (x[:, 0] > 0).astype("int64")
 
 
+def _training(tmp_path):
+    """`_spec`, with its result stored as training (what an online run's records need)."""
+    from kafkaml_ray.store import MLModel, ResultStatus, Store, TrainingResult
+
+    spec = _spec(tmp_path)
+    with Store(spec.settings.db_url).session() as s:
+        model = MLModel(name="tiny", framework="pytorch", code=_ADAM)
+        s.add(TrainingResult(model=model, status=ResultStatus.TRAINING))
+    return spec
+
+
+def _row(window):
+    """A trained window's row, as an online run records it."""
+    return {
+        "window": window, "messages": 64, "malformed": 0,
+        "offsets": {"t:0": [64 * window - 64, 64 * window]}, "next": {"t:0": 64 * window},
+        "prequential": {}, "train": {}, "val": {"accuracy": window / 10},
+    }  # fmt: skip
+
+
 def test_a_resumed_pytorch_run_keeps_its_optimizer_state(tmp_path):
     """Checkpoints held the weights only: Adam's moments started from zero on every resume,
     so a resumed run trained differently from one that was never stopped."""
@@ -76,29 +96,19 @@ def test_a_crash_before_the_window_was_recorded_keeps_its_version(tmp_path):
     it published reached the store: the resumed run records both."""
     from kafkaml_ray.frameworks.torch import PyTorch, TorchLearner
     from kafkaml_ray.store import (
-        MLModel,
         OnlineWindow,
-        ResultStatus,
         ResultVersion,
         Store,
-        TrainingResult,
         select,
     )
     from kafkaml_ray.train.online import OnlineRecords
 
-    spec = _spec(tmp_path)
-    with Store(spec.settings.db_url).session() as s:
-        model = MLModel(name="tiny", framework="pytorch", code=_ADAM)
-        s.add(TrainingResult(model=model, status=ResultStatus.TRAINING))
+    spec = _training(tmp_path)
     learner = TorchLearner(PyTorch(), spec)
     learner.fit(*_window(1), epochs=1)
     weights, state = learner.snapshot()
-    row = {
-        "window": 1, "messages": 64, "malformed": 0, "offsets": {"t:0": [0, 64]},
-        "next": {"t:0": 64}, "prequential": {}, "train": {}, "val": {"accuracy": 0.5},
-    }  # fmt: skip
     publish = (weights, "model.safetensors", {"accuracy": 0.5, "monitored": 0.5})
-    OnlineRecords(spec).save_checkpoint([(row, publish)], state)
+    OnlineRecords(spec).save_checkpoint([(_row(1), publish)], state)
     # (the process dies here)
     resumed = TorchLearner(PyTorch(), spec)
     saved = OnlineRecords(spec).resume(resumed)
@@ -107,14 +117,6 @@ def test_a_crash_before_the_window_was_recorded_keeps_its_version(tmp_path):
         assert [w.version for w in s.scalars(select(OnlineWindow))] == [1]
         (v,) = s.scalars(select(ResultVersion)).all()
         assert (v.version, v.window, v.metrics["monitored"]) == (1, 1, 0.5)
-
-
-def _row(window):
-    return {
-        "window": window, "messages": 64, "malformed": 0,
-        "offsets": {"t:0": [64 * window - 64, 64 * window]}, "next": {"t:0": 64 * window},
-        "prequential": {}, "train": {}, "val": {"accuracy": window / 10},
-    }  # fmt: skip
 
 
 def test_windows_checkpointed_together_keep_each_versions_own_weights(tmp_path):
@@ -128,9 +130,7 @@ def test_windows_checkpointed_together_keep_each_versions_own_weights(tmp_path):
     from kafkaml_ray import artifacts
     from kafkaml_ray.frameworks.torch import PyTorch, TorchLearner
     from kafkaml_ray.store import (
-        MLModel,
         OnlineWindow,
-        ResultStatus,
         ResultVersion,
         Store,
         TrainingResult,
@@ -138,10 +138,7 @@ def test_windows_checkpointed_together_keep_each_versions_own_weights(tmp_path):
     )
     from kafkaml_ray.train.online import OnlineRecords
 
-    spec = _spec(tmp_path)
-    with Store(spec.settings.db_url).session() as s:
-        model = MLModel(name="tiny", framework="pytorch", code=_ADAM)
-        s.add(TrainingResult(model=model, status=ResultStatus.TRAINING))
+    spec = _training(tmp_path)
     learner, run = TorchLearner(PyTorch(), spec), OnlineRecords(spec)
     windows, weights = [], {}
     for w in (1, 2, 3):
@@ -227,24 +224,15 @@ def test_a_torn_checkpoint_falls_back_to_the_one_before(tmp_path, torn):
     torn: the resume takes the one before it instead of failing."""
     from kafkaml_ray import artifacts
     from kafkaml_ray.frameworks.torch import PyTorch, TorchLearner
-    from kafkaml_ray.store import MLModel, ResultStatus, Store, TrainingResult
     from kafkaml_ray.train.online import OnlineRecords
 
-    spec = _spec(tmp_path)
-    with Store(spec.settings.db_url).session() as s:
-        model = MLModel(name="tiny", framework="pytorch", code=_ADAM)
-        s.add(TrainingResult(model=model, status=ResultStatus.TRAINING))
+    spec = _training(tmp_path)
     learner, run = TorchLearner(PyTorch(), spec), OnlineRecords(spec)
     weights = {}
     for window in (1, 2):
         learner.fit(*_window(window), epochs=1)
         weights[window], state = learner.snapshot()
-        row = {
-            "window": window, "messages": 64, "malformed": 0,
-            "offsets": {"t:0": [64 * window - 64, 64 * window]}, "next": {"t:0": 64 * window},
-            "prequential": {}, "train": {}, "val": {},
-        }  # fmt: skip
-        run.save_checkpoint([(row, None)], state)
+        run.save_checkpoint([(_row(window), None)], state)
     base = f"{spec.settings.artifacts_uri}/{run.prefix}"
     if torn == "state":
         artifacts.put(base, "window-2-state", b"")  # (empty: written, never flushed)
