@@ -243,9 +243,6 @@ class OnlineRecords:
                             weights_uri=uri,
                         )
                     )
-                    result = s.get(TrainingResult, rid)
-                    if result is not None:
-                        result.weights_uri = uri
                     published.append((row["window"], version))
                 s.add(
                     OnlineWindow(
@@ -261,6 +258,9 @@ class OnlineRecords:
                         created_at=_utc(row.get("trained_at", time.time())),
                     )
                 )
+            result = s.get(TrainingResult, rid)
+            if published and result is not None:  # (the newest version's weights)
+                result.weights_uri = uri
             row = entries[-1]["row"]
             going = not progress or update_training(
                 s,
